@@ -1,0 +1,680 @@
+"""Datasets behind one registry: ``build_dataset(name, split, root=None, transforms=..., ...)``.
+
+Every dataset returns sample dicts (DESIGN.md): ``xyz (N, 3)`` float32 z-up, optional ``rgb``
+in [0, 1] and ``normals``, ``label`` (int, in the dataset's ``classes`` order), ``index``, plus
+extras. Randomness in transforms comes from a generator seeded by (seed, epoch, index), so a
+run is repeatable with any number of DataLoader workers; call ``set_epoch`` each epoch.
+
+Names: modelnet40 (the shared 1024-point npz, z-up), modelnet40_zsl (the 3D zero-shot split:
+seen = 30 non-ModelNet10 classes, unseen = the 10 ModelNet10 classes), modelnet40_h5
+(modelnet40_ply_hdf5_2048, y-up on disk), modelnet40_normal (modelnet40_normal_resampled txt
+with normals, y-up on disk), scanobjectnn (h5; ``variant`` OBJ_ONLY | OBJ_BG | PB_T50_RS is
+required), openshape (per-shape npy dicts for training), openshape_modelnet40,
+openshape_scanobjectnn, objaverse_lvis (OpenShape test sets). y-up data is swapped to z-up the
+way OpenShape does (exchange of the y and z columns) unless ``up_axis="z"`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import inspect
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svl.data.transforms import Compose, build_transforms
+
+__all__ = [
+    "MODELNET10_CLASSES",
+    "PointDataset",
+    "build_dataset",
+    "class_prompt_name",
+    "list_datasets",
+    "load_class_names",
+    "register_dataset",
+    "resolve_root",
+]
+
+MODELNET10_CLASSES = (
+    "bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet",
+)  # fmt: skip
+SCANOBJECTNN_VARIANTS = {
+    # variant -> (folder, file suffix)
+    "OBJ_ONLY": ("main_split_nobg", ""),
+    "OBJ_BG": ("main_split", ""),
+    "PB_T50_RS": ("main_split", "_augmentedrot_scale75"),
+}
+_LABEL_DIR = Path(__file__).with_name("labels")
+_REGISTRY: dict[str, Callable[..., PointDataset]] = {}
+
+
+# ----------------------------------------------------------------------------- names and roots
+def class_prompt_name(name: str) -> str:
+    """Human-readable class name for prompts: 'night_stand' -> 'night stand', 'tv_stand' -> 'tv stand'."""
+    return " ".join(str(name).replace("_", " ").split())
+
+
+def load_class_names(which: str) -> list[str]:
+    """Shipped category lists: 'modelnet40', 'scanobjectnn', 'modelnet40_openshape',
+    'scanobjnn_openshape', 'objaverse_lvis' (1156 LVIS categories, OpenShape order)."""
+    if which == "modelnet40":
+        return (_LABEL_DIR / "modelnet40_shape_names.txt").read_text().split()
+    if which == "scanobjectnn":
+        return (_LABEL_DIR / "scanobjectnn_shape_names_ext.txt").read_text().split()
+    labels = json.loads((_LABEL_DIR / "uni3d_labels.json").read_text())
+    key = {"objaverse_lvis": "objaverse_lvis_openshape"}.get(which, which)
+    if key not in labels:
+        raise ValueError(
+            f"unknown class list {which!r}; known: modelnet40, scanobjectnn, {', '.join(labels)}"
+        )
+    return list(labels[key])
+
+
+def resolve_root(root: str | os.PathLike[str] | None, sub: str = "") -> Path:
+    """`root` if given, else svl.utils.data_root() ($SVL_DATA or ../shared/data), joined with `sub`."""
+    if root is None:
+        from svl.utils import data_root
+
+        base = data_root(required=True)
+        assert base is not None
+        path = base / sub if sub else base
+    else:
+        path = Path(root).expanduser()
+        if sub and (path / sub).is_dir():
+            path = path / sub
+    if not path.exists():
+        raise FileNotFoundError(f"dataset folder {path} does not exist")
+    return path
+
+
+def register_dataset(name: str) -> Callable[[Callable[..., PointDataset]], Callable[..., PointDataset]]:
+    def deco(fn: Callable[..., PointDataset]) -> Callable[..., PointDataset]:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def _load_plugins() -> None:
+    """Datasets registered in other svl.data modules (event streams)."""
+    import svl.data.events  # noqa: F401
+
+
+def list_datasets() -> list[str]:
+    _load_plugins()
+    return sorted(_REGISTRY)
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    root: str | os.PathLike[str] | None = None,
+    transforms: Sequence[Any] | Compose | None = None,
+    *,
+    num_points: int | None = None,
+    augment: bool = False,
+    seed: int = 0,
+    **kwargs: Any,
+) -> PointDataset:
+    """Build a registered dataset split.
+
+    transforms: a Compose / spec list (see svl.data.transforms); None = the default pipeline:
+    resample to `num_points` (random when augmenting, farthest-point otherwise) and, with
+    `augment`, the OpenShape augmentations. Extra kwargs go to the dataset (e.g. variant=).
+    """
+    _load_plugins()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}")
+    builder = _REGISTRY[name]
+    if num_points is not None and "num_points" in inspect.signature(builder).parameters:
+        kwargs["num_points"], num_points = num_points, None  # the dataset samples itself (events)
+    if transforms is None:
+        spec: list[Any] = []
+        if num_points is not None:
+            spec.append({"name": "random_sample" if augment else "fps", "num_points": int(num_points)})
+        if augment:
+            spec.append("openshape_augment")
+        transforms = spec
+    tf = transforms if isinstance(transforms, Compose) else build_transforms(transforms)
+    return builder(split=split, root=root, transforms=tf, seed=seed, **kwargs)
+
+
+# ----------------------------------------------------------------------------- base class
+class PointDataset:
+    """Map-style dataset over an index of shapes; subclasses implement `_load(i) -> sample`."""
+
+    name = "points"
+    up_axis_on_disk = "z"
+
+    def __init__(self, split: str, classes: Sequence[str], transforms: Compose, seed: int = 0) -> None:
+        self.split = split
+        self.classes = list(classes)
+        self.transforms = transforms
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _load(self, i: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def labels(self) -> np.ndarray:
+        """All labels in dataset order (for samplers and per-class metrics)."""
+        return np.asarray([self._load(i)["label"] for i in range(len(self))], dtype=np.int64)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation stream (deterministically) for a new epoch."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= int(i) < n:
+            raise IndexError(f"{self.name}/{self.split}: index {i} out of range for {n} samples")
+        i = int(i) % n
+        sample = self._load(i)
+        sample["index"] = i
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        sample = self.transforms(sample, rng)
+        for k in ("xyz", "rgb", "normals"):
+            if sample.get(k) is not None:
+                sample[k] = np.ascontiguousarray(sample[k], dtype=np.float32)
+        return sample
+
+    def __repr__(self) -> str:
+        n, k = len(self), len(self.classes)
+        return f"{type(self).__name__}({self.name!r}, split={self.split!r}, n={n}, classes={k})"
+
+
+class ArrayDataset(PointDataset):
+    """Clouds held in (S, N, 3) arrays (mmapped when possible) with integer labels."""
+
+    def __init__(
+        self,
+        points: np.ndarray,
+        labels: np.ndarray,
+        classes: Sequence[str],
+        split: str,
+        transforms: Compose,
+        seed: int = 0,
+        indices: np.ndarray | None = None,
+        rgb: np.ndarray | None = None,
+        normals: np.ndarray | None = None,
+        swap_yz: bool = False,
+        name: str = "points",
+        shape_ids: np.ndarray | None = None,
+    ) -> None:
+        super().__init__(split, classes, transforms, seed)
+        self.points, self._labels, self.rgb, self.normals = (
+            points,
+            np.asarray(labels).reshape(-1),
+            rgb,
+            normals,
+        )
+        self.indices = np.arange(len(points)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.swap_yz = swap_yz
+        self.name = name
+        self.shape_ids = shape_ids
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def labels(self) -> np.ndarray:
+        return self._labels[self.indices].astype(np.int64)
+
+    def _load(self, i: int) -> dict[str, Any]:
+        j = int(self.indices[i])
+        xyz = np.array(self.points[j, :, :3], dtype=np.float32)
+        s: dict[str, Any] = {"xyz": xyz, "label": int(self._labels[j])}
+        if self.rgb is not None:
+            s["rgb"] = np.array(self.rgb[j], dtype=np.float32)
+        if self.normals is not None:
+            s["normals"] = np.array(self.normals[j], dtype=np.float32)
+        if self.swap_yz:
+            for k in ("xyz", "normals"):
+                if k in s:
+                    s[k] = s[k][:, [0, 2, 1]]
+        return s
+
+
+# ----------------------------------------------------------------------------- npz mmap cache
+def _npz_mmap(path: Path, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Arrays of a (compressed) npz, extracted once to the svl cache as .npy and memory-mapped.
+
+    Memory maps let DataLoader workers share the page cache instead of each holding a copy.
+    Falls back to loading into memory when the cache is not writable.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    out: dict[str, np.ndarray] = {}
+    try:
+        from svl.utils import atomic_path, cache_dir
+
+        folder = cache_dir("npz", f"{path.stem}-{key}")
+        with np.load(path, allow_pickle=False) as z:
+            for k in keys:
+                if k not in z.files:
+                    raise ValueError(f"{path}: missing array {k!r} (has {z.files})")
+                f = folder / f"{k}.npy"
+                if not f.exists():
+                    with atomic_path(f) as tmp:
+                        with open(tmp, "wb") as fh:
+                            np.save(fh, z[k])
+                out[k] = np.load(f, mmap_mode="r")
+        return out
+    except (OSError, PermissionError):
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+
+
+def _check_classes(path: Path, stored: np.ndarray, expected: list[str]) -> None:
+    names = [str(c) for c in stored]
+    if names != expected:
+        raise ValueError(f"{path}: class list differs from modelnet40_shape_names.txt: {names[:5]}...")
+
+
+# ----------------------------------------------------------------------------- ModelNet40
+def _modelnet40_arrays(root: Any, split: str) -> tuple[dict[str, np.ndarray], Path]:
+    if split not in ("train", "test"):
+        raise ValueError(f"modelnet40: split must be 'train' or 'test', got {split!r}")
+    folder = resolve_root(root, "modelnet40")
+    path = folder / f"modelnet40_pcd1024_{split}.npz"
+    arrs = _npz_mmap(path, ["points", "labels", "names", "classes"])
+    if arrs["points"].ndim != 3 or arrs["points"].shape[2] != 3:
+        raise ValueError(f"{path}: points must be (S, N, 3), got {arrs['points'].shape}")
+    if len(arrs["labels"]) != len(arrs["points"]):
+        raise ValueError(f"{path}: {len(arrs['labels'])} labels for {len(arrs['points'])} clouds")
+    _check_classes(path, arrs["classes"], load_class_names("modelnet40"))
+    return arrs, path
+
+
+@register_dataset("modelnet40")
+def _build_modelnet40(split: str, root: Any, transforms: Compose, seed: int) -> PointDataset:
+    """The shared ModelNet40 (1024 points, z-up, unit sphere, xyz only), official split."""
+    arrs, _ = _modelnet40_arrays(root, split)
+    return ArrayDataset(
+        arrs["points"], arrs["labels"], load_class_names("modelnet40"), split, transforms, seed,
+        name="modelnet40", shape_ids=arrs["names"],
+    )  # fmt: skip
+
+
+class ZeroShotSplit(ArrayDataset):
+    """ModelNet40 with the 3D zero-shot class split; labels stay in the 40-class space."""
+
+    seen_classes: list[str]
+    unseen_classes: list[str]
+
+
+def zsl_indices(
+    labels_train: np.ndarray, classes: list[str], val_fraction: float = 0.1, seed: int = 0
+) -> dict:
+    """Seen-class train/val indices: a fixed seeded ~val_fraction per class (at least one shape)."""
+    unseen = {classes.index(c) for c in MODELNET10_CLASSES}
+    train, val = [], []
+    for c in range(len(classes)):
+        if c in unseen:
+            continue
+        idx = np.flatnonzero(labels_train == c)
+        perm = np.random.default_rng([seed, c]).permutation(idx)
+        k = max(1, int(round(val_fraction * len(idx))))
+        val.append(np.sort(perm[:k]))
+        train.append(np.sort(perm[k:]))
+    return {"train": np.sort(np.concatenate(train)), "val": np.sort(np.concatenate(val))}
+
+
+@register_dataset("modelnet40_zsl")
+def _build_modelnet40_zsl(
+    split: str, root: Any, transforms: Compose, seed: int, val_fraction: float = 0.1, split_seed: int = 0
+) -> PointDataset:
+    """Splits: train (seen-class train shapes minus val), val (~10% of each seen class's train
+    shapes, fixed by split_seed), test_unseen (908), test_seen (1560), test (all 2468)."""
+    classes = load_class_names("modelnet40")
+    splits = ("train", "val", "test_unseen", "test_seen", "test")
+    if split not in splits:
+        raise ValueError(f"modelnet40_zsl: split must be one of {splits}, got {split!r}")
+    arrs, _ = _modelnet40_arrays(root, "train" if split in ("train", "val") else "test")
+    labels = np.asarray(arrs["labels"])
+    unseen_ids = np.array([classes.index(c) for c in MODELNET10_CLASSES])
+    if split in ("train", "val"):
+        idx = zsl_indices(labels, classes, val_fraction, split_seed)[split]
+    elif split == "test_unseen":
+        idx = np.flatnonzero(np.isin(labels, unseen_ids))
+    elif split == "test_seen":
+        idx = np.flatnonzero(~np.isin(labels, unseen_ids))
+    else:
+        idx = np.arange(len(labels))
+    ds = ZeroShotSplit(
+        arrs["points"], labels, classes, split, transforms, seed, indices=idx, name="modelnet40_zsl",
+        shape_ids=arrs["names"],
+    )  # fmt: skip
+    ds.unseen_classes = list(MODELNET10_CLASSES)
+    ds.seen_classes = [c for c in classes if c not in MODELNET10_CLASSES]
+    return ds
+
+
+def _swap(up_axis: str) -> bool:
+    if up_axis not in ("y", "z"):
+        raise ValueError(f"up_axis must be 'y' (swap to z-up) or 'z' (keep), got {up_axis!r}")
+    return up_axis == "y"
+
+
+@register_dataset("modelnet40_h5")
+def _build_modelnet40_h5(
+    split: str, root: Any, transforms: Compose, seed: int, up_axis: str = "y"
+) -> PointDataset:
+    """PointNet's modelnet40_ply_hdf5_2048 (2048 points, y-up on disk)."""
+    import h5py
+
+    if split not in ("train", "test"):
+        raise ValueError(f"modelnet40_h5: split must be 'train' or 'test', got {split!r}")
+    folder = resolve_root(root, "modelnet40_ply_hdf5_2048")
+    files = sorted(folder.glob(f"ply_data_{split}*.h5"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no ply_data_{split}*.h5 files")
+    pts, lab = [], []
+    for f in files:
+        try:
+            with h5py.File(f, "r") as h:
+                pts.append(np.asarray(h["data"], dtype=np.float32))
+                lab.append(np.asarray(h["label"]).reshape(-1).astype(np.int64))
+        except (OSError, KeyError) as e:
+            raise ValueError(f"{f}: not a ModelNet40 h5 file with 'data' and 'label' ({e})") from None
+    names_file = folder / "shape_names.txt"
+    classes = names_file.read_text().split() if names_file.exists() else load_class_names("modelnet40")
+    return ArrayDataset(
+        np.concatenate(pts), np.concatenate(lab), classes, split, transforms, seed, swap_yz=_swap(up_axis),
+        name="modelnet40_h5",
+    )  # fmt: skip
+
+
+class _FileListDataset(PointDataset):
+    """One file per shape, read on access (modelnet40_normal_resampled)."""
+
+    def __init__(self, files: list[Path], labels: list[int], classes, split, transforms, seed, swap, name):
+        super().__init__(split, classes, transforms, seed)
+        self.files, self._labels, self.swap_yz, self.name = files, np.asarray(labels, np.int64), swap, name
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def _load(self, i: int) -> dict[str, Any]:
+        from svl.data.io import load_points
+
+        s = load_points(self.files[i], columns="xyznxnynz")
+        out = {"xyz": s["xyz"], "normals": s["normals"], "label": int(self._labels[i])}
+        if self.swap_yz:
+            out = {k: (v[:, [0, 2, 1]] if k != "label" else v) for k, v in out.items()}
+        return out
+
+
+@register_dataset("modelnet40_normal")
+def _build_modelnet40_normal(
+    split: str, root: Any, transforms: Compose, seed: int, up_axis: str = "y"
+) -> PointDataset:
+    """modelnet40_normal_resampled: 10k points + normals per shape as 'x,y,z,nx,ny,nz' text."""
+    if split not in ("train", "test"):
+        raise ValueError(f"modelnet40_normal: split must be 'train' or 'test', got {split!r}")
+    folder = resolve_root(root, "modelnet40_normal_resampled")
+    names_file = folder / "modelnet40_shape_names.txt"
+    classes = names_file.read_text().split() if names_file.exists() else load_class_names("modelnet40")
+    listing = folder / f"modelnet40_{split}.txt"
+    if not listing.exists():
+        raise FileNotFoundError(f"{listing}: split list not found")
+    files, labels = [], []
+    for sid in listing.read_text().split():
+        cls = sid.rsplit("_", 1)[0]
+        if cls not in classes:
+            raise ValueError(f"{listing}: shape id {sid!r} has unknown class {cls!r}")
+        files.append(folder / cls / f"{sid}.txt")
+        labels.append(classes.index(cls))
+    return _FileListDataset(
+        files, labels, classes, split, transforms, seed, _swap(up_axis), "modelnet40_normal"
+    )
+
+
+@register_dataset("scanobjectnn")
+def _build_scanobjectnn(
+    split: str, root: Any, transforms: Compose, seed: int, variant: str | None = None, up_axis: str = "y"
+) -> PointDataset:
+    """ScanObjectNN h5 (2048 points). The variant must be named: OBJ_ONLY, OBJ_BG or PB_T50_RS."""
+    import h5py
+
+    if variant is None or str(variant).upper() not in SCANOBJECTNN_VARIANTS:
+        raise ValueError(
+            f"scanobjectnn: name the variant explicitly (variant= one of {sorted(SCANOBJECTNN_VARIANTS)}), "
+            f"got {variant!r}; results differ a lot between them, so svl does not guess"
+        )
+    if split not in ("train", "test"):
+        raise ValueError(f"scanobjectnn: split must be 'train' or 'test', got {split!r}")
+    sub, suffix = SCANOBJECTNN_VARIANTS[str(variant).upper()]
+    base = resolve_root(root, "scanobjectnn")
+    stem = f"{'training' if split == 'train' else 'test'}_objectdataset{suffix}.h5"
+    cands = [base / sub / stem, base / "h5_files" / sub / stem]
+    path = next((c for c in cands if c.exists()), None)
+    if path is None:
+        raise FileNotFoundError(f"scanobjectnn {variant}: none of {[str(c) for c in cands]} exists")
+    try:
+        with h5py.File(path, "r") as h:
+            pts = np.asarray(h["data"], dtype=np.float32)
+            lab = np.asarray(h["label"]).reshape(-1).astype(np.int64)
+    except (OSError, KeyError) as e:
+        raise ValueError(f"{path}: not a ScanObjectNN h5 file with 'data' and 'label' ({e})") from None
+    classes = load_class_names("scanobjectnn")
+    ds = ArrayDataset(pts, lab, classes, split, transforms, seed, swap_yz=_swap(up_axis),
+                      name=f"scanobjectnn_{str(variant).upper()}")  # fmt: skip
+    return ds
+
+
+# ----------------------------------------------------------------------------- OpenShape format
+def _text_feat(entry: Any) -> np.ndarray | None:
+    """OpenShape text features are arrays or {'original': arr, 'prompt_avg': arr} dicts."""
+    if entry is None:
+        return None
+    if isinstance(entry, dict):
+        entry = entry.get("original", entry.get("prompt_avg"))
+    arr = np.asarray(entry, dtype=np.float32).reshape(-1)
+    return arr if arr.size else None
+
+
+def load_openshape_shape(path: Path, rng: np.random.Generator) -> dict[str, Any]:
+    """One OpenShape per-shape npy dict -> sample (y-up swapped to z-up, image/text extras)."""
+    try:
+        d = np.load(path, allow_pickle=True).item()  # trusted dataset files (OpenShape release)
+    except Exception as e:  # noqa: BLE001 - corrupt archive of any kind
+        raise ValueError(f"{path}: not an OpenShape per-shape npy dict ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict) or "xyz" not in d:
+        raise ValueError(f"{path}: expected a dict with 'xyz' (OpenShape per-shape format)")
+    xyz = np.asarray(d["xyz"], np.float32)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) == 0 or not np.isfinite(xyz).all():
+        raise ValueError(f"{path}: xyz must be a finite non-empty (N, 3) array, got {xyz.shape}")
+    s: dict[str, Any] = {"xyz": xyz[:, [0, 2, 1]]}
+    if d.get("rgb") is not None:
+        rgb = np.asarray(d["rgb"], np.float32)
+        s["rgb"] = rgb / 255.0 if rgb.size and rgb.max() > 1 else rgb
+    views = []
+    if d.get("image_feat") is not None:
+        views.append(np.asarray(d["image_feat"], np.float32).reshape(-1, np.shape(d["image_feat"])[-1]))
+    if d.get("thumbnail_feat") is not None:
+        views.append(np.asarray(d["thumbnail_feat"], np.float32).reshape(1, -1))
+    if views:
+        s["image_emb"] = np.concatenate(views)
+    texts, feats = [], []
+    sources = (
+        ("text", "text_feat"),
+        ("blip_caption", "blip_caption_feat"),
+        ("msft_caption", "msft_caption_feat"),
+        ("retrieval_text", "retrieval_text_feat"),
+    )
+    for tkey, fkey in sources:
+        t, f = d.get(tkey), d.get(fkey)
+        if t is None or f is None:
+            continue
+        if isinstance(t, str):
+            t, f = [t], [f]
+        for ti, fi in zip(list(t), list(f)):
+            v = _text_feat(fi)
+            if ti and v is not None:
+                texts.append(str(ti))
+                feats.append(v)
+    if feats:
+        k = int(rng.integers(len(feats)))
+        s["text_emb"], s["text"], s["has_text"] = feats[k], texts[k], True
+    elif views:
+        s["text_emb"], s["text"], s["has_text"] = np.zeros(views[0].shape[-1], np.float32), "", False
+    return s
+
+
+class OpenShapeDataset(PointDataset):
+    """OpenShape training triplets: per-shape npy dicts located by a split json or a folder glob."""
+
+    name = "openshape"
+
+    def __init__(
+        self, files: list[Path], classes, labels, split, transforms, seed, ids=None, name="openshape"
+    ):
+        super().__init__(split, classes, transforms, seed)
+        self.files, self._labels, self.ids, self.name = files, labels, ids, name
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            raise ValueError(f"{self.name}: this split has no labels")
+        return np.asarray(self._labels, np.int64)
+
+    def _load(self, i: int) -> dict[str, Any]:
+        s = load_openshape_shape(self.files[i], np.random.default_rng([self.seed, self.epoch, i, 1]))
+        if self._labels is not None:
+            s["label"] = int(self._labels[i])
+        return s
+
+
+def _locate(root: Path, data_path: str) -> Path:
+    p = Path(data_path)
+    for cand in (p, root / data_path.lstrip("/"), root / Path(*p.parts[-3:]), root / Path(*p.parts[-2:])):
+        if cand.exists():
+            return cand
+    raise FileNotFoundError(f"OpenShape shape file {data_path} not found as given or under {root}")
+
+
+@register_dataset("openshape")
+def _build_openshape(
+    split: str, root: Any, transforms: Compose, seed: int, split_file: str | None = None
+) -> PointDataset:
+    """Training data: `split_file` (OpenShape json list of {'data_path', ...}) or
+    root/meta_data/split/<split>.json, else every *.npy under root/<split>."""
+    base = resolve_root(root, "openshape")
+    sf = Path(split_file) if split_file else base / "meta_data" / "split" / f"{split}.json"
+    if sf.exists():
+        try:
+            items = json.loads(sf.read_text())
+            files = [_locate(base, it["data_path"]) for it in items]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{sf}: not an OpenShape split list of {{'data_path': ...}} ({e})") from None
+        ids = [it.get("id", it.get("uid")) for it in items]
+    else:
+        folder = base / split
+        files = sorted(Path(f) for f in glob.glob(str(folder / "**" / "*.npy"), recursive=True))
+        if not files:
+            raise FileNotFoundError(f"openshape/{split}: neither {sf} nor any .npy under {folder}")
+        ids = [f.stem for f in files]
+    return OpenShapeDataset(files, [], None, split, transforms, seed, ids=ids)
+
+
+@register_dataset("openshape_modelnet40")
+def _build_openshape_modelnet40(split: str, root: Any, transforms: Compose, seed: int) -> PointDataset:
+    """OpenShape's ModelNet40 test set: meta_data/modelnet40/test_pc.npy + test_split.json (y-up)."""
+    if split != "test":
+        raise ValueError(f"openshape_modelnet40 has only a 'test' split, got {split!r}")
+    base = resolve_root(root, "openshape")
+    folder = base / "meta_data" / "modelnet40"
+    pcs = np.load(folder / "test_pc.npy", allow_pickle=True)  # trusted OpenShape release file
+    meta = json.loads((folder / "test_split.json").read_text())
+    classes = load_class_names("modelnet40_openshape")
+    if len(meta) != len(pcs):
+        raise ValueError(f"{folder}: {len(meta)} split entries for {len(pcs)} clouds")
+    lab = np.asarray([classes.index(class_prompt_name(m["category"])) for m in meta])
+    xyz = np.stack([np.asarray(p["xyz"], np.float32) for p in pcs])
+    rgb = np.stack([np.asarray(p["rgb"], np.float32) / 255.0 for p in pcs]) if "rgb" in pcs[0] else None
+    return ArrayDataset(xyz, lab, classes, split, transforms, seed, rgb=rgb, swap_yz=True,
+                        name="openshape_modelnet40")  # fmt: skip
+
+
+@register_dataset("openshape_scanobjectnn")
+def _build_openshape_scanobjectnn(split: str, root: Any, transforms: Compose, seed: int) -> PointDataset:
+    """OpenShape's ScanObjectNN test set: meta_data/scanobjectnn/xyz_label.npy dict (y-up)."""
+    if split != "test":
+        raise ValueError(f"openshape_scanobjectnn has only a 'test' split, got {split!r}")
+    path = resolve_root(root, "openshape") / "meta_data" / "scanobjectnn" / "xyz_label.npy"
+    d = np.load(path, allow_pickle=True).item()
+    if not isinstance(d, dict) or "xyz" not in d or "label" not in d:
+        raise ValueError(f"{path}: expected a dict with 'xyz' and 'label'")
+    rgb = np.asarray(d["rgb"], np.float32) if "rgb" in d else None
+    return ArrayDataset(
+        np.asarray(d["xyz"], np.float32),
+        np.asarray(d["label"]),
+        load_class_names("scanobjnn_openshape"),
+        split,
+        transforms,
+        seed,
+        rgb=rgb,
+        swap_yz=True,
+        name="openshape_scanobjectnn",
+    )
+
+
+@register_dataset("objaverse_lvis")
+def _build_objaverse_lvis(
+    split: str,
+    root: Any,
+    transforms: Compose,
+    seed: int,
+    annotations: str | None = None,
+    missing: str = "error",
+) -> PointDataset:
+    """Objaverse-LVIS test set from the LVIS annotations (labels/objaverse_lvis_annotations.json:
+    category -> object ids), with per-shape OpenShape npy files '<uid>.npy' found under root."""
+    if split != "test":
+        raise ValueError(f"objaverse_lvis has only a 'test' split, got {split!r}")
+    if missing not in ("error", "skip"):
+        raise ValueError(f"objaverse_lvis: missing must be 'error' or 'skip', got {missing!r}")
+    ann_path = (
+        Path(annotations) if annotations else resolve_root(None, "labels") / "objaverse_lvis_annotations.json"
+    )
+    ann = json.loads(Path(ann_path).read_text())
+    classes = load_class_names("objaverse_lvis")
+    if sorted(ann) != sorted(classes):
+        raise ValueError(f"{ann_path}: categories differ from the shipped 1156 LVIS categories")
+    base = resolve_root(root, "openshape")
+    index = {Path(f).stem: Path(f) for f in glob.glob(str(base / "**" / "*.npy"), recursive=True)}
+    files, labels, ids, lost = [], [], [], 0
+    for c, cls in enumerate(classes):
+        for uid in sorted(ann[cls]):
+            f = index.get(uid)
+            if f is None:
+                lost += 1
+                continue
+            files.append(f)
+            labels.append(c)
+            ids.append(uid)
+    if lost and missing == "error":
+        raise FileNotFoundError(
+            f"objaverse_lvis: {lost} of {lost + len(files)} annotated shapes have no <uid>.npy under {base} "
+            "(pass missing='skip' to evaluate on the ones present)"
+        )
+    if not files:
+        raise FileNotFoundError(f"objaverse_lvis: no annotated shape found under {base}")
+    return OpenShapeDataset(files, classes, labels, split, transforms, seed, ids=ids, name="objaverse_lvis")

@@ -1,0 +1,193 @@
+"""`svl energy`: a model's per-layer energy on real clouds or on the E-3DSNN release's random input."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import torch
+from torch import nn
+
+from svl.energy.meter import (
+    CONVENTIONS,
+    ENERGY_PRESETS,
+    EnergyReport,
+    EnergyTable,
+    measure_energy,
+    merge_reports,
+)
+
+__all__ = ["build_model", "random_cloud", "random_voxel_input", "run_energy_command"]
+
+
+def random_voxel_input(
+    n_points: int = 9830, grid: int = 64, channels: int = 6, batch_size: int = 1, seed: int = 0
+) -> Any:
+    """The E-3DSNN release's energy input: integer voxel coords uniform in [0, grid)^3, random features.
+
+    Coordinates are drawn with replacement and kept as drawn (duplicates included), like the release.
+    """
+    from svl.sparse import SparseTensor
+
+    if n_points < 1 or grid < 1 or channels < 1 or batch_size < 1:
+        raise ValueError(f"random input needs positive sizes, got points={n_points}, grid={grid}")
+    g = torch.Generator().manual_seed(seed)
+    xyz = torch.randint(0, grid, (batch_size * n_points, 3), generator=g)
+    b = torch.arange(batch_size).repeat_interleave(n_points).view(-1, 1)
+    feats = torch.randn(batch_size * n_points, channels, generator=g)
+    return SparseTensor(feats, torch.cat([b, xyz], 1), batch_size)
+
+
+def random_cloud(n_points: int, channels: int = 6, batch_size: int = 1, seed: int = 0) -> torch.Tensor:
+    """Random clouds (B, N, C) in the unit ball: xyz, then the missing-colour constant 0.4 as features."""
+    if n_points < 1 or channels < 3:
+        raise ValueError(f"a random cloud needs >= 1 point and >= 3 channels, got {n_points}, {channels}")
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(batch_size, n_points, 3, generator=g)
+    r = torch.rand(batch_size, n_points, 1, generator=g) ** (1 / 3)
+    xyz = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12) * r
+    return torch.cat([xyz, torch.full((batch_size, n_points, channels - 3), 0.4)], -1)
+
+
+def _strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if any(k.startswith(prefix) for k in tensors):
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return tensors
+
+
+def build_model(name: str | None = None, checkpoint: str | None = None, head: str | None = None) -> nn.Module:
+    """A registered model by name, or the model a checkpoint describes (with its weights), with an
+    optional Rep-VLI head file folded in (checked against the checkpoint's hash when both are given).
+    Pretraining checkpoints keep the encoder under ``encoder.``.
+    """
+    from svl.models import create_model
+
+    if checkpoint is not None and head is not None:
+        from svl.models.heads import load_zeroshot_model
+
+        return load_zeroshot_model(checkpoint, head)[0].eval()
+    if checkpoint is not None:
+        from svl.checkpoint import load_checkpoint, load_state_into
+
+        tensors, meta = load_checkpoint(checkpoint)
+        mname = meta.get("model")
+        if not isinstance(mname, str):
+            raise ValueError(f"{checkpoint}: checkpoint metadata names no model (meta['model'] missing)")
+        cfg = meta.get("model_cfg") or {}
+        if not isinstance(cfg, dict):
+            raise ValueError(
+                f"{checkpoint}: meta['model_cfg'] must be a JSON object, not {type(cfg).__name__}"
+            )
+        model = create_model(mname, **cfg)
+        load_state_into(model, _strip_prefix(tensors, "encoder."), where=checkpoint)
+    elif name is not None:
+        model = create_model(name)
+    else:
+        raise ValueError("give --model NAME or --checkpoint CKPT")
+    if head is not None:
+        from svl.models.heads import attach_head
+
+        attach_head(model, head)
+    return model.eval()
+
+
+def _is_voxel_model(model: nn.Module) -> bool:
+    """E-3DSNN-like models consume SparseTensors (their first synaptic layer is a sparse conv)."""
+    for m in model.modules():
+        if hasattr(m, "kernel_map") and isinstance(getattr(m, "weight", None), torch.Tensor):
+            return True
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd):
+            return False
+    return False
+
+
+def _sparse_batch(st: Any) -> Any:
+    """A PointBatch whose ``.sparse`` is already set, so the model skips its own voxelization."""
+    from svl.data.batch import PointBatch
+
+    b = st.batch_size
+    return PointBatch(
+        xyz=torch.zeros(b, 0, 3), feats=torch.zeros(b, 0, st.num_channels), labels=None,
+        index=torch.arange(b), sparse=st,
+    )  # fmt: skip
+
+
+def _data_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int) -> list[Any]:
+    from svl.data.batch import collate_points
+    from svl.data.datasets import build_dataset
+
+    ds = build_dataset(dataset, split)
+    n = min(len(ds), batch_size * batches)
+    if n == 0:
+        raise ValueError(f"dataset {dataset!r} split {split!r} is empty")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:n].tolist()
+    return [collate_points([ds[i] for i in idx[s : s + batch_size]]) for s in range(0, n, batch_size)]
+
+
+def measure_model(
+    model: nn.Module,
+    *,
+    data: str | None = None,
+    random_points: int | None = None,
+    split: str = "test",
+    batch_size: int = 8,
+    batches: int = 1,
+    convention: str = "exact",
+    energy: EnergyTable | None = None,
+    mode: str = "integer",
+    seed: int = 0,
+    name: str | None = None,
+) -> EnergyReport:
+    """Measure ``model`` on real data batches or on one random input (see random_voxel_input)."""
+    from svl.spiking import set_spike_mode
+
+    set_spike_mode(model, mode)
+    if (data is None) == (random_points is None):
+        raise ValueError("give exactly one of --data DATASET or --random-points N")
+    if random_points is not None:
+        if _is_voxel_model(model):
+            inputs = [_sparse_batch(random_voxel_input(random_points, batch_size=1, seed=seed))]
+        else:
+            inputs = [random_cloud(random_points, batch_size=1, seed=seed)]
+    else:
+        inputs = _data_batches(data, split, batch_size, batches, seed)
+    reports = [measure_energy(model, b, convention=convention, energy=energy, name=name) for b in inputs]
+    return merge_reports(reports)
+
+
+def run_energy_command(args: argparse.Namespace) -> int:
+    """Handler of ``svl energy`` (see svl.cli._add_energy)."""
+    if args.e_mac is not None or args.e_ac is not None:
+        base = EnergyTable.preset(args.energy)
+        table = EnergyTable(args.e_mac or base.e_mac, args.e_ac or base.e_ac, "custom")
+    else:
+        table = EnergyTable.preset(args.energy)
+    if args.convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {args.convention!r}: use one of {CONVENTIONS}")
+    if args.energy not in ENERGY_PRESETS:
+        raise ValueError(f"unknown energy preset {args.energy!r}")
+    torch.manual_seed(args.seed)
+    model = build_model(args.model, args.checkpoint, args.head)
+    label = args.model or getattr(model, "name", None) or type(model).__name__
+    report = measure_model(
+        model,
+        data=args.data,
+        random_points=args.random_points,
+        split=args.split,
+        batch_size=args.batch_size,
+        batches=args.batches,
+        convention=args.convention,
+        energy=table,
+        mode=args.mode,
+        seed=args.seed,
+        name=label,
+    )
+    print(report.table())
+    if args.json:
+        report.to_json(args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}")
+    return 0

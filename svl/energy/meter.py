@@ -1,0 +1,730 @@
+"""Energy meter: per-layer FLOPs, synaptic operations (SOPs) and energy from one real forward pass (SPEC §7).
+
+Published SNN energy figures are hard to reproduce because counters guess: they assume dense layers,
+a fixed firing rate or random inputs. This meter instead hooks every synaptic layer of a network,
+reads what actually flowed into it (spike counts per site and channel, the real sparse kernel map)
+and counts:
+
+- FLOPs (the ANN-equivalent work of one step): ``2 * pairs * C_in * C_out - N_out``, where ``pairs``
+  are the active (input site, output site) pairs of the kernel map for sparse convs, the rows for a
+  linear layer and output positions x kernel taps for a dense conv (``C_in`` per group).
+- SOPs (accumulates actually triggered by spikes): every integer spike ``s`` at input (site, channel)
+  adds the ``C_out`` weights it is wired to once per (input, output) pair it takes part in, ``s`` times
+  (an integer spike = ``s`` binary spikes over D sub-steps). In spike-driven (binary) mode the meter
+  counts the binary events themselves, which must give the same number.
+- Energy: layers whose input is real-valued (not spikes) are charged ``E_MAC * FLOPs`` per step, all
+  others ``E_AC * SOPs``; the ANN-equivalent energy is ``E_MAC * FLOPs`` of every layer.
+
+Membrane-side work (BatchNorm, residual additions to membranes, pooling) is not counted, as in the
+E-3DSNN / Spike-driven Transformer convention: BN folds into the weights at inference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+from svl.spiking.neuron import ILIF, SpikeTrain
+
+__all__ = [
+    "CONVENTIONS",
+    "ENERGY_PRESETS",
+    "EnergyReport",
+    "EnergyTable",
+    "LayerEnergy",
+    "measure_energy",
+    "merge_reports",
+]
+
+CONVENTIONS = ("exact", "e3dsnn-release", "e3dsnn-release-intended")
+
+# Energy per operation in pJ at 45 nm, from M. Horowitz, "Computing's energy problem (and what we can
+# do about it)", ISSCC 2014: fp32 add 0.9, fp32 mult 3.7 (MAC = 4.6); int8 add 0.03, int8 mult 0.2
+# (MAC = 0.23); int32 add 0.1, int32 mult 3.1 (MAC = 3.2).
+ENERGY_PRESETS: dict[str, tuple[float, float]] = {
+    "fp32": (4.6, 0.9),
+    "int8": (0.23, 0.03),
+    "int32": (3.2, 0.1),
+}
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    """Energy per multiply-accumulate (``e_mac``) and per accumulate (``e_ac``), in picojoules."""
+
+    e_mac: float = 4.6
+    e_ac: float = 0.9
+    name: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if not (self.e_mac > 0 and self.e_ac > 0 and math.isfinite(self.e_mac) and math.isfinite(self.e_ac)):
+            raise ValueError(f"energy table needs positive finite e_mac/e_ac, got {self.e_mac}, {self.e_ac}")
+
+    @classmethod
+    def preset(cls, name: str) -> EnergyTable:
+        """A named 45 nm table: ``fp32`` (default, 4.6 / 0.9 pJ), ``int8`` or ``int32``."""
+        if name not in ENERGY_PRESETS:
+            raise ValueError(f"unknown energy preset {name!r}: use one of {sorted(ENERGY_PRESETS)}")
+        mac, ac = ENERGY_PRESETS[name]
+        return cls(mac, ac, name)
+
+
+@dataclass
+class LayerEnergy:
+    """One synaptic layer's counts per sample (summed over calls of a module used twice in one forward).
+
+    ``flops`` is one step's ANN-equivalent work; ``steps`` the time steps it ran (T); ``sops`` the
+    accumulates over all steps; ``energy`` what the layer costs the SNN under the chosen table. Sites
+    are input sites (sparse) or rows / positions (dense) of one step. Totals are batch sums.
+    """
+
+    name: str
+    type: str
+    kind: str  # "sparse" | "linear" | "conv" | "attention"
+    c_in: int
+    c_out: int
+    steps: int
+    spiking: bool  # input is spikes (charged as ACs) rather than real values (charged as MACs)
+    spikes: float  # sum of integer spike counts over all input neurons and steps (batch)
+    in_sites_ps: list[float]
+    out_sites_ps: list[float]
+    pairs_ps: list[float]  # active (input, output) pairs (sparse: from the real kernel map)
+    flops_ps: list[float]
+    sops_ps: list[float]
+    energy_ps: list[float] = field(default_factory=list)  # pJ
+    counted: bool = True  # False where a convention leaves the layer out
+    calls: int = 1
+
+    @property
+    def in_sites(self) -> float:
+        return sum(self.in_sites_ps)
+
+    @property
+    def out_sites(self) -> float:
+        return sum(self.out_sites_ps)
+
+    @property
+    def pairs(self) -> float:
+        return sum(self.pairs_ps)
+
+    @property
+    def flops(self) -> float:
+        return sum(self.flops_ps)
+
+    @property
+    def sops(self) -> float:
+        return sum(self.sops_ps)
+
+    @property
+    def energy_pj(self) -> float:
+        return sum(self.energy_ps)
+
+    @property
+    def in_neurons(self) -> float:
+        return self.in_sites * self.c_in
+
+    @property
+    def rate(self) -> float | None:
+        """Input firing rate: mean integer spike count per input neuron per step (None for real input)."""
+        if not self.spiking:
+            return None
+        return self.spikes / max(self.in_neurons * self.steps, 1)
+
+
+@dataclass
+class EnergyReport:
+    """Per-layer rows plus totals. Headline figures are per sample (the batch mean)."""
+
+    model: str
+    layers: list[LayerEnergy]
+    batch_size: int
+    points: float
+    energy: EnergyTable
+    convention: str = "exact"
+    exact_ann_flops: float = 0.0  # per sample: our exact count, kept beside a non-exact convention
+    notes: list[str] = field(default_factory=list)
+
+    def _counted(self) -> list[LayerEnergy]:
+        return [r for r in self.layers if r.counted]
+
+    @property
+    def ann_flops(self) -> float:
+        return sum(r.flops for r in self._counted()) / self.batch_size
+
+    @property
+    def sops(self) -> float:
+        return sum(r.sops for r in self._counted()) / self.batch_size
+
+    @property
+    def mac_flops(self) -> float:
+        """FLOPs the SNN still pays as MACs (layers with real-valued input, all steps), per sample."""
+        return sum(r.flops * r.steps for r in self._counted() if not r.spiking) / self.batch_size
+
+    @property
+    def energy_snn_mj(self) -> float:
+        return sum(r.energy_pj for r in self._counted()) / self.batch_size * 1e-9
+
+    @property
+    def energy_ann_mj(self) -> float:
+        return self.ann_flops * self.energy.e_mac * 1e-9
+
+    @property
+    def ratio(self) -> float:
+        """SNN energy / ANN-equivalent energy (below 1 = the SNN is cheaper)."""
+        return self.energy_snn_mj / self.energy_ann_mj if self.energy_ann_mj > 0 else float("nan")
+
+    def per_sample(self) -> dict[str, list[float]]:
+        """Per-sample ANN FLOPs, SOPs and energies (mJ)."""
+        rows = self._counted()
+        cols = range(self.batch_size)
+        flops = [sum(r.flops_ps[i] for r in rows) for i in cols]
+        return {
+            "ann_flops": flops,
+            "sops": [sum(r.sops_ps[i] for r in rows) for i in cols],
+            "energy_snn_mj": [sum(r.energy_ps[i] for r in rows) * 1e-9 for i in cols],
+            "energy_ann_mj": [f * self.energy.e_mac * 1e-9 for f in flops],
+        }
+
+    def layer_dicts(self) -> list[dict[str, Any]]:
+        """One dict per layer with the table's columns, per sample (batch mean)."""
+        b = self.batch_size
+        return [
+            {
+                "layer": r.name,
+                "type": r.type,
+                "kind": r.kind,
+                "input_sites": r.in_sites / b,
+                "input_neurons": r.in_neurons / b,
+                "output_sites": r.out_sites / b,
+                "active_pairs": r.pairs / b,
+                "c_in": r.c_in,
+                "c_out": r.c_out,
+                "steps": r.steps,
+                "input": "spikes" if r.spiking else "real",
+                "flops": r.flops / b,
+                "firing_rate": r.rate,
+                "sops": r.sops / b,
+                "energy_pj": r.energy_pj / b,
+                "counted": r.counted,
+                "calls": r.calls,
+            }
+            for r in self.layers
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The table's content plus per-sample lists, ready for JSON."""
+        return {
+            "model": self.model,
+            "points": self.points,
+            "batch_size": self.batch_size,
+            "convention": self.convention,
+            "energy_table": {
+                "name": self.energy.name,
+                "e_mac_pj": self.energy.e_mac,
+                "e_ac_pj": self.energy.e_ac,
+            },
+            "ann_flops": self.ann_flops,
+            "exact_ann_flops": self.exact_ann_flops,
+            "mac_flops": self.mac_flops,
+            "sops": self.sops,
+            "energy_snn_mj": self.energy_snn_mj,
+            "energy_ann_mj": self.energy_ann_mj,
+            "ratio": self.ratio,
+            "per_sample": self.per_sample(),
+            "notes": list(self.notes),
+            "layers": self.layer_dicts(),
+        }
+
+    def to_json(self, path: str | None = None, indent: int = 2) -> str:
+        """The report as JSON text; also written atomically to ``path`` when given."""
+        import json
+
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            from svl.utils import atomic_write
+
+            with atomic_write(path, "w") as fh:
+                fh.write(text + "\n")
+        return text
+
+    def table(self) -> str:
+        """The per-layer table with totals, as printable text."""
+        from svl.energy.report import format_table
+
+        return format_table(self)
+
+    def plot(self, path: str) -> None:
+        """Bar chart of energy and input firing rate per layer, written atomically as PNG."""
+        from svl.energy.report import plot_report
+
+        plot_report(self, path)
+
+
+# ----------------------------------------------------------------------------- input inspection
+def _is_spike_train(x: Any) -> bool:
+    return isinstance(x, SpikeTrain) or (not isinstance(x, Tensor) and hasattr(x, "bits"))
+
+
+def _values(x: Any) -> Tensor:
+    return x.bits if _is_spike_train(x) else x
+
+
+def _counts(x: Any) -> Tensor:
+    """Spike counts per neuron: a SpikeTrain's binary events summed over its D sub-steps, else the tensor."""
+    return x.bits.sum(0) if _is_spike_train(x) else x
+
+
+def _looks_like_spikes(x: Tensor, d_max: int) -> bool:
+    """Non-negative integers no larger than D: what a neuron (or pooling of its spikes) emits."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return False
+    return bool(((x >= 0) & (x <= d_max) & (x == torch.round(x))).all())
+
+
+def _sample_of_rows(body: tuple[int, ...], batch_size: int) -> Tensor | None:
+    """Sample index per row of a batch-major ``body`` shape, or None when rows are not split by sample."""
+    if not body or body[0] % batch_size:
+        return None
+    rows = math.prod(body)
+    return (torch.arange(body[0]) // (body[0] // batch_size)).repeat_interleave(rows // body[0])
+
+
+def _by_sample(values: Tensor, sample: Tensor | None, batch_size: int) -> list[float]:
+    """Sum ``values`` (one per row) by sample; rows shared by all samples are split evenly."""
+    v = values.detach().double().cpu()
+    if sample is None:
+        return [float(v.sum()) / batch_size] * batch_size
+    return torch.zeros(batch_size, dtype=torch.float64).index_add_(0, sample.cpu(), v).tolist()
+
+
+def _step_lanes(lead: tuple[int, ...], T: int) -> tuple[int, tuple[int, ...]]:
+    """Split leading dims into (steps, per-step dims): time comes first when the network has T > 1."""
+    if T > 1 and lead and lead[0] == T:
+        return T, lead[1:]
+    return 1, lead
+
+
+def _lead(x: Any, trailing: int) -> tuple[int, ...]:
+    """Leading dims of an input before its ``trailing`` per-item dims, without a SpikeTrain's D."""
+    vals = _values(x)
+    lead = tuple(vals.shape[: vals.dim() - trailing])
+    return lead[1:] if _is_spike_train(x) else lead
+
+
+# ----------------------------------------------------------------------------- the meter
+class _Meter:
+    """Forward hooks that turn one forward pass into LayerEnergy rows."""
+
+    def __init__(self, model: nn.Module, batch_size: int) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self.neurons = [m for m in model.modules() if isinstance(m, ILIF)]
+        self.d_max = max((m.D for m in self.neurons), default=0)
+        self.T = max((m.T for m in self.neurons), default=1)
+        self.neuron_calls = 0
+        self.spike_refs: list[Any] = []  # keep neuron outputs alive so their ids stay unique
+        self.spike_ids: set[int] = set()
+        self.rows: dict[str, LayerEnergy] = {}
+        self.handles: list[Any] = []
+        self.stack: list[list[Any]] = []  # [name, matmuls seen, id] of the modules now running
+        self.synaptic: set[int] = set()
+
+    def in_synaptic(self) -> bool:
+        """Whether a hooked synaptic layer is running (its own matmuls are already counted)."""
+        return any(entry[2] in self.synaptic for entry in self.stack)
+
+    def _on_neuron(self, module: nn.Module, args: Any, out: Any) -> None:
+        self.neuron_calls += 1
+        feats = getattr(out, "features", out)
+        self.spike_refs.append(feats)
+        self.spike_ids.add(id(feats))
+
+    def is_spiking(self, x: Any) -> bool:
+        """Whether a synaptic input is spikes: a SpikeTrain, a neuron's output, or spikes pooled/reshaped."""
+        if _is_spike_train(x) or id(x) in self.spike_ids:
+            return True
+        return (
+            self.neuron_calls > 0
+            and self.d_max > 0
+            and isinstance(x, Tensor)
+            and _looks_like_spikes(x, self.d_max)
+        )
+
+    def add(self, row: LayerEnergy) -> None:
+        old = self.rows.get(row.name)
+        if old is None:
+            self.rows[row.name] = row
+            return
+        # A module called several times in one forward: accumulate.
+        for f in ("in_sites_ps", "out_sites_ps", "pairs_ps", "flops_ps", "sops_ps"):
+            setattr(old, f, [a + b for a, b in zip(getattr(old, f), getattr(row, f))])
+        old.spikes += row.spikes
+        old.spiking = old.spiking and row.spiking
+        old.calls += 1
+
+    def _on_sparse(self, name: str, module: nn.Module, args: Any, out: Any) -> None:
+        st = args[0]
+        kmap = module.kernel_map(st)
+        feats = st.features
+        spiking = self.is_spiking(feats)
+        lead = _lead(feats, 2)
+        steps, rest = _step_lanes(lead, self.T)
+        lanes = math.prod(rest)  # non-time lanes repeat the same sites
+        c_in, c_out = int(module.weight.shape[1]), int(module.weight.shape[2])
+        B, n_in = self.batch_size, kmap.n_in
+        b_in = st.coords[:, 0]
+        b_out = out.coords[:, 0] if hasattr(out, "coords") else b_in
+        # How many (input, output) pairs each input site takes part in, from the real kernel map.
+        idx = [t for t in kmap.in_idx if t.numel()]
+        mult = torch.bincount(torch.cat(idx), minlength=n_in) if idx else torch.zeros(n_in, dtype=torch.long)
+        in_ps = [v * lanes for v in _by_sample(torch.ones(n_in), b_in, B)]
+        out_ps = [v * lanes for v in _by_sample(torch.ones(b_out.numel()), b_out, B)]
+        pairs_ps = [v * lanes for v in _by_sample(mult, b_in, B)]
+        flops_ps = [2.0 * p * c_in * c_out - n for p, n in zip(pairs_ps, out_ps)]
+        spikes, sops_ps = 0.0, [0.0] * B
+        if spiking:
+            site = _counts(feats).detach().reshape(-1, n_in, c_in).sum((0, 2)).double()
+            spikes = float(site.sum())
+            sops_ps = [v * c_out for v in _by_sample(site * mult.double(), b_in, B)]
+        self.add(
+            LayerEnergy(name, type(module).__name__, "sparse", c_in, c_out, steps, spiking, spikes,
+                        in_ps, out_ps, pairs_ps, flops_ps, sops_ps)
+        )  # fmt: skip
+
+    def _on_linear(self, name: str, module: nn.Linear, args: Any, out: Any) -> None:
+        x = args[0]
+        spiking = self.is_spiking(x)
+        steps, body = _step_lanes(_lead(x, 1), self.T)
+        rows = math.prod(body)
+        c_in, c_out, B = module.in_features, module.out_features, self.batch_size
+        sample = _sample_of_rows(body, B)
+        rows_ps = _by_sample(torch.ones(rows), sample, B)
+        flops_ps = [(2.0 * c_in * c_out - 1.0) * r for r in rows_ps]
+        spikes, sops_ps = 0.0, [0.0] * B
+        if spiking:
+            c = _counts(x).detach().reshape(steps, rows, c_in).sum((0, 2)).double()
+            spikes = float(c.sum())
+            sops_ps = [v * c_out for v in _by_sample(c, sample, B)]
+        self.add(
+            LayerEnergy(name, type(module).__name__, "linear", c_in, c_out, steps, spiking, spikes,
+                        rows_ps, list(rows_ps), list(rows_ps), flops_ps, sops_ps)
+        )  # fmt: skip
+
+    def _on_conv(self, name: str, module: nn.modules.conv._ConvNd, args: Any, out: Any) -> None:
+        x = args[0]
+        nd = len(module.kernel_size)
+        if module.padding_mode != "zeros":
+            raise ValueError(
+                f"{name}: the energy meter supports zero padding only, got {module.padding_mode!r}"
+            )
+        spiking = self.is_spiking(x)
+        vals = _values(x)
+        steps, body = _step_lanes(_lead(x, nd + 1), self.T)
+        images = math.prod(body)
+        c_in, c_out, g, B = module.in_channels, module.out_channels, module.groups, self.batch_size
+        out_pos = math.prod(_values(out).shape[-nd:])
+        in_pos = math.prod(vals.shape[-nd:])
+        taps = math.prod(module.kernel_size)
+        sample = _sample_of_rows(body, B)
+        img_ps = _by_sample(torch.ones(images), sample, B)
+        # Standard dense-conv count: every output position sees all taps (padding included).
+        flops_ps = [(2.0 * out_pos * taps * (c_in // g) * c_out - out_pos) * n for n in img_ps]
+        spikes, sops_ps = 0.0, [0.0] * B
+        if spiking:
+            c = _counts(x).detach().reshape(steps * images, c_in, *vals.shape[-nd:]).double()
+            spikes = float(c.sum())
+            # A spike feeds C_out/g weights for every output position whose window covers it (padding
+            # excluded): convolve the counts with an all-ones kernel and sum.
+            conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
+            ones = torch.ones(g, c_in // g, *module.kernel_size, dtype=torch.float64, device=c.device)
+            occ = conv(c, ones, None, module.stride, module.padding, module.dilation, g)
+            per_img = occ.reshape(steps, images, -1).sum((0, 2)) * (c_out // g)
+            sops_ps = _by_sample(per_img, sample, B)
+        self.add(
+            LayerEnergy(name, type(module).__name__, "conv", c_in, c_out, steps, spiking, spikes,
+                        [in_pos * n for n in img_ps], [out_pos * n for n in img_ps],
+                        [out_pos * taps * n for n in img_ps], flops_ps, sops_ps)
+        )  # fmt: skip
+
+    def on_matmul(self, a: Tensor, b: Tensor, out: Tensor) -> None:
+        """A functional matmul between activations (e.g. spike-driven attention ``Q (K^T V)``).
+
+        Counted like a linear layer whose weight is the other operand: per product, FLOPs
+        ``(2 k n - 1) m``; SOPs = spikes x fan-out, or the coincident spike pairs when both are spikes.
+        """
+        top = self.stack[-1] if self.stack else [type(self.model).__name__, 0, 0]
+        top[1] += 1
+        name = f"{top[0] or type(self.model).__name__}.matmul{top[1]}"
+        if a.dim() < 2 or b.dim() < 2:
+            return
+        m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+        B = self.batch_size
+        lead = tuple(out.shape[:-2])
+        steps, body = _step_lanes(lead, self.T)
+        sdim = len(lead) - len(body)  # dim of ``out`` holding samples, when it is batch-major
+
+        def by_sample(t: Tensor) -> list[float]:
+            t = t.detach().double()
+            if body and body[0] == B and t.dim() == out.dim() and t.shape[sdim] == B:
+                return t.transpose(0, sdim).reshape(B, -1).sum(1).tolist()
+            return [float(t.sum()) / B] * B
+
+        mats_ps = [v / steps for v in by_sample(torch.ones(*lead, 1, 1))]  # products per sample, per step
+        flops_ps = [(2.0 * k * n - 1.0) * m * v for v in mats_ps]
+        a_sp, b_sp = self.is_spiking(a), self.is_spiking(b)
+        spikes, sops_ps = 0.0, [0.0] * B
+        rows, c_in = m, k
+        if a_sp and b_sp:  # one accumulate per coincident spike pair (as SpikingJelly counts it)
+            sops_ps, spikes = by_sample(out), float(a.sum())
+        elif a_sp:
+            sops_ps, spikes = [v * n for v in by_sample(a)], float(a.sum())
+        elif b_sp:  # the spikes are the right operand: k rows of n neurons, each feeding m outputs
+            sops_ps, spikes = [v * m for v in by_sample(b)], float(b.sum())
+            rows, c_in = k, n
+        in_ps = [rows * v for v in mats_ps]
+        self.add(
+            LayerEnergy(name, "matmul", "attention", c_in, n, steps, a_sp or b_sp, spikes,
+                        in_ps, [m * v for v in mats_ps], list(in_ps), flops_ps, sops_ps)
+        )  # fmt: skip
+
+    def _push(self, name: str) -> Callable[..., None]:
+        def pre(module: nn.Module, args: Any) -> None:
+            self.stack.append([name, 0, id(module)])
+
+        return pre
+
+    def _pop(self, module: nn.Module, args: Any, out: Any) -> None:
+        if self.stack:
+            self.stack.pop()
+
+    def attach(self) -> None:
+        for m in self.neurons:
+            self.handles.append(m.register_forward_hook(self._on_neuron))
+        for name, m in self.model.named_modules():
+            self.handles.append(m.register_forward_pre_hook(self._push(name)))
+            self.handles.append(m.register_forward_hook(self._pop))
+            if hasattr(m, "kernel_map") and isinstance(getattr(m, "weight", None), Tensor):
+                hook = self._on_sparse
+            elif isinstance(m, nn.Linear):
+                hook = self._on_linear
+            elif isinstance(m, nn.modules.conv._ConvNd) and not isinstance(
+                m, nn.modules.conv._ConvTransposeNd
+            ):
+                hook = self._on_conv
+            else:
+                continue
+            self.synaptic.add(id(m))
+            self.handles.append(m.register_forward_hook(_bind(hook, name or type(m).__name__)))
+
+    def detach(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        self.spike_refs.clear()
+        self.spike_ids.clear()
+
+
+_MATMULS = {torch.matmul, torch.bmm, torch.mm, Tensor.matmul, Tensor.__matmul__, Tensor.bmm, Tensor.mm}
+
+
+class _MatmulWatch(TorchFunctionMode):
+    """Sees functional matmuls between activations that no synaptic module accounts for."""
+
+    def __init__(self, meter: _Meter) -> None:
+        super().__init__()
+        self.meter = meter
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if func in _MATMULS and len(args) >= 2 and not self.meter.in_synaptic():
+            a, b = args[0], args[1]
+            if (
+                isinstance(a, Tensor)
+                and isinstance(b, Tensor)
+                and not isinstance(a, nn.Parameter)
+                and not isinstance(b, nn.Parameter)
+                and isinstance(out, Tensor)
+            ):
+                self.meter.on_matmul(a, b, out)
+        return out
+
+
+def _bind(hook: Callable[..., None], name: str) -> Callable[..., None]:
+    def run(module: nn.Module, args: Any, out: Any) -> None:
+        hook(name, module, args, out)
+
+    return run
+
+
+def _batch_info(batch: Any) -> tuple[int, float]:
+    """(batch size, points per sample) of a Tensor (B, N, C), a PointBatch or a SparseTensor."""
+    if isinstance(batch, Tensor):
+        if batch.dim() < 2:
+            raise ValueError(f"the energy meter needs a batched input, got shape {tuple(batch.shape)}")
+        return int(batch.shape[0]), float(batch.shape[1]) if batch.dim() == 3 else float("nan")
+    xyz = getattr(batch, "xyz", None)
+    if isinstance(xyz, Tensor) and xyz.dim() == 3 and xyz.shape[1] > 0:
+        return int(xyz.shape[0]), float(xyz.shape[1])
+    sparse = (
+        batch if hasattr(batch, "coords") and hasattr(batch, "batch_size") else getattr(batch, "sparse", None)
+    )
+    if sparse is not None:
+        b = int(sparse.batch_size)
+        return b, sparse.num_sites / max(b, 1)
+    raise ValueError(f"the energy meter cannot tell the batch size of a {type(batch).__name__}")
+
+
+def _charge(rows: list[LayerEnergy], table: EnergyTable) -> None:
+    """Real-valued input is paid as MACs (every step), spikes as accumulates."""
+    for r in rows:
+        if r.spiking:
+            r.energy_ps = [table.e_ac * s for s in r.sops_ps]
+        else:
+            r.energy_ps = [table.e_mac * f * r.steps for f in r.flops_ps]
+
+
+# ----------------------------------------------------------------------------- E-3DSNN release convention
+def _release_rows(rows: list[LayerEnergy], intended: bool) -> tuple[list[LayerEnergy], list[str]]:
+    """Recount an E-3DSNN the way the E-3DSNN release's ``energy_calculate.py`` does.
+
+    Per counted layer: FLOPs ``2 * pairs * C_in * C_out - N_in``, SOPs = input firing rate x FLOPs.
+    The script means to count the stem as three E->E convs (the first is really in->E), each stage's
+    strided conv, two of each block's three SubM convs and the final 1x1 conv. But it looks each
+    stage's kernel maps up in the shared ``indice_dict`` *before* the stage has built them, so those
+    terms are 0 and only the stem is counted. ``intended=False`` reproduces the printed numbers,
+    ``intended=True`` counts what the script describes.
+    """
+    sparse = [r for r in rows if r.kind == "sparse"]
+    strided = [i for i, r in enumerate(sparse) if r.type == "SparseConv3d"]
+    if not strided or strided[0] < 1 or any(r.type != "SubMConv3d" for r in sparse[: strided[0]]):
+        raise ValueError(
+            "the e3dsnn-release conventions apply only to E-3DSNN models (SubM stem + strided stages)"
+        )
+    E = sparse[0].c_out
+    counted: dict[int, LayerEnergy] = {}
+
+    def recount(r: LayerEnergy, c_in: int, c_out: int, first: bool = False) -> None:
+        flops_ps = [2.0 * p * c_in * c_out - n for p, n in zip(r.pairs_ps, r.in_sites_ps)]
+        rate = 0.0 if first else (r.rate or 0.0) if r.spiking else 1.0
+        counted[id(r)] = LayerEnergy(
+            r.name, r.type, r.kind, c_in, c_out, r.steps, r.spiking and not first, r.spikes,
+            list(r.in_sites_ps), list(r.out_sites_ps), list(r.pairs_ps), flops_ps,
+            [rate * f * r.steps for f in flops_ps], calls=r.calls,
+        )  # fmt: skip
+
+    for i, r in enumerate(sparse[: strided[0]]):
+        recount(r, E, E, first=i == 0)
+    if intended:
+        bounds = [*strided, len(sparse)]
+        for s, start in enumerate(strided):
+            recount(sparse[start], sparse[start].c_in, sparse[start].c_out)
+            stage = sparse[start + 1 : bounds[s + 1]]
+            for j, r in enumerate([r for r in stage if r.type == "SubMConv3d"]):
+                if j % 3 != 2:  # two of each block's three SubM convs
+                    recount(r, r.c_in, r.c_out)
+        last = sparse[-1]
+        if last.type == "SparseLinear":
+            recount(last, last.c_in, last.c_out)
+    out = []
+    for r in rows:
+        if id(r) in counted:
+            out.append(counted[id(r)])
+        else:
+            skipped = LayerEnergy(**{k: v for k, v in r.__dict__.items()})
+            skipped.counted = False
+            out.append(skipped)
+    notes = [
+        f"convention {'e3dsnn-release-intended' if intended else 'e3dsnn-release'}: FLOPs = "
+        "2 x pairs x C_in x C_out - N_in per counted layer, stem counted as 3 x E->E, SOPs = rate x FLOPs"
+    ]
+    if not intended:
+        notes.append(
+            "the release script reads each stage's kernel maps before the stage builds them, so only "
+            "the stem is counted; --convention e3dsnn-release-intended counts what it describes"
+        )
+    return out, notes
+
+
+def merge_reports(reports: list[EnergyReport]) -> EnergyReport:
+    """One report over several measured batches of the same model (per-sample lists concatenated)."""
+    if not reports:
+        raise ValueError("merge_reports needs at least one report")
+    first = reports[0]
+    names = [r.name for r in first.layers]
+    for rep in reports[1:]:
+        if [r.name for r in rep.layers] != names or rep.convention != first.convention:
+            raise ValueError("merge_reports: reports come from different models or conventions")
+    layers = []
+    for i, r0 in enumerate(first.layers):
+        parts = [rep.layers[i] for rep in reports]
+        merged = LayerEnergy(**{k: v for k, v in r0.__dict__.items()})
+        for f in ("in_sites_ps", "out_sites_ps", "pairs_ps", "flops_ps", "sops_ps", "energy_ps"):
+            setattr(merged, f, [v for p in parts for v in getattr(p, f)])
+        merged.spikes = sum(p.spikes for p in parts)
+        merged.spiking = all(p.spiking for p in parts)
+        layers.append(merged)
+    total = sum(rep.batch_size for rep in reports)
+    return EnergyReport(
+        model=first.model,
+        layers=layers,
+        batch_size=total,
+        points=sum(rep.points * rep.batch_size for rep in reports) / total,
+        energy=first.energy,
+        convention=first.convention,
+        exact_ann_flops=sum(rep.exact_ann_flops * rep.batch_size for rep in reports) / total,
+        notes=list(first.notes),
+    )
+
+
+# ----------------------------------------------------------------------------- public entry point
+def measure_energy(
+    model: nn.Module,
+    batch: Any,
+    convention: str = "exact",
+    energy: EnergyTable | None = None,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+    name: str | None = None,
+) -> EnergyReport:
+    """Run ``model`` once on ``batch`` (no grad) and count FLOPs, SOPs and energy per synaptic layer.
+
+    ``forward(model, batch)`` replaces the call ``model(batch)``. The model's spike mode (integer or
+    binary) is kept; both give the same counts. ``convention``: ``"exact"`` (our count from the real
+    kernel maps and spikes), ``"e3dsnn-release"`` (what the E-3DSNN release script computes) or
+    ``"e3dsnn-release-intended"`` (what that script describes).
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown energy convention {convention!r}: use one of {CONVENTIONS}")
+    table = energy or EnergyTable()
+    batch_size, points = _batch_info(batch)
+    meter = _Meter(model, batch_size)
+    meter.attach()
+    try:
+        with torch.no_grad(), _MatmulWatch(meter):
+            (forward or (lambda m, b: m(b)))(model, batch)
+    finally:
+        meter.detach()
+    rows = list(meter.rows.values())
+    if not rows:
+        raise ValueError(f"no synaptic layer ran in {type(model).__name__}: nothing to count")
+    exact_flops = sum(r.flops for r in rows) / batch_size
+    notes: list[str] = []
+    if convention != "exact":
+        rows, notes = _release_rows(rows, convention.endswith("intended"))
+    _charge(rows, table)
+    return EnergyReport(
+        model=name or type(model).__name__,
+        layers=rows,
+        batch_size=batch_size,
+        points=points,
+        energy=table,
+        convention=convention,
+        exact_ann_flops=exact_flops,
+        notes=notes,
+    )

@@ -1,0 +1,31 @@
+"""Spiking 3D encoders and their registry: ``create_model``, ``list_models``, input contracts.
+
+Importing this package imports every architecture file so their ``@register_model`` builders exist.
+"""
+
+from svl.models import e3dsnn, pointformer, pointnet  # noqa: F401  (registers the architectures)
+from svl.models._registry import (
+    Contract,
+    PretrainedEntry,
+    check_contract,
+    count_params,
+    create_model,
+    get_pretrained,
+    list_models,
+    list_pretrained,
+    register_model,
+    register_pretrained,
+)
+
+__all__ = [
+    "Contract",
+    "PretrainedEntry",
+    "check_contract",
+    "count_params",
+    "create_model",
+    "get_pretrained",
+    "list_models",
+    "list_pretrained",
+    "register_model",
+    "register_pretrained",
+]

@@ -1,0 +1,348 @@
+"""Rep-VLI: fold text-derived class embeddings into the encoder's last linear layer (SPEC §5).
+
+Offline, every class name (or its shipped description) is embedded by the teacher's text tower over
+the prompt templates, passed through the trained `text_proj` and L2-normalised: W (K, out_dim).
+Every encoder ends in `.head`, a linear layer whose output is only mean-pooled / averaged over T
+afterwards, so `W @ head(x)` equals a head with weight `W @ W_head` and bias `W @ b_head`. The folded
+encoder returns (B, K) class scores directly; argmax over them equals the argmax of cosine
+similarity against W (the student norm is a positive per-sample factor). Zero-shot inference then
+runs spikes -> folded head -> argmax with no text model loaded: this module never imports the
+teachers except inside `build_head_file`, which needs the text tower by definition.
+
+A head file is an svl safetensors checkpoint holding `head.weight`, `head.bias` (the folded layer,
+in the layout of the encoder's own head module) and `class_weights` (W, so cosine scores and a
+re-fold stay possible), with metadata: class names, teacher id, templates hash, text mode and the
+sha256 of the encoder checkpoint it was built for. A new vocabulary is a new head file.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "HEAD_KIND",
+    "attach_head",
+    "build_class_weights",
+    "build_head_file",
+    "fold_head",
+    "head_affine",
+    "load_encoder",
+    "load_head",
+    "load_zeroshot_model",
+    "save_head",
+    "templates_hash",
+]
+
+HEAD_KIND = "svl-rep-vli-head"
+HEAD_FORMAT = 1
+_REQUIRED_META = ("class_names", "teacher", "templates_hash", "text_mode", "encoder_sha256", "head_type")
+
+
+# ----------------------------------------------------------------------------- class weights
+def build_class_weights(checkpoint_tensors: Mapping[str, Tensor], text_class_emb: Tensor) -> Tensor:
+    """W (K, out_dim): teacher class embeddings through the trained `text_proj`, L2-normalised."""
+    if "text_proj.weight" not in checkpoint_tensors:
+        raise ValueError(
+            "checkpoint has no 'text_proj.weight': Rep-VLI needs a pretraining checkpoint "
+            "(encoder + text projection), not a bare encoder"
+        )
+    w = checkpoint_tensors["text_proj.weight"].float()
+    b = checkpoint_tensors.get("text_proj.bias")
+    emb = torch.as_tensor(text_class_emb).float()
+    if emb.ndim != 2 or emb.shape[0] < 1:
+        raise ValueError(f"class embeddings must be (K, D) with K >= 1, got shape {tuple(emb.shape)}")
+    if w.ndim != 2 or emb.shape[1] != w.shape[1]:
+        raise ValueError(
+            f"class embeddings are {emb.shape[1]}-d but text_proj expects {w.shape[-1]}-d inputs: "
+            "build the head with the teacher the checkpoint was trained with"
+        )
+    proj = emb @ w.T
+    if b is not None:
+        proj = proj + b.float()
+    return F.normalize(proj, dim=-1)
+
+
+def templates_hash(templates: Sequence[str]) -> str:
+    """Stable sha256 of a template list (order matters: it is part of what was averaged)."""
+    return hashlib.sha256(json.dumps(list(templates), ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+# ----------------------------------------------------------------------------- folding
+def head_affine(head: nn.Module) -> tuple[Tensor, Tensor | None, str]:
+    """The head as `x -> x @ A + b`: returns (A (cin, cout), b (cout,) or None, layout).
+
+    layout "linear": an nn.Linear (weight (cout, cin)); "sparse1x1": a 1x1 sparse conv whose weight
+    is (1, cin, cout) (svl.sparse.SparseLinear).
+    """
+    w = getattr(head, "weight", None)
+    if not isinstance(w, Tensor):
+        raise ValueError(
+            f"model.head ({type(head).__name__}) has no weight tensor; cannot fold Rep-VLI into it"
+        )
+    b = getattr(head, "bias", None)
+    if isinstance(head, nn.Linear):
+        return w.detach().T, None if b is None else b.detach(), "linear"
+    if w.ndim == 3 and w.shape[0] == 1:
+        return w.detach()[0], None if b is None else b.detach(), "sparse1x1"
+    raise ValueError(
+        f"model.head is a {type(head).__name__} with weight shape {tuple(w.shape)}: Rep-VLI folds only "
+        "nn.Linear heads or 1x1 sparse convs with (1, cin, cout) weights"
+    )
+
+
+def _rebuilt_head(head: nn.Module, a: Tensor, b: Tensor | None, layout: str) -> nn.Module:
+    """A copy of `head` (same class, hooks, dtype, device) carrying the affine map (a, b)."""
+    new = copy.deepcopy(head)
+    ref = head.weight
+    cout = a.shape[1]
+    weight = a.T if layout == "linear" else a[None]
+    new.weight = nn.Parameter(weight.to(ref.dtype).to(ref.device).contiguous(), requires_grad=False)
+    if b is not None:
+        new.bias = nn.Parameter(b.to(ref.dtype).to(ref.device).contiguous(), requires_grad=False)
+    else:
+        new.bias = None
+    for attr in ("out_features", "out_channels"):
+        if hasattr(new, attr):
+            setattr(new, attr, cout)
+    return new
+
+
+def fold_head(model: nn.Module, W: Tensor) -> nn.Module:
+    """Replace `model.head` (x -> x A + b) by x -> x (A W^T) + b W^T, in place; returns `model`.
+
+    After folding `model(batch)` returns (B, K) class scores and `model.out_dim == K`.
+    """
+    head = getattr(model, "head", None)
+    if head is None:
+        raise ValueError(f"{type(model).__name__} has no .head layer to fold the class embeddings into")
+    a, b, layout = head_affine(head)
+    W = torch.as_tensor(W).detach().to(torch.float64).cpu()
+    if W.ndim != 2 or W.shape[1] != a.shape[1]:
+        raise ValueError(
+            f"class weights have shape {tuple(W.shape)} but the encoder head outputs {a.shape[1]} "
+            "channels: W must be (K, out_dim)"
+        )
+    a2 = (a.to(torch.float64).cpu() @ W.T).float()
+    b2 = None if b is None else (b.to(torch.float64).cpu() @ W.T).float()
+    model.head = _rebuilt_head(head, a2, b2, layout)
+    model.out_dim = int(W.shape[0])
+    return model
+
+
+# ----------------------------------------------------------------------------- head files
+def save_head(
+    path: str | os.PathLike[str],
+    folded_head: nn.Module,
+    class_weights: Tensor,
+    meta: Mapping[str, Any],
+) -> Path:
+    """Write a head file (folded layer + W + metadata), atomically. `meta` needs _REQUIRED_META keys."""
+    from svl.checkpoint import save_checkpoint
+
+    a, b, layout = head_affine(folded_head)
+    names = list(meta.get("class_names") or [])
+    if len(names) != a.shape[1] or len(names) != class_weights.shape[0]:
+        raise ValueError(
+            f"{path}: {len(names)} class names, but the folded head has {a.shape[1]} outputs and W "
+            f"{class_weights.shape[0]} rows"
+        )
+    full = {
+        "kind": HEAD_KIND,
+        "format": HEAD_FORMAT,
+        **dict(meta),
+        "head_type": layout,
+        "num_classes": len(names),
+    }
+    missing = [k for k in _REQUIRED_META if k not in full]
+    if missing:
+        raise ValueError(f"{path}: head metadata is missing {missing}")
+    tensors = {"head.weight": folded_head.weight.detach(), "class_weights": class_weights.detach().float()}
+    if b is not None:
+        tensors["head.bias"] = b
+    return save_checkpoint(path, tensors, full)
+
+
+def load_head(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read and validate a head file written by `save_head`: returns (tensors, meta)."""
+    from svl.checkpoint import load_checkpoint
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"head file {p} does not exist (build one with `svl build-head`)")
+    tensors, meta = load_checkpoint(p)
+    if meta.get("kind") != HEAD_KIND:
+        raise ValueError(
+            f"{p}: not a Rep-VLI head file (metadata kind is {meta.get('kind')!r}, expected {HEAD_KIND!r}); "
+            "did you pass an encoder checkpoint as --head?"
+        )
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if missing or "head.weight" not in tensors:
+        raise ValueError(f"{p}: corrupt head file (missing metadata {missing} or tensor 'head.weight')")
+    k = len(meta["class_names"])
+    w = tensors["head.weight"]
+    cout = w.shape[0] if meta["head_type"] == "linear" else w.shape[-1]
+    if cout != k:
+        raise ValueError(f"{p}: head has {cout} outputs but names {k} classes")
+    return tensors, meta
+
+
+def attach_head(
+    model: nn.Module,
+    head: str | os.PathLike[str] | tuple[Mapping[str, Tensor], Mapping[str, Any]],
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> nn.Module:
+    """Put a saved folded head into an already-loaded encoder, in place; returns `model`.
+
+    With `checkpoint` (the file the encoder was loaded from) the head's recorded encoder hash must
+    match it, so a head built for another checkpoint is refused instead of giving silent garbage.
+    """
+    where = "<head>" if isinstance(head, tuple) else str(head)
+    tensors, meta = head if isinstance(head, tuple) else load_head(head)
+    if checkpoint is not None:
+        _check_encoder_hash(checkpoint, meta, where)
+    cur = getattr(model, "head", None)
+    if cur is None:
+        raise ValueError(f"{type(model).__name__} has no .head layer to attach {where} to")
+    a, _, layout = head_affine(cur)
+    if layout != meta["head_type"]:
+        raise ValueError(
+            f"{where}: head was built for a {meta['head_type']} head, this model has a {layout} head"
+        )
+    w = tensors["head.weight"]
+    a_new = w.T if layout == "linear" else w[0]
+    if a_new.shape[0] != a.shape[0]:
+        raise ValueError(
+            f"{where}: folded head expects {a_new.shape[0]} input channels, the encoder's head has "
+            f"{a.shape[0]} (head built for a different model?)"
+        )
+    model.head = _rebuilt_head(cur, a_new, tensors.get("head.bias"), layout)
+    model.out_dim = len(meta["class_names"])
+    return model
+
+
+def _check_encoder_hash(checkpoint: str | os.PathLike[str], meta: Mapping[str, Any], where: str) -> None:
+    from svl.utils import file_sha256
+
+    have = file_sha256(checkpoint)
+    want = meta.get("encoder_sha256")
+    if have != want:
+        raise ValueError(
+            f"head {where} was built for encoder checkpoint sha256 {want}, but {checkpoint} has sha256 "
+            f"{have}; rebuild the head with `svl build-head --checkpoint {checkpoint} ...`"
+        )
+
+
+def _strip_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_encoder(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Tensor], dict[str, Any]]:
+    """Build the registered encoder named in a pretraining checkpoint and load its `encoder.*` weights.
+
+    Returns (model in eval mode, all checkpoint tensors, checkpoint meta).
+    """
+    from svl.checkpoint import load_checkpoint, load_state_into
+    from svl.models import create_model
+
+    tensors, meta = load_checkpoint(checkpoint)
+    name = meta.get("model")
+    if not isinstance(name, str):
+        raise ValueError(f"{checkpoint}: checkpoint metadata names no model (meta['model'] missing)")
+    cfg = meta.get("model_cfg") or {}
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{checkpoint}: meta['model_cfg'] must be a JSON object, got {type(cfg).__name__}")
+    enc = _strip_prefix(tensors, "encoder.")
+    if not enc:
+        raise ValueError(f"{checkpoint}: no 'encoder.*' weights found (is this a pretraining checkpoint?)")
+    model = create_model(name, **cfg)
+    load_state_into(model, enc, where=checkpoint)
+    return model.eval(), tensors, meta
+
+
+def load_zeroshot_model(
+    checkpoint: str | os.PathLike[str], head: str | os.PathLike[str]
+) -> tuple[nn.Module, list[str], dict[str, Any]]:
+    """The text-free zero-shot classifier: (folded encoder in eval mode, class names, head meta).
+
+    Imports no text model. A head built for another checkpoint -> ValueError naming both hashes.
+    """
+    ckpt = Path(checkpoint)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
+    tensors, meta = load_head(head)
+    _check_encoder_hash(ckpt, meta, str(head))
+    model, _, _ = load_encoder(ckpt)
+    attach_head(model, (tensors, meta))
+    return model.eval(), list(meta["class_names"]), dict(meta)
+
+
+# ----------------------------------------------------------------------------- build (needs the teacher)
+def build_head_file(
+    checkpoint: str | os.PathLike[str],
+    class_names: Sequence[str],
+    out: str | os.PathLike[str],
+    teacher: str | None = None,
+    text_mode: str = "names",
+    templates: Sequence[str] | None = None,
+    device: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Embed the vocabulary with the text teacher, project, fold, and save a head file.
+
+    `text_mode="names"` puts each name into the (default: 64 shipped) prompt templates and averages;
+    "descriptions" embeds each class's shipped one-sentence shape description as is (templates
+    would garble a full sentence). `teacher=None` uses the checkpoint's recorded text teacher.
+    """
+    from svl.eval.zeroshot import class_texts
+    from svl.teachers import class_embeddings, create_teacher, load_templates
+    from svl.utils import file_sha256
+
+    names = [str(n) for n in class_names]
+    if not names:
+        raise ValueError("the class list is empty")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"duplicate class names: {dup}")
+    ckpt = Path(checkpoint)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
+    model, tensors, cmeta = load_encoder(ckpt)
+    recorded = (cmeta.get("teachers") or {}).get("text") if isinstance(cmeta.get("teachers"), dict) else None
+    teacher_id = teacher or recorded or "minilm"
+    if teacher and recorded and teacher != recorded:
+        raise ValueError(
+            f"{ckpt}: trained with text teacher {recorded!r}, but --teacher {teacher!r} was given; "
+            "the text projection only fits the teacher it was trained with"
+        )
+    texts = class_texts(names, text_mode)
+    if text_mode == "names":
+        tmpl = list(templates) if templates is not None else load_templates()
+    else:
+        tmpl = ["{}"]
+    t = create_teacher(teacher_id, device=device)
+    emb = class_embeddings(t, texts, tmpl)
+    W = build_class_weights(tensors, emb)
+    fold_head(model, W)
+    meta = {
+        "class_names": names,
+        "class_texts": texts,
+        "teacher": getattr(t, "id", teacher_id),
+        "templates_hash": templates_hash(tmpl),
+        "num_templates": len(tmpl),
+        "text_mode": text_mode,
+        "encoder_sha256": file_sha256(ckpt),
+        "encoder_checkpoint": ckpt.name,
+        "model": cmeta.get("model"),
+        "model_cfg": cmeta.get("model_cfg"),
+    }
+    path = save_head(out, model.head, W, meta)
+    return path, meta

@@ -1,0 +1,22 @@
+"""Training engine: MTA losses, the generic resumable Trainer, schedules, samplers, DDP helpers.
+
+Submodules import torch; `svl.train.pretrain` (the pretraining job) is not imported here.
+"""
+
+from svl.train.losses import TripleAlignment, clip_loss
+from svl.train.sampler import KNNGroupedBatchSampler, ResumableBatchSampler, ResumableSampler
+from svl.train.schedule import StepDecayLR, WarmupCosineLR, warmup_cosine
+from svl.train.trainer import TrainConfig, Trainer
+
+__all__ = [
+    "KNNGroupedBatchSampler",
+    "ResumableBatchSampler",
+    "ResumableSampler",
+    "StepDecayLR",
+    "TrainConfig",
+    "Trainer",
+    "TripleAlignment",
+    "WarmupCosineLR",
+    "clip_loss",
+    "warmup_cosine",
+]

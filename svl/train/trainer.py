@@ -1,0 +1,675 @@
+"""A generic, exactly-resumable training loop (pretraining and fine-tuning share it).
+
+Any `model(batch) -> {"loss": Tensor, **scalar logs}` trains here: AdamW (or SGD) with no decay on
+biases / norm parameters / temperatures, per-iteration warm-up + cosine (or step decay), gradient
+clipping, optional bf16 autocast, DDP under torchrun. A run can stop anywhere and resume bit-for-bit:
+weights, optimizer, scheduler, every RNG and the position inside the epoch are saved, and data
+randomness (augmentation, collation) is seeded per batch from (seed, epoch, batch, rank), so it
+does not depend on the number of workers or on where the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from svl.train import distributed as D
+from svl.train.sampler import ResumableBatchSampler, ResumableSampler
+from svl.train.schedule import StepDecayLR, WarmupCosineLR
+from svl.utils import get_logger
+
+__all__ = ["TrainConfig", "Trainer", "param_groups"]
+
+log = get_logger(__name__)
+
+LAST = "last.safetensors"
+LAST_STATE = "last.state.pt"
+BEST = "best.safetensors"
+LOG_FILE = "log.jsonl"
+STATE_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe; defaults follow the E-3DSNN pretraining recipe (SPEC §4)."""
+
+    epochs: int = 1
+    batch_size: int = 32  # per process
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_epochs: float = 0.0
+    start_lr: float = 1e-6
+    min_lr: float = 1e-5
+    grad_clip: float | None = 1.0  # max global grad norm; None or 0 = off
+    amp: str = "auto"  # "auto" (bf16 on CUDA where supported), "bf16", "off"
+    seed: int = 0
+    num_workers: int = 0
+    ckpt_every_steps: int = 0  # 0 = only at epoch ends and at the end
+    log_every_steps: int = 20
+    sync_bn: bool = False
+    max_steps: int | None = None  # stop early (smoke runs, tests); the schedule still spans `epochs`
+    select_metric: str | None = None  # validation metric that picks best.safetensors
+    select_mode: str = "max"
+    optimizer: str = "adamw"  # "adamw" | "sgd"
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = True  # sgd only
+    schedule: str = "cosine"  # "cosine" (warm-up + cosine) | "step" (x gamma at milestones)
+    milestones: list[float] = field(default_factory=lambda: [0.6, 0.8])  # fractions of training
+    gamma: float = 0.1
+    shuffle: bool = True
+    drop_last: bool = True
+    val_every_epochs: int = 1
+    find_unused_parameters: bool = False
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (
+                len(tuple(self.betas)) == 2 and all(0 <= b < 1 for b in self.betas),
+                "betas must be 2 values in [0, 1)",
+            ),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+            (self.grad_clip is None or self.grad_clip >= 0, "grad_clip must be >= 0 or None"),
+            (self.amp in ("auto", "bf16", "off"), "amp must be 'auto', 'bf16' or 'off'"),
+            (self.num_workers >= 0, "num_workers must be >= 0"),
+            (self.ckpt_every_steps >= 0, "ckpt_every_steps must be >= 0"),
+            (self.log_every_steps >= 1, "log_every_steps must be >= 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1 or None"),
+            (self.select_mode in ("max", "min"), "select_mode must be 'max' or 'min'"),
+            (self.optimizer in ("adamw", "sgd"), "optimizer must be 'adamw' or 'sgd'"),
+            (self.schedule in ("cosine", "step"), "schedule must be 'cosine' or 'step'"),
+            (self.val_every_epochs >= 1, "val_every_epochs must be >= 1"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig: {msg}")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: decayed weight matrices/kernels, and undecayed biases, norm params, scales.
+
+    Decaying a bias, a BatchNorm affine or a learned temperature only pulls it towards an
+    arbitrary 0, so every parameter with < 2 dims (or named *logit_scale*) goes undecayed.
+    """
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or name.endswith("logit_scale") or name.endswith("bias"):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def _derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from several integers (seed, epoch, batch, rank...)."""
+    return int(
+        np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(2, np.uint64)[0] >> 1
+    )
+
+
+@contextlib.contextmanager
+def _rng_isolated(seed: int | None = None) -> Iterator[None]:
+    """Run a block on its own RNG stream (optionally seeded) and restore torch/numpy/python RNGs after."""
+    t, n, p = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    cuda = (
+        torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    )
+    try:
+        if seed is not None:
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+        yield
+    finally:
+        torch.set_rng_state(t)
+        np.random.set_state(n)
+        random.setstate(p)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+class _SeededBatch(list):
+    """A batch of dataset indices carrying the seed its samples are loaded (augmented) with."""
+
+    seed: int | None = None
+
+
+class _SeededBatches:
+    """Wrap a resumable batch sampler so each batch carries seed(seed, epoch, batch index, rank)."""
+
+    def __init__(self, inner: Any, seed: int, rank: int) -> None:
+        self.inner, self.seed, self.rank = inner, seed, rank
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[_SeededBatch]:
+        for k, idx in enumerate(self.inner, start=int(getattr(self.inner, "start", 0))):
+            b = _SeededBatch(int(i) for i in idx)
+            b.seed = _derive_seed(self.seed, self.epoch, k, self.rank)
+            yield b
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class _SeededFetch(torch.utils.data.Dataset):
+    """Load and collate a whole batch under that batch's seed (in the main process or a worker)."""
+
+    def __init__(self, dataset: Any, collate_fn: Callable[[list[Any]], Any]) -> None:
+        self.dataset, self.collate_fn = dataset, collate_fn
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.dataset[i]
+
+    def __getitems__(self, idx: list[int]) -> list[Any]:
+        with _rng_isolated(getattr(idx, "seed", None)):
+            getitems = getattr(self.dataset, "__getitems__", None)
+            samples = getitems(list(idx)) if getitems else [self.dataset[i] for i in idx]
+            return [self.collate_fn(samples)]
+
+
+def _first(x: list[Any]) -> Any:
+    return x[0]
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy/python in a worker from torch's per-worker seed (derived from the loader generator)."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    non_blocking = device.type == "cuda"
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if hasattr(batch, "to") and callable(batch.to):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _scalars(out: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The loggable scalars of a model output (0-d / 1-element tensors and numbers)."""
+    res = {}
+    for k, v in out.items():
+        if isinstance(v, Tensor) and v.numel() == 1:
+            res[k] = v.detach().float().reshape(())
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            res[k] = torch.tensor(float(v))
+    return res
+
+
+def _val_key(key: str) -> str:
+    return key if "/" in key else f"val/{key}"
+
+
+class Trainer:
+    """Train `model` on `train_set` batches made by `collate_fn`, logging and checkpointing to `out_dir`.
+
+    `val_fn(model) -> {metric: float}` runs on rank 0 (collectives disabled) each
+    `cfg.val_every_epochs` epochs and at the end; keys without a "/" are logged as "val/<key>".
+    `checkpoint_meta` (JSON-able) goes into every saved checkpoint's metadata.
+    `batch_sampler_fn(rank, world_size)` may supply a batch sampler with the resumable protocol of
+    `svl.train.sampler` (e.g. `KNNGroupedBatchSampler`); the default shuffles with `ResumableSampler`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Any,
+        collate_fn: Callable[[list[Any]], Any],
+        cfg: TrainConfig,
+        out_dir: str | Path,
+        val_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
+        checkpoint_meta: Mapping[str, Any] | None = None,
+        batch_sampler_fn: Callable[[int, int], Any] | None = None,
+    ) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.val_fn = val_fn
+        self.checkpoint_meta = dict(checkpoint_meta or {})
+        try:
+            json.dumps(self.checkpoint_meta)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"checkpoint_meta must be JSON-serialisable: {e}") from None
+        if cfg.select_metric and val_fn is None:
+            raise ValueError(f"select_metric={cfg.select_metric!r} needs a val_fn")
+        self.rank, self.world_size, self.local_rank, self.device = D.init_distributed()
+        self.is_main = self.rank == 0
+
+        model = model.to(self.device)
+        if cfg.sync_bn and self.world_size > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.engine: nn.Module = DDP(
+                model, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters
+            )
+        else:
+            self.engine = model
+
+        self.train_set = train_set
+        if batch_sampler_fn is not None:
+            inner = batch_sampler_fn(self.rank, self.world_size)
+            for attr in ("set_epoch", "set_start", "num_batches", "__iter__", "__len__"):
+                if not hasattr(inner, attr):
+                    raise ValueError(f"batch_sampler_fn returned {type(inner).__name__} without `{attr}`")
+        else:
+            n = len(train_set)
+            sampler = ResumableSampler(n, cfg.shuffle, cfg.seed, self.rank, self.world_size, cfg.drop_last)
+            inner = ResumableBatchSampler(sampler, cfg.batch_size, cfg.drop_last)
+        self.batches = _SeededBatches(inner, cfg.seed, self.rank)
+        self.fetch = _SeededFetch(train_set, collate_fn)
+        self.steps_per_epoch = int(inner.num_batches)
+        if self.steps_per_epoch < 1:
+            raise ValueError("the training set gives no batch: lower batch_size or set drop_last=False")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.loader_gen = torch.Generator()
+        self.loader_gen.manual_seed(_derive_seed(cfg.seed, self.rank, 7))
+
+        params = param_groups(model, cfg.weight_decay)
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        if cfg.optimizer == "adamw":
+            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
+                params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
+            )
+        else:
+            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        if cfg.schedule == "cosine":
+            self.scheduler: torch.optim.lr_scheduler.LRScheduler = WarmupCosineLR(
+                self.optimizer, self.total_steps, warmup, cfg.start_lr, cfg.min_lr
+            )
+        else:
+            self.scheduler = StepDecayLR(
+                self.optimizer, self.total_steps, cfg.milestones, cfg.gamma, warmup, cfg.start_lr
+            )
+        self.amp_dtype = self._amp_dtype()
+
+        self.step = 0
+        self.epoch = 0
+        self.pos = 0  # batches done in the current epoch
+        self.best: float | None = None
+        self.best_step: int | None = None
+        self.last_val: dict[str, float] = {}
+        self._val_step: int | None = None
+        self._saved_step: int | None = None
+        self._writer: Any = None
+        self._window: dict[str, Tensor] = {}
+        self._window_n = 0
+        self._window_t = time.perf_counter()
+
+    # ------------------------------------------------------------------ setup helpers
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.cfg.amp == "off" or self.device.type != "cuda":
+            if self.cfg.amp == "bf16" and self.device.type != "cuda":
+                log.warning(
+                    "amp='bf16' requested on %s: autocast is CUDA-only here, training in float32", self.device
+                )
+            return None
+        if self.cfg.amp == "auto" and not torch.cuda.is_bf16_supported():
+            return None
+        return torch.bfloat16
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(
+            self.fetch,
+            batch_sampler=self.batches,
+            collate_fn=_first,
+            num_workers=self.cfg.num_workers,
+            worker_init_fn=_seed_worker,
+            generator=self.loader_gen,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    @property
+    def unwrapped(self) -> nn.Module:
+        return self.model
+
+    # ------------------------------------------------------------------ state
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "loader": self.loader_gen.get_state(),
+        }
+
+    def _set_rng_state(self, s: Mapping[str, Any]) -> None:
+        torch.set_rng_state(s["torch"])
+        if s.get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["cuda"])
+        np.random.set_state(s["numpy"])
+        random.setstate(s["python"])
+        self.loader_gen.set_state(s["loader"])
+
+    def save(self, name: str = "last") -> Path | None:
+        """Write `<name>.safetensors` + `<name>.state.pt` (rank 0; every rank must call it)."""
+        from svl.checkpoint import save_checkpoint, save_training_state
+
+        rngs = [self._rng_state()]
+        if D.is_dist():
+            rngs = [None] * self.world_size
+            torch.distributed.all_gather_object(rngs, self._rng_state())
+        path = None
+        if self.is_main:
+            path = self.out_dir / f"{name}.safetensors"
+            save_checkpoint(path, self.model.state_dict(), self._meta())
+            state = {
+                "version": STATE_VERSION,
+                "step": self.step,
+                "epoch": self.epoch,
+                "pos": self.pos,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": rngs,
+                "best": self.best,
+                "best_step": self.best_step,
+                "last_val": self.last_val,
+                "world_size": self.world_size,
+                "config": dataclasses.asdict(self.cfg),
+            }
+            save_training_state(self.out_dir / f"{name}.state.pt", state)
+        self._saved_step = self.step
+        D.barrier()
+        return path
+
+    def _meta(self) -> dict[str, Any]:
+        meta = dict(self.checkpoint_meta)
+        meta.update(step=self.step, epoch=self.epoch, metrics=dict(self.last_val))
+        return meta
+
+    def _resolve_resume(self, resume: bool | str | Path) -> Path | None:
+        if resume is False or resume is None:
+            return None
+        if resume is True or resume == "auto":
+            path = self.out_dir / LAST
+            if not path.exists():
+                if resume == "auto":
+                    return None
+                raise FileNotFoundError(f"cannot resume: {path} does not exist (train without resume first)")
+            return path
+        path = Path(resume)
+        if path.name.endswith(".state.pt"):
+            path = path.with_name(path.name[: -len(".state.pt")] + ".safetensors")
+        if not path.exists():
+            raise FileNotFoundError(f"cannot resume: checkpoint {path} does not exist")
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Restore weights, optimizer, scheduler, RNGs and data position from a `save()` pair."""
+        from svl.checkpoint import load_checkpoint, load_state_into, load_training_state, training_state_path
+
+        path = Path(path)
+        tensors, meta = load_checkpoint(path)
+        state_path = training_state_path(path)
+        state = load_training_state(state_path)
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"{state_path}: not a training state written by this Trainer")
+        if meta.get("step") != state["step"]:
+            raise ValueError(
+                f"{path} (step {meta.get('step')}) and {state_path} (step {state['step']}) are from "
+                "different steps: the run was interrupted between the two writes; resume from an earlier pair"
+            )
+        load_state_into(self.model, {k: v.to(self.device) for k, v in tensors.items()}, where=path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.epoch, self.pos = int(state["step"]), int(state["epoch"]), int(state["pos"])
+        self.best, self.best_step = state["best"], state["best_step"]
+        self.last_val = dict(state["last_val"])
+        old = state.get("config", {})
+        for key in ("batch_size", "epochs", "seed", "drop_last", "shuffle"):
+            if key in old and old[key] != getattr(self.cfg, key):
+                log.warning(
+                    "resuming with %s=%r (was %r): the run will not match an uninterrupted one",
+                    key,
+                    getattr(self.cfg, key),
+                    old[key],
+                )
+        rngs = state["rng"]
+        if len(rngs) == self.world_size:
+            self._set_rng_state(rngs[self.rank])
+        else:
+            log.warning(
+                "checkpoint written by %d processes, resuming on %d: RNG streams are re-seeded",
+                len(rngs),
+                self.world_size,
+            )
+            torch.manual_seed(_derive_seed(self.cfg.seed, self.rank, self.step))
+        if self.pos > self.steps_per_epoch:
+            raise ValueError(
+                f"{state_path}: position {self.pos} is beyond this epoch's {self.steps_per_epoch} batches"
+            )
+        self._saved_step = self.step
+
+    # ------------------------------------------------------------------ logging
+    def _open_logs(self, resumed: bool) -> None:
+        if not self.is_main:
+            return
+        from svl.utils import atomic_write
+
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.out_dir / LOG_FILE
+        kept = []
+        if resumed and log_path.exists():  # drop records from beyond the resumed step
+            for line in log_path.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    if json.loads(line).get("step", 0) <= self.step:
+                        kept.append(line)
+        with atomic_write(log_path, "w") as fh:
+            fh.write("".join(line + "\n" for line in kept))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step if resumed else None)
+
+    def _record(self, kind: str, values: Mapping[str, float]) -> None:
+        if not self.is_main:
+            return
+        for k, v in values.items():
+            if math.isfinite(v):
+                self._writer.add_scalar(k, v, self.step)
+        self._writer.flush()
+        rec = {"kind": kind, "step": self.step, "epoch": self.epoch, **values}
+        with open(self.out_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
+
+    def _log_train(self, spikes: Mapping[str, dict[str, float]]) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self._window_t, 1e-9)
+        values = {f"train/{k}": float(v.item()) / self._window_n for k, v in self._window.items()}
+        values.update({f"spikes/{name}": s["rate"] for name, s in spikes.items()})
+        values = D.all_reduce_mean(values, self.device)
+        values["train/lr"] = float(self.optimizer.param_groups[0]["lr"])
+        values["train/samples_per_s"] = self._window_n * self.cfg.batch_size * self.world_size / elapsed
+        self._record("train", values)
+        self._window, self._window_n, self._window_t = {}, 0, time.perf_counter()
+        return values
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> dict[str, float]:
+        """Run val_fn on rank 0 (RNG-isolated, eval mode, no grad), log it and keep the best weights."""
+        metrics: dict[str, float] = {}
+        if self.val_fn is not None and self.is_main:
+            was_training = self.model.training
+            self.model.eval()
+            try:
+                with _rng_isolated(), torch.no_grad(), D.local_only():
+                    raw = self.val_fn(self.model)
+            finally:
+                self.model.train(was_training)
+            metrics = {_val_key(k): float(v) for k, v in dict(raw or {}).items()}
+            self.last_val = metrics
+            self._record("val", metrics)
+            self._select(metrics)
+        self._val_step = self.step
+        D.barrier()
+        return metrics
+
+    def _select(self, metrics: Mapping[str, float]) -> None:
+        if not self.cfg.select_metric:
+            return
+        key = _val_key(self.cfg.select_metric)
+        if key not in metrics:
+            raise ValueError(f"select_metric {key!r} is not among the validation metrics {sorted(metrics)}")
+        value = metrics[key]
+        if not math.isfinite(value):
+            return
+        if self.best is None:
+            better = True
+        else:
+            better = value > self.best if self.cfg.select_mode == "max" else value < self.best
+        if better:
+            from svl.checkpoint import save_checkpoint
+
+            self.best, self.best_step = value, self.step
+            meta = self._meta()
+            meta.update(select_metric=key, select_value=value)
+            save_checkpoint(self.out_dir / BEST, self.model.state_dict(), meta)
+            log.info("step %d: new best %s = %.4f -> %s", self.step, key, value, self.out_dir / BEST)
+
+    # ------------------------------------------------------------------ training
+    def _train_step(self, batch: Any, log_now: bool) -> dict[str, Any]:
+        from svl.spiking import record_spikes, spike_stats
+
+        self.model.train()
+        batch = _to_device(batch, self.device)
+        if log_now:
+            record_spikes(self.model, True)
+        autocast = (
+            torch.autocast("cuda", dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            out = self.engine(batch)
+        if not isinstance(out, Mapping) or "loss" not in out:
+            raise ValueError(f"the model must return a dict with a 'loss' entry, got {type(out).__name__}")
+        loss = out["loss"]
+        if not torch.isfinite(loss.detach()).all():
+            raise FloatingPointError(
+                f"non-finite loss {float(loss.detach())} at step {self.step} (epoch {self.epoch})"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        scalars = _scalars(out)
+        if self.cfg.grad_clip:
+            params = [p for g in self.optimizer.param_groups for p in g["params"]]
+            scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip).detach().float()
+        self.optimizer.step()
+        self.scheduler.step()
+        spikes = {}
+        if log_now:
+            spikes = spike_stats(self.model)
+            record_spikes(self.model, False)
+        for k, v in scalars.items():
+            self._window[k] = self._window.get(k, torch.zeros((), device=v.device)) + v
+        self._window_n += 1
+        return spikes
+
+    def fit(self, resume: bool | str | Path = False) -> dict[str, Any]:
+        """Train to `cfg.epochs` (or `cfg.max_steps`); `resume` = True / "auto" / a checkpoint path."""
+        from svl.utils import progress, seed_everything
+
+        cfg = self.cfg
+        path = self._resolve_resume(resume)
+        if path is not None:
+            self.load(path)
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.pos)
+        else:
+            seed_everything(_derive_seed(cfg.seed, self.rank) % 2**32)
+        self._open_logs(resumed=path is not None)
+        stop = cfg.max_steps is not None and self.step >= cfg.max_steps
+        try:
+            while self.epoch < cfg.epochs and not stop:
+                self.batches.inner.set_epoch(self.epoch)
+                self.batches.epoch = self.epoch
+                if self.pos:
+                    self.batches.inner.set_start(self.pos)
+                bar_kw: dict[str, Any] = {} if self.is_main else {"disable": True}
+                bar = progress(
+                    self._loader(),
+                    total=len(self.batches),
+                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                    **bar_kw,
+                )
+                self._window_t = time.perf_counter()
+                for batch in bar:
+                    log_now = (self.step + 1) % cfg.log_every_steps == 0
+                    spikes = self._train_step(batch, log_now)
+                    self.step += 1
+                    self.pos += 1
+                    if log_now:
+                        values = self._log_train(spikes)
+                        if hasattr(bar, "set_postfix"):
+                            bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.4f}")
+                    if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                        stop = True
+                        break
+                    if (
+                        cfg.ckpt_every_steps
+                        and self.step % cfg.ckpt_every_steps == 0
+                        and self.pos < self.steps_per_epoch
+                    ):
+                        self.save()
+                if self.pos >= self.steps_per_epoch:
+                    self.epoch += 1
+                    self.pos = 0
+                    if self.epoch % cfg.val_every_epochs == 0:
+                        self.validate()
+                    self.save()
+            if self._val_step != self.step and self.val_fn is not None:
+                self.validate()
+            if self._saved_step != self.step or not (self.out_dir / LAST).exists():
+                self.save()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        summary = {
+            "step": self.step,
+            "epoch": self.epoch,
+            "best": self.best,
+            "best_step": self.best_step,
+            "select_metric": cfg.select_metric,
+            "last_val": self.last_val,
+            "last": str(self.out_dir / LAST),
+            "best_path": str(self.out_dir / BEST) if self.best is not None else None,
+        }
+        if self.is_main:
+            from svl.utils import atomic_write
+
+            with atomic_write(self.out_dir / "summary.json", "w") as fh:
+                json.dump(summary, fh, indent=2)
+        return summary

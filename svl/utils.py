@@ -1,0 +1,224 @@
+"""Small shared helpers: atomic writes, seeding, logging, data/cache locations, progress bars.
+
+Everything here is cheap to import (no torch at module level) so `svl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "cache_dir",
+    "data_root",
+    "file_sha256",
+    "get_logger",
+    "progress",
+    "repo_root",
+    "seed_everything",
+]
+
+T = TypeVar("T")
+
+# Temp files from mkstemp are 0600; give the final file the permissions a plain open() would.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Persist the rename itself (best effort: not every OS/filesystem allows opening a dir)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one step.
+
+    For writers that insist on a file name (h5py, safetensors.save_file). Readers never see a
+    half-written file, and on error the old file (if any) is left untouched.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target}: is a directory, cannot write a file there")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{target}: the writer did not create the temporary file {tmp}")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None, newline: str | None = None
+) -> Iterator[IO[Any]]:
+    """Open a temp file beside `path` for writing; rename it over `path` only if the block succeeds.
+
+    A crash or exception mid-write leaves the previous file intact and no temp file behind.
+    """
+    if not mode.startswith("w") or any(c in mode for c in "arx"):
+        raise ValueError(f"atomic_write: mode must be a write mode like 'w', 'wb' or 'w+b', got {mode!r}")
+    if "b" in mode and encoding is not None:
+        raise ValueError("atomic_write: encoding is only valid in text mode")
+    if "b" not in mode and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=encoding, newline=newline) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> int:
+    """Seed python, numpy and torch (all devices); optionally force deterministic kernels.
+
+    `deterministic=True` trades speed for bitwise-repeatable runs (cuDNN autotuning off,
+    deterministic algorithms where torch has them, warnings where it does not).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
+    os.environ["PYTHONHASHSEED"] = str(seed)  # inherited by worker subprocesses
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover - numpy is a hard dependency
+        pass
+    import torch
+
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return seed
+
+
+_LOG_FORMAT = "%(asctime)s svl %(levelname)s %(name)s: %(message)s"
+_configured = False
+
+
+def _configure_logging() -> None:
+    """Give the `svl` logger a stderr handler once, unless the application configured logging."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    base = logging.getLogger("svl")
+    level = os.environ.get("SVL_LOG_LEVEL", "INFO").upper()
+    base.setLevel(level if level in logging.getLevelNamesMapping() else logging.INFO)
+    if not logging.getLogger().handlers and not base.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_LOG_FORMAT, datefmt="%H:%M:%S"))
+        base.addHandler(handler)
+
+
+def get_logger(name: str) -> logging.Logger:
+    """Logger under the `svl.` namespace (so one switch, SVL_LOG_LEVEL, controls all of svl)."""
+    _configure_logging()
+    if name != "svl" and not name.startswith("svl."):
+        name = f"svl.{name}"
+    return logging.getLogger(name)
+
+
+def repo_root() -> Path:
+    """The source checkout holding this package (meaningful for editable installs)."""
+    return Path(__file__).resolve().parents[1]
+
+
+def data_root(required: bool = False) -> Path | None:
+    """Locate the shared data folder: $SVL_DATA, else ../shared/data from the cwd or the repo root.
+
+    Returns None when nothing is found and `required` is False; otherwise raises a
+    FileNotFoundError that names every place searched.
+    """
+    env = os.environ.get("SVL_DATA")
+    if env:
+        root = Path(env).expanduser()
+        if root.is_dir():
+            return root.resolve()
+        if required:
+            raise FileNotFoundError(f"$SVL_DATA={env!r} is not an existing directory")
+        return None
+    candidates = [Path.cwd() / ".." / "shared" / "data", repo_root().parent / "shared" / "data"]
+    for cand in candidates:
+        if cand.is_dir():
+            return cand.resolve()
+    if required:
+        searched = ", ".join(str(c.resolve()) for c in candidates)
+        raise FileNotFoundError(
+            f"svl data root not found: $SVL_DATA is not set and none of these exist: {searched}. "
+            "Set SVL_DATA=/path/to/data."
+        )
+    return None
+
+
+def cache_dir(*parts: str) -> Path:
+    """Cache folder ($SVL_CACHE or ~/.cache/svl), optionally a sub-folder of it; created on demand."""
+    base = os.environ.get("SVL_CACHE")
+    root = Path(base).expanduser() if base else Path.home() / ".cache" / "svl"
+    path = root.joinpath(*parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as e:
+        raise ValueError(f"svl cache dir {path} exists but is not a directory") from e
+    return path
+
+
+def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
+    """A tqdm bar that shows only on a terminal (SVL_PROGRESS=1 forces it on, =0 off)."""
+    from tqdm.auto import tqdm
+
+    flag = os.environ.get("SVL_PROGRESS")
+    if flag is not None and "disable" not in kwargs:
+        kwargs["disable"] = flag.strip().lower() in ("0", "false", "no", "off", "")
+    kwargs.setdefault("disable", None)  # tqdm: None = disable when not a tty
+    kwargs.setdefault("mininterval", 1.0)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kwargs)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks so large checkpoints do not load into memory."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    h = hashlib.sha256()
+    with open(p, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,128 @@
+"""Dataset registry on the real shared ModelNet40 and on small generated files in the official formats."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from svl.data.datasets import MODELNET10_CLASSES, build_dataset, class_prompt_name, load_class_names
+
+
+def test_modelnet40_real(shared_data):
+    ds = build_dataset("modelnet40", "test")
+    assert len(ds) == 2468 and ds.classes == load_class_names("modelnet40")
+    s = ds[0]
+    assert s["xyz"].shape == (1024, 3) and s["index"] == 0 and "rgb" not in s
+    assert abs(np.linalg.norm(s["xyz"], axis=1).max() - 1) < 1e-3
+    assert np.bincount(ds.labels(), minlength=40).tolist()[:3] == [100, 50, 100]
+    assert isinstance(ds.points, np.memmap) or ds.points.base is not None  # memory-mapped cache
+
+
+def test_zero_shot_split(shared_data):
+    splits = {sp: build_dataset("modelnet40_zsl", sp) for sp in ("train", "val", "test_unseen", "test")}
+    ds = splits["test"]
+    assert len(ds) == 2468 and len(splits["test_unseen"]) == 908
+    assert ds.unseen_classes == list(MODELNET10_CLASSES) and len(ds.seen_classes) == 30
+    unseen = {ds.classes.index(c) for c in MODELNET10_CLASSES}
+    tr, va = splits["train"], splits["val"]
+    assert not set(tr.labels()) & unseen and not set(va.labels()) & unseen
+    assert set(splits["test_unseen"].labels()) == unseen
+    assert not set(tr.indices) & set(va.indices)
+    full = build_dataset("modelnet40", "train").labels()
+    seen_total = int(np.isin(full, sorted(unseen), invert=True).sum())
+    assert len(tr) + len(va) == seen_total
+    per = np.bincount(va.labels(), minlength=40)[sorted(set(range(40)) - unseen)]
+    tot = np.bincount(full, minlength=40)[sorted(set(range(40)) - unseen)]
+    assert np.all(np.abs(per - 0.1 * tot) <= 1)
+    again = build_dataset("modelnet40_zsl", "val")
+    assert np.array_equal(again.indices, va.indices)  # fixed split
+
+
+def test_class_names():
+    assert class_prompt_name("night_stand") == "night stand"
+    assert len(load_class_names("objaverse_lvis")) == 1156
+    assert load_class_names("scanobjectnn")[:3] == ["bag", "bin", "box"]
+
+
+def test_h5_formats(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    rng = np.random.default_rng(0)
+    mn = tmp_path / "modelnet40_ply_hdf5_2048"
+    mn.mkdir()
+    pts = rng.normal(size=(6, 2048, 3)).astype(np.float32)
+    with h5py.File(mn / "ply_data_test0.h5", "w") as h:
+        h["data"], h["label"] = pts, np.arange(6).reshape(6, 1)
+    ds = build_dataset("modelnet40_h5", "test", root=tmp_path)
+    assert len(ds) == 6 and ds[2]["label"] == 2
+    np.testing.assert_array_equal(ds[2]["xyz"], pts[2][:, [0, 2, 1]])  # y-up on disk -> z-up
+    so = tmp_path / "scanobjectnn" / "main_split"
+    so.mkdir(parents=True)
+    with h5py.File(so / "test_objectdataset_augmentedrot_scale75.h5", "w") as h:
+        h["data"], h["label"] = pts, np.array([0, 1, 2, 3, 4, 14])
+    with pytest.raises(ValueError, match="variant"):
+        build_dataset("scanobjectnn", "test", root=tmp_path)
+    ds = build_dataset("scanobjectnn", "test", root=tmp_path, variant="PB_T50_RS", num_points=1024)
+    assert ds[5]["label"] == 14 and ds[5]["xyz"].shape == (1024, 3) and len(ds.classes) == 15
+    with pytest.raises(FileNotFoundError, match="OBJ_ONLY"):
+        build_dataset("scanobjectnn", "test", root=tmp_path, variant="OBJ_ONLY")
+
+
+def test_modelnet40_normal_txt(tmp_path):
+    root = tmp_path / "modelnet40_normal_resampled"
+    (root / "chair").mkdir(parents=True)
+    rows = np.concatenate([np.random.default_rng(0).normal(size=(100, 3)), np.tile([[0, 1, 0]], (100, 1))], 1)
+    (root / "chair" / "chair_0001.txt").write_text("\n".join(",".join(map(str, r)) for r in rows))
+    (root / "modelnet40_test.txt").write_text("chair_0001\n")
+    s = build_dataset("modelnet40_normal", "test", root=tmp_path)[0]
+    assert s["label"] == load_class_names("modelnet40").index("chair")
+    np.testing.assert_allclose(s["normals"], np.tile([[0, 0, 1]], (100, 1)))  # y-up normal -> +z
+
+
+def _openshape_shape(path, rng, n=300, text=True):
+    d = {
+        "xyz": rng.normal(size=(n, 3)).astype(np.float32),
+        "rgb": rng.random((n, 3)).astype(np.float32),
+        "image_feat": rng.normal(size=(12, 16)).astype(np.float32),
+        "thumbnail_feat": rng.normal(size=(16,)).astype(np.float32),
+        "text": ["a chair"] if text else [],
+        "text_feat": [{"original": rng.normal(size=(1, 16)), "prompt_avg": rng.normal(size=(1, 16))}]
+        if text
+        else [],
+    }
+    np.save(path, np.array(d, dtype=object))
+    return d
+
+
+def test_openshape_train_and_lvis(tmp_path):
+    from svl.data.batch import collate_points
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "openshape"
+    (root / "objs").mkdir(parents=True)
+    (root / "meta_data" / "split").mkdir(parents=True)
+    items, shapes = [], []
+    for i in range(3):
+        shapes.append(_openshape_shape(root / "objs" / f"uid{i}.npy", rng, text=i != 2))
+        items.append({"id": f"uid{i}", "data_path": f"/mnt/data/objs/uid{i}.npy", "dataset": "Objaverse"})
+    (root / "meta_data" / "split" / "train.json").write_text(json.dumps(items))
+    ds = build_dataset("openshape", "train", root=tmp_path, num_points=128, augment=True)
+    s = ds[0]
+    assert s["xyz"].shape == (128, 3) and s["image_emb"].shape == (13, 16) and s["has_text"]
+    np.testing.assert_allclose(s["text_emb"], shapes[0]["text_feat"][0]["original"].reshape(-1), rtol=1e-6)
+    b = collate_points([ds[i] for i in range(3)])
+    assert b.extras["has_text"].tolist() == [True, True, False] and b.labels is None
+    raw = build_dataset("openshape", "train", root=tmp_path, transforms=[])[1]
+    np.testing.assert_allclose(raw["xyz"], shapes[1]["xyz"][:, [0, 2, 1]])  # OpenShape y-up swap
+    classes = load_class_names("objaverse_lvis")
+    ann = {c: [] for c in classes}
+    ann[classes[5]] = ["uid0", "uid2"]
+    ann[classes[9]] = ["uid1", "missing_uid"]
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    with pytest.raises(FileNotFoundError, match="1 of 4"):
+        build_dataset("objaverse_lvis", "test", root=tmp_path, annotations=str(tmp_path / "ann.json"))
+    lv = build_dataset(
+        "objaverse_lvis", "test", root=tmp_path, annotations=str(tmp_path / "ann.json"), missing="skip"
+    )
+    assert lv.labels().tolist() == [5, 5, 9] and lv.ids == ["uid0", "uid2", "uid1"]

@@ -1,0 +1,347 @@
+"""Energy meter on dense and sparse spiking layers, checked against hand counts and SpikingJelly."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from svl.energy import EnergyTable, measure_energy, merge_reports
+from svl.energy.command import random_voxel_input
+from svl.sparse import SparseBatchNorm, SparseConv3d, SparseTensor, SubMConv3d
+from svl.spiking import ILIF, SConv2d, SLinear, SpikeTrain, set_spike_mode
+
+
+class TinyCNN(nn.Module):
+    """Real input -> conv -> SN -> strided conv -> SN -> linear: one MAC layer, two AC layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = SConv2d(3, 8, 3, padding=1)
+        self.n1 = ILIF(D=4)
+        self.c2 = SConv2d(8, 16, 3, stride=2, padding=1)
+        self.n2 = ILIF(D=4)
+        self.fc = SLinear(16 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s1 = self.n1(self.c1(x) * 2.0)  # gain so that the neurons fire well above rate 0
+        self.s1 = s1
+        s2 = self.n2(self.c2(s1))
+        self.s2 = s2
+        flat = s2.map(lambda b: b.flatten(-3)) if isinstance(s2, SpikeTrain) else s2.flatten(-3)
+        return self.fc(flat)
+
+
+def _counts(s):
+    return s.count() if isinstance(s, SpikeTrain) else s
+
+
+def _hand_conv_sops(s: torch.Tensor, c_out: int, k: int, stride: int, pad: int) -> float:
+    """Loop over every output position and tap: one accumulate per spike per output channel."""
+    n, c, h, w = s.shape
+    ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+    total = 0.0
+    for oi, oj, di, dj in itertools.product(range(ho), range(wo), range(k), range(k)):
+        i, j = oi * stride - pad + di, oj * stride - pad + dj
+        if 0 <= i < h and 0 <= j < w:
+            total += float(s[:, :, i, j].sum())
+    return total * c_out
+
+
+def test_dense_cnn_matches_closed_form():
+    torch.manual_seed(0)
+    net = TinyCNN().eval()
+    x = torch.randn(2, 3, 8, 8)
+    rep = measure_energy(net, x)
+    rows = {r.name: r for r in rep.layers}
+    s1, s2 = _counts(net.s1), _counts(net.s2)
+    # FLOPs = 2 * MACs - output sites, per sample.
+    assert rows["c1"].flops == 2 * (2 * 64 * 9 * 3 * 8 - 64)
+    assert rows["c2"].flops == 2 * (2 * 16 * 9 * 8 * 16 - 16)
+    assert rows["fc"].flops == 2 * (2 * 256 * 10 - 1)
+    assert not rows["c1"].spiking and rows["c1"].sops == 0
+    assert rows["c2"].sops == _hand_conv_sops(s1, 16, 3, 2, 1)
+    assert rows["fc"].sops == float(s2.sum()) * 10
+    assert rows["c2"].rate == pytest.approx(float(s1.sum()) / (2 * 8 * 64))
+    assert 0.05 < rows["c2"].rate < 2.0
+    ann = (rows["c1"].flops + rows["c2"].flops + rows["fc"].flops) / 2
+    snn = (4.6 * rows["c1"].flops + 0.9 * (rows["c2"].sops + rows["fc"].sops)) / 2
+    assert rep.ann_flops == pytest.approx(ann)
+    assert rep.energy_ann_mj == pytest.approx(ann * 4.6e-9)
+    assert rep.energy_snn_mj == pytest.approx(snn * 1e-9)
+    assert rep.ratio == pytest.approx(snn / (4.6 * ann))
+
+
+def test_binary_mode_counts_equal_integer_counts():
+    torch.manual_seed(1)
+    net = TinyCNN().eval()
+    x = torch.randn(3, 3, 8, 8)
+    integer = measure_energy(net, x)
+    set_spike_mode(net, "binary")
+    binary = measure_energy(net, x)
+    assert isinstance(net.s2, SpikeTrain)
+    assert binary.sops == integer.sops > 0
+    assert [r.sops_ps for r in binary.layers] == [r.sops_ps for r in integer.layers]
+    assert binary.energy_snn_mj == pytest.approx(integer.energy_snn_mj)
+
+
+def test_agrees_with_spikingjelly_synop_counter():
+    op_counter = pytest.importorskip("spikingjelly.activation_based.op_counter")
+    torch.manual_seed(2)
+    net = set_spike_mode(TinyCNN().eval(), "binary")  # SpikingJelly counts binary (0/1) inputs only
+    x = torch.randn(2, 3, 8, 8)
+    counter = op_counter.SynOpCounter()
+    with torch.no_grad(), op_counter.DispatchCounterMode([counter]):
+        net(x)
+    rep = measure_energy(net, x)
+    assert counter.get_total() == pytest.approx(rep.sops * rep.batch_size)
+
+
+def test_per_sample_split_equals_single_sample_runs():
+    torch.manual_seed(3)
+    net = TinyCNN().eval()
+    x = torch.randn(3, 3, 8, 8)
+    batch = measure_energy(net, x).per_sample()
+    for i in range(3):
+        single = measure_energy(net, x[i : i + 1])
+        assert batch["sops"][i] == pytest.approx(single.sops)
+        assert batch["energy_snn_mj"][i] == pytest.approx(single.energy_snn_mj)
+        assert batch["ann_flops"][i] == pytest.approx(single.ann_flops)
+
+
+def test_multistep_linear_counts_every_step():
+    torch.manual_seed(4)
+    T, B = 3, 2
+    net = nn.Sequential(SLinear(5, 7), ILIF(D=4, T=T), SLinear(7, 4))
+    x = torch.randn(T, B, 5) * 2
+    rep = measure_energy(net, x.transpose(0, 1).contiguous(), forward=lambda m, b: m(b.transpose(0, 1)))
+    with torch.no_grad():
+        s = net[1](net[0](x))
+    r0, r2 = rep.layers
+    assert r0.steps == T and not r0.spiking
+    assert r0.flops == B * (2 * 5 * 7 - 1)  # one step's ANN work
+    assert r0.energy_pj == pytest.approx(4.6 * T * r0.flops)  # the real-valued layer runs every step
+    assert r2.sops == float(s.sum()) * 4
+    assert r2.rate == pytest.approx(float(s.sum()) / (T * B * 7))
+
+
+def _brute_pairs(coords: torch.Tensor) -> list[tuple[int, int]]:
+    """(input, output) pairs of a 3x3x3 submanifold conv by comparing every pair of sites."""
+    out = []
+    for o, i in itertools.product(range(len(coords)), repeat=2):
+        d = coords[i] - coords[o]
+        if d[0] == 0 and bool((d[1:].abs() <= 1).all()):
+            out.append((i, o))
+    return out
+
+
+class _SparseNet(nn.Module):
+    """Stem (real input, called twice to test accumulation) -> SN -> SubM -> SN -> strided conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = SubMConv3d(4, 6)
+        self.sn1 = ILIF(D=4)
+        self.conv = SubMConv3d(6, 5)
+        self.sn2 = ILIF(D=4)
+        self.down = SparseConv3d(5, 3)
+
+    def forward(self, st: SparseTensor) -> SparseTensor:
+        u = self.stem(st).features + self.stem(st).features  # a shared module used twice
+        s1 = self.sn1(st.replace(features=u * 2))
+        s2 = self.sn2(self.conv(s1))
+        self.s1, self.s2 = s1.features, s2.features
+        return self.down(s2)
+
+
+def test_sparse_conv_counts_match_brute_force():
+    torch.manual_seed(5)
+    coords = torch.cat([torch.randint(0, 2, (40, 1)), torch.randint(0, 5, (40, 3))], 1).unique(dim=0)
+    st = SparseTensor(torch.randn(len(coords), 4), coords, batch_size=2)
+    net = _SparseNet().eval()
+    rep = measure_energy(net, st)
+    rows = {r.name: r for r in rep.layers}
+    pairs = _brute_pairs(coords)
+    n = len(coords)
+    assert rows["stem"].pairs == 2 * len(pairs) and rows["stem"].calls == 2
+    assert rows["stem"].flops == 2 * (2 * len(pairs) * 4 * 6 - n) and not rows["stem"].spiking
+    s1 = _counts(net.s1).sum(1)
+    assert rows["conv"].spiking and rows["conv"].pairs == len(pairs)
+    assert rows["conv"].sops == sum(float(s1[i]) for i, _ in pairs) * 5 > 0
+    assert rows["conv"].flops == 2 * len(pairs) * 6 * 5 - n
+    # Strided conv, kernel 2 stride 2: every input site lies in exactly one window.
+    cells = {tuple(c[:1].tolist() + (c[1:] // 2).tolist()) for c in coords}
+    assert rows["down"].pairs == n and rows["down"].out_sites == len(cells)
+    assert rows["down"].flops == 2 * n * 5 * 3 - len(cells)
+    assert rows["down"].sops == float(_counts(net.s2).sum()) * 3
+    per = rep.per_sample()
+    for b in range(2):
+        nb = int((coords[:, 0] == b).sum())
+        pb = sum(1 for i, _ in pairs if coords[i, 0] == b)
+        expect = 2 * (2 * pb * 4 * 6 - nb) + (2 * pb * 6 * 5 - nb)
+        expect += 2 * nb * 5 * 3 - sum(1 for c in cells if c[0] == b)
+        assert per["ann_flops"][b] == expect
+    set_spike_mode(net, "binary")
+    binary = measure_energy(net, st)
+    assert isinstance(net.s2, SpikeTrain)
+    assert binary.sops == rep.sops and binary.per_sample()["sops"] == per["sops"]
+
+
+def test_json_table_plot(tmp_path):
+    torch.manual_seed(6)
+    net = TinyCNN().eval()
+    rep = measure_energy(net, torch.randn(2, 3, 8, 8), energy=EnergyTable.preset("int8"), name="tiny")
+    out = tmp_path / "e.json"
+    rep.to_json(str(out))
+    d = json.loads(out.read_text())
+    for key in ("model", "points", "ann_flops", "sops", "energy_snn_mj", "energy_ann_mj", "ratio", "layers"):
+        assert key in d
+    assert d["model"] == "tiny" and len(d["layers"]) == 3
+    assert {
+        "layer",
+        "type",
+        "input_sites",
+        "active_pairs",
+        "c_in",
+        "c_out",
+        "flops",
+        "firing_rate",
+        "sops",
+    } <= set(d["layers"][0])
+    assert d["energy_table"] == {"name": "int8", "e_mac_pj": 0.23, "e_ac_pj": 0.03}
+    assert d["energy_ann_mj"] == pytest.approx(d["ann_flops"] * 0.23e-9)
+    text = rep.table()
+    assert "c2" in text and "SNN/ANN" in text
+    png = tmp_path / "e.png"
+    rep.plot(str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="unknown energy preset"):
+        EnergyTable.preset("fp64")
+    with pytest.raises(ValueError, match="positive"):
+        EnergyTable(e_mac=0.0)
+    with pytest.raises(ValueError, match="unknown energy convention"):
+        measure_energy(TinyCNN(), torch.randn(1, 3, 8, 8), convention="syops")
+    with pytest.raises(ValueError, match="no synaptic layer"):
+        measure_energy(nn.ReLU(), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="only to E-3DSNN"):
+        measure_energy(TinyCNN(), torch.randn(1, 3, 8, 8), convention="e3dsnn-release")
+
+
+class _ReleaseStem(nn.Module):
+    """E-3DSNN stem (SubM3 in->E, BN, SN, SubM3 E->E, BN, SN, SubM3 E->E, BN) + one strided stage conv.
+
+    The release's printed FLOPs depend only on the stem and the input's kernel map, so this is enough
+    to pin the convention independently of svl.models.
+    """
+
+    def __init__(self, E: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList([SubMConv3d(6, E), SubMConv3d(E, E), SubMConv3d(E, E)])
+        self.bns = nn.ModuleList([SparseBatchNorm(E) for _ in range(3)])
+        self.sn = ILIF(D=4)
+        self.down = SparseConv3d(E, 2 * E)
+
+    def forward(self, st: SparseTensor) -> SparseTensor:
+        x = self.bns[0](self.convs[0](st))
+        x = self.bns[1](self.convs[1](self.sn(x)))
+        x = self.bns[2](self.convs[2](self.sn(x)))
+        return self.down(self.sn(x))
+
+
+@pytest.mark.parametrize(("E", "release_flops"), [(16, 2.92e7), (24, 6.52e7)])
+def test_release_convention_reproduces_published_flops(E, release_flops):
+    st = random_voxel_input(9830, grid=64, channels=6, seed=0)
+    assert st.num_sites == 9830 and int(st.coords[:, 1:].max()) <= 63
+    rep = measure_energy(_ReleaseStem(E).eval(), st, convention="e3dsnn-release")
+    assert rep.ann_flops == pytest.approx(release_flops, rel=0.03)
+    assert rep.energy_ann_mj == pytest.approx(release_flops * 4.6e-9, rel=0.03)
+    stem = rep.layers[:3]
+    assert all(r.counted and r.c_in == E and r.c_out == E for r in stem)  # the first counted as E->E
+    assert not rep.layers[3].counted
+    # The release's pairs are the stem's real kernel-map pairs: (2 * P * E^2 - N) x 3.
+    pairs = stem[0].pairs
+    assert rep.ann_flops == 3 * (2 * pairs * E * E - 9830)
+    # Our exact count of the same layers: in->E first conv, and the strided conv too.
+    exact = measure_energy(_ReleaseStem(E).eval(), st)
+    assert exact.ann_flops == rep.exact_ann_flops
+    assert exact.layers[0].flops == 2 * pairs * 6 * E - 9830
+
+
+class _SpikeAttention(nn.Module):
+    """Spike-driven linear attention ``SN(Q (K^T V) * scale)`` with functional matmuls."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.q, self.k, self.v = SLinear(d, d), SLinear(d, d), SLinear(d, d)
+        self.sq, self.sk, self.sv, self.so = ILIF(), ILIF(), ILIF(), ILIF()
+        self.proj = SLinear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.sq(self.q(x)), self.sk(self.k(x)), self.sv(self.v(x))
+        self.kv = k.transpose(-2, -1) @ v
+        self.qs = q
+        return self.proj(self.so(q @ self.kv * 0.125))
+
+
+def test_functional_attention_matmuls_are_counted():
+    torch.manual_seed(7)
+    att = _SpikeAttention().eval()
+    x = torch.randn(2, 5, 8) * 2  # (B, tokens, d); x itself is real-valued
+    rep = measure_energy(att, x)
+    rows = {r.name: r for r in rep.layers}
+    kv, qkv = rows["_SpikeAttention.matmul1"], rows["_SpikeAttention.matmul2"]
+    assert kv.spiking and kv.sops == pytest.approx(float(att.kv.sum()))  # coincident spike pairs
+    assert kv.flops == 2 * (2 * 5 * 8 - 1) * 8  # per product: (2 k n - 1) m, k = tokens
+    assert qkv.spiking and qkv.sops == pytest.approx(float(att.qs.sum()) * 8)
+    assert not rows["q"].spiking and rows["proj"].spiking
+    assert [r.name for r in rep.layers][:3] == ["q", "k", "v"]
+    per = rep.per_sample()["sops"]
+    single = measure_energy(att, x[1:]).sops
+    assert per[1] == pytest.approx(single)
+
+
+class _PointMLP(nn.Module):
+    """A point-wise spiking MLP with max pooling: (B, N, 6) clouds -> (B, 16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.sn1, self.fc2, self.sn2, self.head = (
+            SLinear(6, 32),
+            ILIF(),
+            SLinear(32, 16),
+            ILIF(),
+            SLinear(16, 16),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.sn2(self.fc2(self.sn1(self.fc1(x) * 3)))
+        pooled = s.map(lambda b: b.amax(-2)) if isinstance(s, SpikeTrain) else s.amax(-2)  # still spikes
+        return self.head(pooled)
+
+
+def test_measure_model_on_random_clouds_and_merge():
+    from svl.energy.command import measure_model, random_cloud
+
+    cloud = random_cloud(100, channels=6, batch_size=2, seed=1)
+    assert cloud.shape == (2, 100, 6) and float(cloud[..., :3].norm(dim=-1).max()) <= 1.0
+    assert torch.all(cloud[..., 3:] == 0.4)
+    net = _PointMLP().eval()
+    rep = measure_model(net, random_points=64, seed=3)
+    assert rep.batch_size == 1 and rep.points == 64
+    assert rep.layers[-1].spiking  # max-pooled spikes are still spikes
+    a, b = measure_energy(net, cloud[:1]), measure_energy(net, cloud[1:])
+    merged = merge_reports([a, b])
+    whole = measure_energy(net, cloud)
+    assert merged.batch_size == 2
+    assert merged.sops == pytest.approx(whole.sops) and merged.energy_snn_mj == pytest.approx(
+        whole.energy_snn_mj
+    )
+    assert merged.per_sample()["sops"] == pytest.approx(whole.per_sample()["sops"])
+    with pytest.raises(ValueError, match="exactly one"):
+        measure_model(net)

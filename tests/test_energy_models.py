@@ -1,0 +1,85 @@
+"""Energy meter on the registered models: the E-3DSNN release's numbers, spike modes, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from svl.cli import main
+from svl.energy import measure_energy
+from svl.energy.command import _sparse_batch, random_voxel_input
+from svl.spiking import set_spike_mode
+
+# svl.models / svl.data were still being written when this file was; skip until they exist.
+create_model = pytest.importorskip("svl.models._registry").create_model
+pytest.importorskip("svl.data.batch")
+
+# E-3DSNN release (energy_calculate.py): batch 1, 9,830 random voxels in a 64^3 grid, 6 features.
+RELEASE_FLOPS = {"e3dsnn_t": 2.92e7, "e3dsnn_s": 6.52e7}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASE_FLOPS))
+def test_e3dsnn_release_convention_within_3_percent(name):
+    model = create_model(name).eval()
+    batch = _sparse_batch(random_voxel_input(9830, grid=64, channels=6, seed=0))
+    rep = measure_energy(model, batch, convention="e3dsnn-release")
+    assert rep.ann_flops == pytest.approx(RELEASE_FLOPS[name], rel=0.03)
+    intended = measure_energy(model, batch, convention="e3dsnn-release-intended")
+    exact = measure_energy(model, batch)
+    # The script's stage lookups return 0; counting what it describes, and counting exactly, is far more.
+    assert rep.ann_flops < intended.ann_flops < exact.ann_flops
+    assert exact.exact_ann_flops == exact.ann_flops == rep.exact_ann_flops
+    first = exact.layers[0]
+    assert first.type == "SubMConv3d" and not first.spiking and first.c_in == 6
+    assert all(r.spiking for r in exact.layers[1:] if r.type == "SubMConv3d")
+
+
+def _modelnet_batch(n: int = 2):
+    from svl.data.batch import collate_points
+    from svl.data.datasets import build_dataset
+
+    ds = build_dataset("modelnet40", "test")
+    return collate_points([ds[i] for i in range(n)])
+
+
+def test_binary_mode_equals_integer_mode_on_e3dsnn(shared_data):
+    model = create_model("e3dsnn_t").eval()
+    batch = _modelnet_batch(2)
+    integer = measure_energy(model, batch)
+    set_spike_mode(model, "binary")
+    binary = measure_energy(model, batch)
+    assert integer.sops > 0
+    assert binary.sops == integer.sops
+    assert binary.per_sample()["sops"] == integer.per_sample()["sops"]
+    assert binary.ann_flops == integer.ann_flops
+    per = integer.per_sample()
+    assert sum(per["ann_flops"]) / 2 == pytest.approx(integer.ann_flops)
+
+
+def test_cli_energy_writes_json_and_plot(tmp_path, capsys):
+    out, png = tmp_path / "e.json", tmp_path / "e.png"
+    rc = main(
+        ["energy", "--model", "e3dsnn_t", "--random-points", "3000", "--json", str(out), "--plot", str(png)]
+    )
+    assert rc == 0
+    d = json.loads(out.read_text())
+    for key in ("model", "points", "ann_flops", "sops", "energy_snn_mj", "energy_ann_mj", "ratio", "layers"):
+        assert key in d
+    assert d["model"] == "e3dsnn_t" and d["points"] == 3000
+    assert d["energy_ann_mj"] == pytest.approx(d["ann_flops"] * 4.6e-9)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "SNN/ANN" in capsys.readouterr().out
+    assert main(["energy", "--model", "no_such_model", "--random-points", "10"]) == 2
+
+
+def test_cli_checkpoint_missing(tmp_path):
+    assert main(["energy", "--checkpoint", str(tmp_path / "none.safetensors"), "--random-points", "10"]) == 2
+
+
+def test_ann_twin_costs_its_flops():
+    twin = create_model("e3dsnn_t_ann").eval()
+    rep = measure_energy(twin, _sparse_batch(random_voxel_input(2000, seed=1)))
+    assert rep.sops == 0 and rep.ratio == pytest.approx(1.0)
+    torch.testing.assert_close(torch.tensor(rep.energy_snn_mj), torch.tensor(rep.energy_ann_mj))

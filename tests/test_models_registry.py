@@ -1,0 +1,143 @@
+"""Registry: names, errors with suggestions, pretrained tags, checkpoints, input contracts, `svl models`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import svl
+from svl.checkpoint import save_checkpoint
+from svl.cli import main
+from svl.models import Contract, check_contract, create_model, get_pretrained, list_models, register_model
+
+ALL = [
+    f"{a}{s}"
+    for a in ("e3dsnn_t", "e3dsnn_s", "e3dsnn_l", "e3dsnn_h", "spike_pointformer_l", "spike_pointnet")
+    for s in ("", "_ann")
+]
+
+
+def test_list_models_and_patterns():
+    assert set(ALL) <= set(list_models())
+    assert list_models("e3dsnn_t*") == ["e3dsnn_t", "e3dsnn_t_ann"]
+    assert list_models("*_ann") == sorted(n for n in ALL if n.endswith("_ann"))
+    tags = list_models(pretrained=True)
+    for size in "tslh":
+        assert f"e3dsnn_{size}.mn40_zsl_minilm" in tags
+    assert svl.list_models("spike_pointnet*") == ["spike_pointnet", "spike_pointnet_ann"]
+
+
+def test_unknown_name_suggests_close_match():
+    with pytest.raises(ValueError, match="unknown model 'e3dsnn_tt'.*did you mean 'e3dsnn_t'"):
+        create_model("e3dsnn_tt")
+    with pytest.raises(ValueError, match="unknown pretrained tag.*mn40_zsl_minilm"):
+        create_model("e3dsnn_t.mn40_zsl_minlm")
+    with pytest.raises(ValueError, match="bad options for model 'e3dsnn_t'"):
+        create_model("e3dsnn_t", no_such_option=1)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(lambda **kw: None, name="e3dsnn_t")
+
+
+def test_create_sets_contract_and_overrides():
+    m = create_model("e3dsnn_s", out_dim=384, voxel_size=0.05)
+    assert m.out_dim == 384 and m.head.out_channels == 384 and m.model_name == "e3dsnn_s"
+    cfg = m.pretrained_cfg
+    assert cfg["voxel_size"] == 0.05 and cfg["embed_dim"] == 384 and cfg["gravity_axis"] == "z"
+    assert cfg["T"] == 1 and cfg["D"] == 4 and cfg["color"] == "none"
+    assert svl.create_model("spike_pointnet", out_dim=7).out_dim == 7
+
+
+def test_contract_diff_names_every_difference():
+    want = get_pretrained("e3dsnn_t.mn40_zsl_minilm").contract
+    got = {"gravity_axis": "y", "color": "rgb255", "num_points": 1024, "voxel_size": 0.02, "T": None}
+    diffs = want.diff(got)
+    assert len(diffs) == 2
+    assert any("z-up" in d and "y-up" in d for d in diffs)
+    assert any("[0, 255]" in d and "constant 0.4" in d for d in diffs)
+    with pytest.raises(ValueError, match=r"2 difference\(s\)") as e:
+        check_contract(want, got, where="e3dsnn_t.mn40_zsl_minilm")
+    assert "gravity_axis" in str(e.value) and "color" in str(e.value)
+    check_contract(want, {"gravity_axis": "z", "voxel_size": 0.02})  # unknown fields are not compared
+    rgb = Contract(color="rgb01")
+    assert "divide colours by 255" in rgb.diff({"color": "rgb255"})[0]
+    assert "voxel_size" in want.diff({"voxel_size": 0.01})[0]
+    with pytest.raises(ValueError, match="unknown contract fields"):
+        Contract.from_dict({"gravity": "z"})
+    with pytest.raises(ValueError, match="gravity_axis"):
+        Contract(gravity_axis="up")
+
+
+def _saved(tmp_path, name="e3dsnn_t", **cfg):
+    torch.manual_seed(1)
+    m = create_model(name, **cfg).eval()
+    meta = {"model": name, "model_cfg": cfg, "contract": dict(m.pretrained_cfg, color="rgb01")}
+    path = save_checkpoint(tmp_path / f"{name}.safetensors", m.state_dict(), meta)
+    return m, path
+
+
+def test_checkpoint_round_trip(tmp_path):
+    m, path = _saved(tmp_path, out_dim=12)
+    m2 = create_model("e3dsnn_t", pretrained=path)
+    assert m2.out_dim == 12 and m2.pretrained_cfg["color"] == "rgb01"
+    x = torch.rand(2, 500, 3) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), m2.eval()(x))
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k])
+    # pretraining checkpoints keep the encoder under "encoder." next to projections
+    tensors = {f"encoder.{k}": v for k, v in m.state_dict().items()} | {"text_proj.weight": torch.ones(3, 3)}
+    p2 = save_checkpoint(
+        tmp_path / "pre.safetensors", tensors, {"model": "e3dsnn_t", "model_cfg": {"out_dim": 12}}
+    )
+    assert torch.equal(create_model("e3dsnn_t", pretrained=p2).head.weight, m.head.weight)
+
+
+def test_checkpoint_errors(tmp_path):
+    _, path = _saved(tmp_path, out_dim=12)
+    with pytest.raises(ValueError, match="holds architecture 'e3dsnn_t'.*create_model\\('e3dsnn_t'"):
+        create_model("spike_pointnet", pretrained=path)
+    with pytest.raises(ValueError, match="mis-shaped"):
+        create_model("e3dsnn_t", pretrained=path, out_dim=13)
+    with pytest.raises(ValueError, match="(?s)input contract mismatch.*color"):
+        create_model("e3dsnn_t", pretrained=path, data_contract={"color": "none", "gravity_axis": "z"})
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match="cut.safetensors.*truncated"):
+        create_model("e3dsnn_t", pretrained=cut)
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        create_model("e3dsnn_t", pretrained=tmp_path / "nope.safetensors")
+
+
+def test_pretrained_tag_lookup_and_contract_check(svl_cache):
+    entry = get_pretrained("e3dsnn_t.mn40_zsl_minilm")
+    with pytest.raises(FileNotFoundError, match="put the file at .*e3dsnn_t.mn40_zsl_minilm.safetensors"):
+        create_model("e3dsnn_t.mn40_zsl_minilm")
+    assert entry.path().parent == svl_cache / "models"
+    src = create_model("e3dsnn_t", **entry.model_cfg)
+    save_checkpoint(entry.path(), src.state_dict(), {"model": "e3dsnn_t", "model_cfg": dict(entry.model_cfg)})
+    m = create_model("e3dsnn_t", pretrained="mn40_zsl_minilm")
+    assert m.out_dim == 384 and m.pretrained_cfg == entry.contract.to_dict()
+    assert torch.equal(m.head.weight, src.head.weight)
+    ok = {"gravity_axis": "z", "color": "none", "num_points": 1024, "voxel_size": 0.02}
+    create_model("e3dsnn_t.mn40_zsl_minilm", data_contract=ok)
+    with pytest.raises(ValueError) as e:
+        create_model("e3dsnn_t.mn40_zsl_minilm", data_contract=dict(ok, gravity_axis="y", color="rgb255"))
+    msg = str(e.value)
+    assert "e3dsnn_t.mn40_zsl_minilm.safetensors" in msg and "y-up" in msg and "[0, 255]" in msg
+
+
+def test_cli_models(capsys):
+    assert main(["models", "--params", "e3dsnn_t*"]) == 0
+    out = capsys.readouterr().out
+    assert "e3dsnn_t " in out and "1.87 M" in out and "e3dsnn_t_ann" in out
+    assert "e3dsnn_t.mn40_zsl_minilm" in out and "teacher=minilm+efficientnet-lite0" in out
+    assert main(["models", "no_such_*"]) == 2
+
+
+def test_import_svl_stays_light():
+    code = "import sys, svl; assert callable(svl.create_model); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from svl import utils
+from svl.utils import (
+    atomic_path,
+    atomic_write,
+    cache_dir,
+    data_root,
+    file_sha256,
+    get_logger,
+    seed_everything,
+)
+
+
+def _leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_atomic_write_creates_file_and_parent_dirs(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "b" / "out.bin"
+    with atomic_write(target) as fh:
+        fh.write(b"hello")
+        assert not target.exists()  # nothing visible until the block succeeds
+    assert target.read_bytes() == b"hello"
+    assert _leftovers(target.parent) == []
+    # Same permissions a plain open() would give (mkstemp alone would give 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_atomic_write_text_mode_utf8(tmp_path: Path) -> None:
+    target = tmp_path / "t.txt"
+    with atomic_write(target, "w") as fh:
+        fh.write("spikes \u26a1\n")
+    assert target.read_text(encoding="utf-8") == "spikes \u26a1\n"
+
+
+def test_atomic_write_failure_keeps_old_file_and_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_write(target, "w") as fh:
+            fh.write("new partial content")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_write_failure_without_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "never.bin"
+    with pytest.raises(KeyError):
+        with atomic_write(target) as fh:
+            fh.write(b"x")
+            raise KeyError("x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_replaces_existing(tmp_path: Path) -> None:
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with atomic_write(target, "w") as fh:
+        fh.write("new")
+    assert target.read_text() == "new"
+    assert _leftovers(tmp_path) == []
+
+
+def test_atomic_write_rejects_bad_mode(tmp_path: Path) -> None:
+    for mode in ("r", "a", "rb", "xb"):
+        with pytest.raises(ValueError, match="mode"):
+            with atomic_write(tmp_path / "f", mode):
+                pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_write_refuses_directory(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError):
+        with atomic_write(tmp_path):
+            pass
+
+
+def test_atomic_path_for_filename_writers(tmp_path: Path) -> None:
+    target = tmp_path / "w.npy"
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        with open(tmp, "wb") as fh:  # np.save appends .npy to bare names, so use a handle
+            np.save(fh, np.arange(5))
+    np.testing.assert_array_equal(np.load(target), np.arange(5))
+    assert _leftovers(tmp_path) == []
+
+    with pytest.raises(ValueError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"garbage")
+            raise ValueError("writer failed")
+    np.testing.assert_array_equal(np.load(target), np.arange(5))
+    assert _leftovers(tmp_path) == []
+
+
+def test_seed_everything_reproduces_all_rngs() -> None:
+    def draw() -> tuple:
+        return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+    seed_everything(123)
+    a = draw()
+    seed_everything(123)
+    b = draw()
+    seed_everything(124)
+    c = draw()
+    assert a == b
+    assert a[0] != c[0] and a[1] != c[1] and a[2] != c[2]
+
+
+def test_seed_everything_deterministic_flag() -> None:
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        assert seed_everything(7, deterministic=True) == 7
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        torch.use_deterministic_algorithms(before)
+        torch.backends.cudnn.deterministic = False
+
+
+@pytest.mark.parametrize("bad", [-1, 2**32, 1.5, "3", True])
+def test_seed_everything_rejects_bad_seed(bad) -> None:
+    with pytest.raises(ValueError, match="seed"):
+        seed_everything(bad)
+
+
+def test_get_logger_namespacing(caplog: pytest.LogCaptureFixture) -> None:
+    assert get_logger("train").name == "svl.train"
+    assert get_logger("svl.models.e3dsnn").name == "svl.models.e3dsnn"
+    assert get_logger("svl").name == "svl"
+    with caplog.at_level(logging.INFO, logger="svl"):
+        get_logger("foo").info("hello %d", 3)
+    assert any(r.name == "svl.foo" and r.getMessage() == "hello 3" for r in caplog.records)
+
+
+def test_data_root_env_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SVL_DATA", str(tmp_path))
+    assert data_root() == tmp_path.resolve()
+    monkeypatch.setenv("SVL_DATA", str(tmp_path / "missing"))
+    assert data_root() is None
+    with pytest.raises(FileNotFoundError, match="missing"):
+        data_root(required=True)
+
+
+def test_data_root_relative_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SVL_DATA", raising=False)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    (tmp_path / "proj").mkdir()
+    monkeypatch.chdir(tmp_path / "proj")
+    assert data_root() == (tmp_path / "shared" / "data").resolve()
+
+
+def test_data_root_relative_to_repo_and_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SVL_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # tmp_path/../shared/data does not exist
+    fake_repo = tmp_path / "a" / "repo"
+    fake_repo.mkdir(parents=True)
+    monkeypatch.setattr(utils, "repo_root", lambda: fake_repo)
+    assert data_root() is None
+    with pytest.raises(FileNotFoundError) as err:
+        data_root(required=True)
+    msg = str(err.value)
+    assert "SVL_DATA" in msg and str((tmp_path / ".." / "shared" / "data").resolve()) in msg
+    assert str(tmp_path / "a" / "shared" / "data") in msg
+    (tmp_path / "a" / "shared" / "data").mkdir(parents=True)
+    assert data_root(required=True) == (tmp_path / "a" / "shared" / "data").resolve()
+
+
+def test_repo_root_is_checkout() -> None:
+    assert (utils.repo_root() / "svl" / "utils.py").is_file()
+
+
+def test_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SVL_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c" and (tmp_path / "c").is_dir()
+    assert cache_dir("emb", "minilm") == tmp_path / "c" / "emb" / "minilm"
+    assert (tmp_path / "c" / "emb" / "minilm").is_dir()
+    monkeypatch.delenv("SVL_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "svl"
+
+
+def test_cache_dir_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("SVL_CACHE", str(tmp_path / "f"))
+    with pytest.raises(ValueError, match="not a directory"):
+        cache_dir()
+
+
+def test_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SVL_PROGRESS", raising=False)
+    bar = utils.progress(range(5), desc="x")
+    assert list(bar) == [0, 1, 2, 3, 4]
+    assert bar.disable  # pytest's stdout/stderr are not a tty
+    monkeypatch.setenv("SVL_PROGRESS", "1")
+    bar = utils.progress(range(3))
+    assert not bar.disable and list(bar) == [0, 1, 2]
+    bar.close()
+    monkeypatch.setenv("SVL_PROGRESS", "0")
+    assert utils.progress(range(3)).disable
+
+
+def test_file_sha256(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 + 17)
+    (tmp_path / "x").write_bytes(data)
+    assert file_sha256(tmp_path / "x", chunk_size=1000) == hashlib.sha256(data).hexdigest()
+    with pytest.raises(FileNotFoundError, match="nope"):
+        file_sha256(tmp_path / "nope")
