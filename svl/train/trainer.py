@@ -614,6 +614,8 @@ class Trainer:
         try:
             while self.epoch < cfg.epochs and not stop:
                 self.batches.inner.set_epoch(self.epoch)
+                if hasattr(self.train_set, "set_epoch"):  # per-epoch augmentation streams
+                    self.train_set.set_epoch(self.epoch)
                 self.batches.epoch = self.epoch
                 if self.pos:
                     self.batches.inner.set_start(self.pos)
