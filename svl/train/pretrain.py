@@ -45,6 +45,9 @@ class DataSection:
     # classes the model has never been trained on, without looking at the test split.
     pseudo_unseen: int = 5
     calib_per_class: int = 40
+    # Caps per class for quick runs (smoke tests, debugging); None = every shape.
+    train_per_class: int | None = None
+    test_per_class: int | None = None
 
 
 @dataclass
@@ -148,6 +151,14 @@ class AlignmentSet(_Subset):
         return s
 
 
+def _cap(idx: np.ndarray, labels: np.ndarray, per_class: int | None) -> np.ndarray:
+    """The first `per_class` indices of each class (all when None)."""
+    if not per_class:
+        return idx
+    keep = np.concatenate([idx[labels[idx] == c][:per_class] for c in np.unique(labels[idx])])
+    return np.sort(keep)
+
+
 def _pick_pseudo_unseen(seen: list[str], k: int, seed: int) -> list[str]:
     if not 0 <= k < len(seen):
         raise ValueError(f"data.pseudo_unseen must be in [0, {len(seen) - 1}], got {k}")
@@ -206,7 +217,9 @@ class PretrainJob:
         trained_ids = {cid[c] for c in self.trained}
 
         tr_labels = self.train_plain.labels()
-        self.train_idx = np.flatnonzero(np.isin(tr_labels, list(trained_ids)))
+        self.train_idx = _cap(
+            np.flatnonzero(np.isin(tr_labels, list(trained_ids))), tr_labels, d.train_per_class
+        )
         # Validation: held-out shapes of trained classes + shapes of the pseudo-unseen classes
         # (never trained on), capped per class. No test shape is ever looked at before the end.
         va_labels = self.val_plain.labels()
@@ -398,7 +411,12 @@ class PretrainJob:
         if not self.cfg.evaluate_test:
             return result
         test = build_dataset(self.cfg.data.dataset, "test", root=self.cfg.data.root, seed=self.cfg.seed)
-        y = test.labels()
+        if self.cfg.data.test_per_class:
+            all_y = test.labels()
+            test = _Subset(test, _cap(np.arange(len(all_y)), all_y, self.cfg.data.test_per_class))
+            y = all_y[test.indices]
+        else:
+            y = test.labels()
         seen_mask = np.array([c in self.trained for c in self.classes])  # the bias goes on trained classes
         bench_seen = np.array([c in self.seen for c in self.classes])
         unseen_rows = [self.classes.index(c) for c in self.unseen]
