@@ -166,3 +166,14 @@ def test_report_files_and_table(tmp_path) -> None:
     assert not list((tmp_path / "out").glob(".*.tmp"))
     with pytest.raises(ValueError, match="class names"):
         zeroshot_report(s, y, names[:5])
+
+
+def test_gzsl_bias_mask_separates_bias_from_reporting_groups():
+    # 3 classes: 0 trained, 1 benchmark-seen but held out of training, 2 unseen.
+    s = np.array([[0.9, 0.8, 0.1], [0.6, 0.5, 0.55], [0.7, 0.2, 0.65]])
+    y = np.array([1, 2, 2])
+    seen = np.array([True, True, False])
+    plain = gzsl_metrics(s, y, seen, 0.2, bias_mask=seen)  # bias on 0 and 1: preds 0, 2, 2
+    only_trained = gzsl_metrics(s, y, seen, 0.2, bias_mask=np.array([True, False, False]))  # preds 1, 2, 2
+    assert plain["seen"] == 0.0 and plain["unseen"] == 1.0
+    assert only_trained["seen"] == 1.0 and only_trained["unseen"] == 1.0 and only_trained["H"] == 1.0

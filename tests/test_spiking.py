@@ -175,3 +175,27 @@ def test_ann_twin_and_bad_arguments():
     with pytest.raises(TypeError, match="not spikes"):
         ILIF()(SpikeTrain.from_counts(torch.ones(2), 4))
     assert torch.equal(as_tensor(SpikeTrain.from_counts(torch.tensor([3.0]), 4)), torch.tensor([3.0]))
+
+
+def test_matches_spikingjelly_ilif_multistep():
+    """Against SpikingJelly's ILIFNode (integer firing, soft reset), when it is installed (--no-deps)."""
+    sj = pytest.importorskip("spikingjelly.activation_based.neuron")
+    surrogate = pytest.importorskip("spikingjelly.activation_based.surrogate")
+    T = 6
+    ref = sj.ILIFNode(
+        tau=4.0 / 3.0,  # beta = 1 - 1/tau = 0.25
+        v_threshold=1.0,
+        surrogate_function=surrogate.MultiLevelSpikeCount(4),
+        detach_reset=True,
+        step_mode="m",
+    )
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(T, 64, 16, generator=g) * 2.5).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    ours = ILIF(D=4, T=T, beta=0.25)(x)
+    theirs = ref(x_ref)
+    assert torch.equal(ours, theirs)
+    w = torch.randn(T, 64, 16, generator=g)
+    (ours * w).sum().backward()
+    (theirs * w).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)

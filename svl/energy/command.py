@@ -49,12 +49,6 @@ def random_cloud(n_points: int, channels: int = 6, batch_size: int = 1, seed: in
     return torch.cat([xyz, torch.full((batch_size, n_points, channels - 3), 0.4)], -1)
 
 
-def _strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    if any(k.startswith(prefix) for k in tensors):
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return tensors
-
-
 def build_model(name: str | None = None, checkpoint: str | None = None, head: str | None = None) -> nn.Module:
     """A registered model by name, or the model a checkpoint describes (with its weights), with an
     optional Rep-VLI head file folded in (checked against the checkpoint's hash when both are given).
@@ -67,19 +61,9 @@ def build_model(name: str | None = None, checkpoint: str | None = None, head: st
 
         return load_zeroshot_model(checkpoint, head)[0].eval()
     if checkpoint is not None:
-        from svl.checkpoint import load_checkpoint, load_state_into
+        from svl.models.heads import load_encoder
 
-        tensors, meta = load_checkpoint(checkpoint)
-        mname = meta.get("model")
-        if not isinstance(mname, str):
-            raise ValueError(f"{checkpoint}: checkpoint metadata names no model (meta['model'] missing)")
-        cfg = meta.get("model_cfg") or {}
-        if not isinstance(cfg, dict):
-            raise ValueError(
-                f"{checkpoint}: meta['model_cfg'] must be a JSON object, not {type(cfg).__name__}"
-            )
-        model = create_model(mname, **cfg)
-        load_state_into(model, _strip_prefix(tensors, "encoder."), where=checkpoint)
+        model = load_encoder(checkpoint)[0]
     elif name is not None:
         model = create_model(name)
     else:

@@ -138,8 +138,10 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         present = np.unique(y.numpy())
         if mask[present].any() and not mask[present].all():
             seen_mask = mask
-            if gamma is None and zsl.get("gamma") is not None:
-                gamma = float(zsl["gamma"])
+            # The pretraining job calibrates each text mode's class embeddings separately.
+            key = "gamma_descriptions" if head_meta.get("text_mode") == "descriptions" else "gamma"
+            if gamma is None and zsl.get(key) is not None:
+                gamma = float(zsl[key])
             if gamma is None and args.calibrate:
                 gamma = _calibrate(model, args, head_classes, mask, zsl, device)
         elif args.calibrate or args.gamma is not None:

@@ -153,17 +153,22 @@ def _harmonic(a: float, b: float) -> float:
     return 0.0 if a + b == 0 else 2 * a * b / (a + b)
 
 
-def gzsl_metrics(scores: Any, labels: Any, seen_mask: Any, gamma: float = 0.0) -> dict[str, float]:
+def gzsl_metrics(
+    scores: Any, labels: Any, seen_mask: Any, gamma: float = 0.0, bias_mask: Any = None
+) -> dict[str, float]:
     """Generalized zero-shot accuracy: `{"seen", "unseen", "H", "gamma"}`.
 
     Predictions are over all K classes after subtracting `gamma` from seen-class scores
     (calibrated stacking; gamma = 0 is the plain setting). "seen"/"unseen" are class-mean
     accuracies over samples whose true class is seen/unseen; H is their harmonic mean.
+    `bias_mask` (default: `seen_mask`) picks the classes the bias is subtracted from, for runs
+    where some benchmark-seen classes were held out of training (pseudo-unseen).
     """
     s = _as_scores(scores)
     y = _as_labels(labels, s.shape[0], s.shape[1])
     m = _as_mask(seen_mask, s.shape[1])
-    p = (s - float(gamma) * m[None, :]).argmax(1)
+    b = m if bias_mask is None else _as_mask(bias_mask, s.shape[1])
+    p = (s - float(gamma) * b[None, :]).argmax(1)
     acc = per_class_accuracy(p, y, s.shape[1])
     seen_acc = acc[m & ~np.isnan(acc)]
     unseen_acc = acc[~m & ~np.isnan(acc)]

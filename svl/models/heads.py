@@ -243,11 +243,15 @@ def _check_encoder_hash(checkpoint: str | os.PathLike[str], meta: Mapping[str, A
 
 
 def _strip_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    """The `prefix.*` entries without the prefix; a checkpoint of a bare model has none, so all."""
+    if any(k.startswith(prefix) for k in tensors):
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return dict(tensors)
 
 
 def load_encoder(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Tensor], dict[str, Any]]:
-    """Build the registered encoder named in a pretraining checkpoint and load its `encoder.*` weights.
+    """Build the registered encoder a checkpoint names and load its weights (`encoder.*` of a
+    pretraining checkpoint, or every tensor of a bare-model checkpoint).
 
     Returns (model in eval mode, all checkpoint tensors, checkpoint meta).
     """
@@ -263,7 +267,7 @@ def load_encoder(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, dict[st
         raise ValueError(f"{checkpoint}: meta['model_cfg'] must be a JSON object, got {type(cfg).__name__}")
     enc = _strip_prefix(tensors, "encoder.")
     if not enc:
-        raise ValueError(f"{checkpoint}: no 'encoder.*' weights found (is this a pretraining checkpoint?)")
+        raise ValueError(f"{checkpoint}: the checkpoint holds no weights")
     model = create_model(name, **cfg)
     load_state_into(model, enc, where=checkpoint)
     return model.eval(), tensors, meta
