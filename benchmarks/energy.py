@@ -43,7 +43,7 @@ def train_briefly(model: nn.Module, batches: list, lr: float) -> tuple[float, fl
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     tail = losses[-5:]
     return losses[0], sum(tail) / len(tail)
