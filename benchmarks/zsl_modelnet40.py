@@ -7,6 +7,7 @@ and writes it with the raw results to OUT/summary.{md,json}.
 
     python benchmarks/zsl_modelnet40.py                       # every variant, default length
     python benchmarks/zsl_modelnet40.py --epochs 4 --only spiking ann
+    python benchmarks/zsl_modelnet40.py --epochs 6 --reuse   # pick up where an interrupted run stopped
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ VARIANTS: dict[str, list[str]] = {
 }
 
 
-def run(name: str, overrides: list[str], out: Path, epochs: int | None) -> dict:
+def run(name: str, overrides: list[str], out: Path, epochs: int | None, reuse: bool) -> dict:
     run_dir = out / name
+    if reuse and (run_dir / "summary_entry.json").exists():
+        print(f"== {name}: reusing {run_dir}", flush=True)
+        return json.loads((run_dir / "summary_entry.json").read_text())
     cmd = [sys.executable, "-m", "svl", "pretrain", f"out_dir={run_dir}", *overrides]
     if epochs:
         cmd.append(f"train.epochs={epochs}")
@@ -43,6 +47,7 @@ def run(name: str, overrides: list[str], out: Path, epochs: int | None) -> dict:
         return {"name": name, "error": proc.returncode, "wall_s": wall}
     res = json.loads((run_dir / "results.json").read_text())
     res["name"], res["wall_s"], res["overrides"] = name, wall, overrides
+    (run_dir / "summary_entry.json").write_text(json.dumps(res, indent=2))
     return res
 
 
@@ -68,6 +73,7 @@ def main() -> int:
     ap.add_argument("--out", default="runs/bench_zsl", help="folder for the runs and the summary")
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs for every variant")
     ap.add_argument("--only", nargs="*", default=None, choices=sorted(VARIANTS), help="run these variants")
+    ap.add_argument("--reuse", action="store_true", help="keep variants that already finished in OUT")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +85,7 @@ def main() -> int:
         "|---|---|---|---|---|---|---|---|"
     )
     for name in names:
-        results.append(run(name, VARIANTS[name], out, args.epochs))
+        results.append(run(name, VARIANTS[name], out, args.epochs, args.reuse))
         table = header + "\n" + "\n".join(row(r) for r in results)
         print(table, flush=True)
         (out / "summary.md").write_text(table + "\n")
