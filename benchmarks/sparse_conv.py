@@ -91,6 +91,10 @@ def build(workload: str, backend: str) -> nn.Module:
 def worker(workload: str, backend: str, runs: int, data: Path) -> dict:
     from svl.sparse import voxelize
 
+    if backend == "svl-1t":  # same thread count as spconv: the like-for-like comparison
+        torch.set_num_threads(1)
+        backend = "svl"
+
     xyz, batch = sphere_clouds() if workload == "a" else modelnet_clouds(data)
     st0, _ = voxelize(xyz, xyz, batch, 0.02)
     feats = torch.randn(st0.num_sites, 32) if workload == "a" else st0.features
@@ -153,11 +157,15 @@ def main() -> None:
     try:
         import spconv.pytorch  # noqa: F401
 
-        backends = ["svl", "spconv"]
+        backends = ["svl", "svl-1t", "spconv"]
     except Exception:
-        backends = ["svl"]
+        backends = ["svl", "svl-1t"]
         print("spconv not installed: svl only")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads (spconv forced to 1 thread)")
+    print(
+        f"torch {torch.__version__}: svl with {torch.get_num_threads()} threads, "
+        "svl-1t and spconv with 1 thread "
+        "(spconv is forced to 1 thread because it is wrong with 2)"
+    )
     for wl, name in [("a", "3 x SubM3 32ch, 8 x 10k pts"), ("b", "E-3DSNN-T stack, 16 ModelNet40")]:
         res = {}
         for be in backends:
@@ -177,7 +185,7 @@ def main() -> None:
         s = res["svl"]
         print(f"({wl}) {name}: {s['sites']} sites")
         for be, r in res.items():
-            line = f"  {be:6s} fwd+bwd {r['fwd_bwd_ms']:7.1f} ms"
+            line = f"  {be:7s} fwd+bwd {r['fwd_bwd_ms']:7.1f} ms"
             line += f" | incl. map build {r['fwd_bwd_with_build_ms']:7.1f} ms"
             line += f" | peak +{r['peak_mb']:.0f} MB"
             if "kmap_build_ms" in r:
@@ -186,10 +194,12 @@ def main() -> None:
             print(line)
         if "spconv" in res:
             p = res["spconv"]
-            print(
-                f"  ratio svl/spconv: fwd+bwd {s['fwd_bwd_ms'] / p['fwd_bwd_ms']:.2f}, "
-                f"incl. build {s['fwd_bwd_with_build_ms'] / p['fwd_bwd_with_build_ms']:.2f}"
-            )
+            for name in ("svl", "svl-1t"):
+                r = res[name]
+                print(
+                    f"  ratio {name}/spconv: fwd+bwd {r['fwd_bwd_ms'] / p['fwd_bwd_ms']:.2f}, "
+                    f"incl. build {r['fwd_bwd_with_build_ms'] / p['fwd_bwd_with_build_ms']:.2f}"
+                )
 
 
 if __name__ == "__main__":

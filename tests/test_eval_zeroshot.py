@@ -177,3 +177,15 @@ def test_gzsl_bias_mask_separates_bias_from_reporting_groups():
     only_trained = gzsl_metrics(s, y, seen, 0.2, bias_mask=np.array([True, False, False]))  # preds 1, 2, 2
     assert plain["seen"] == 0.0 and plain["unseen"] == 1.0
     assert only_trained["seen"] == 1.0 and only_trained["unseen"] == 1.0 and only_trained["H"] == 1.0
+
+
+def test_report_uses_bias_mask_for_calibration_only():
+    s = np.array([[0.9, 0.8, 0.1], [0.6, 0.5, 0.55], [0.7, 0.2, 0.65]])
+    y = np.array([1, 2, 2])
+    seen, trained = np.array([True, True, False]), np.array([True, False, False])
+    rep = zeroshot_report(s, y, ["a", "b", "c"], seen_mask=seen, gamma=0.2, bias_mask=trained)
+    gz = rep["gzsl"]
+    assert gz["seen_classes"] == ["a", "b"] and gz["bias_classes"] == ["a"]
+    assert gz["calibrated"] == gzsl_metrics(s, y, seen, 0.2, bias_mask=trained)
+    assert gz["calibrated"]["seen"] == 1.0
+    assert gz["uncalibrated"] == gzsl_metrics(s, y, seen, 0.0)

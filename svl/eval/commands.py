@@ -129,7 +129,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
             f"{args.data}/{args.split}: {missing[:10]}; build a head with --classes {args.data}"
         )
 
-    seen_mask, gamma = None, args.gamma
+    seen_mask, bias_mask, gamma = None, None, args.gamma
     zsl = _zsl_section(ckpt_meta)
     trained = zsl.get("trained_classes") or getattr(ds, "seen_classes", None)
     if trained is not None and not args.no_gzsl:
@@ -138,6 +138,14 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         present = np.unique(y.numpy())
         if mask[present].any() and not mask[present].all():
             seen_mask = mask
+            # Metrics follow the benchmark's seen/unseen split; the bias hits only trained classes
+            # (pseudo-unseen classes were held out of training, so they count as benchmark-seen).
+            bench_seen = getattr(ds, "seen_classes", None)
+            if bench_seen is not None:
+                bset = {_norm(n) for n in bench_seen}
+                bmask = np.array([_norm(n) in bset for n in head_classes])
+                if bmask[present].any() and not bmask[present].all() and (bmask | ~mask).all():
+                    seen_mask, bias_mask = bmask, mask
             # The pretraining job calibrates each text mode's class embeddings separately.
             key = "gamma_descriptions" if head_meta.get("text_mode") == "descriptions" else "gamma"
             if gamma is None and zsl.get(key) is not None:
@@ -160,7 +168,9 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         "templates_hash": head_meta.get("templates_hash"),
         "encoder_sha256": head_meta.get("encoder_sha256"),
     }
-    report = zeroshot_report(scores, y, head_classes, seen_mask=seen_mask, gamma=gamma, meta=meta)
+    report = zeroshot_report(
+        scores, y, head_classes, seen_mask=seen_mask, gamma=gamma, meta=meta, bias_mask=bias_mask
+    )
     print(format_table(report, per_class=not args.quiet))
     if args.output:
         paths = write_report(report, args.output)

@@ -278,11 +278,13 @@ def zeroshot_report(
     gamma: float | None = None,
     ks: Sequence[int] = (1, 3, 5),
     meta: dict[str, Any] | None = None,
+    bias_mask: Any = None,
 ) -> dict[str, Any]:
     """Everything `svl zeroshot` prints and saves, as one JSON-serialisable dict.
 
     With `seen_mask`, a "gzsl" section reports the plain setting and, when `gamma` is given,
-    the calibrated one side by side.
+    the calibrated one side by side. `bias_mask` (default `seen_mask`) names the classes gamma is
+    subtracted from, when training held some benchmark-seen classes out (pseudo-unseen).
     """
     s = _as_scores(scores)
     names = [str(n) for n in class_names]
@@ -323,8 +325,11 @@ def zeroshot_report(
             "unseen_classes": [n for n, f in zip(names, m) if not f],
             "uncalibrated": gzsl_metrics(s, y, m, 0.0),
         }
+        b = m if bias_mask is None else _as_mask(bias_mask, len(names))
+        if bias_mask is not None:
+            gz["bias_classes"] = [n for n, f in zip(names, b) if f]
         if gamma is not None:
-            gz["calibrated"] = gzsl_metrics(s, y, m, float(gamma))
+            gz["calibrated"] = gzsl_metrics(s, y, m, float(gamma), bias_mask=b)
         report["gzsl"] = gz
     if meta:
         report["meta"] = dict(meta)
