@@ -119,6 +119,8 @@ def test_pretrained_tag_lookup_and_contract_check(svl_cache):
     src = create_model("e3dsnn_t", **entry.model_cfg)
     save_checkpoint(entry.path(), src.state_dict(), {"model": "e3dsnn_t", "model_cfg": dict(entry.model_cfg)})
     m = create_model("e3dsnn_t", pretrained="mn40_zsl_minilm")
+    full = create_model("e3dsnn_t", pretrained="e3dsnn_t.mn40_zsl_minilm")  # "arch.tag" works too
+    assert torch.equal(full.head.weight, src.head.weight)
     assert m.out_dim == 384 and m.pretrained_cfg == entry.contract.to_dict()
     assert torch.equal(m.head.weight, src.head.weight)
     ok = {"gravity_axis": "z", "color": "none", "num_points": 1024, "voxel_size": 0.02}

@@ -328,7 +328,8 @@ def create_model(
                 )
             cfg.update(saved)
         else:
-            entry = get_pretrained(f"{arch}.{pretrained}")
+            tag = str(pretrained).removeprefix(f"{arch}.")  # accept "tag" and "arch.tag"
+            entry = get_pretrained(f"{arch}.{tag}")
             path = entry.path()
             if not path.exists():
                 raise FileNotFoundError(
