@@ -159,3 +159,21 @@ def test_bad_inputs_give_clear_errors(run, tmp_path, capsys) -> None:
         load_zeroshot_model(other, run["head"])
     with pytest.raises(ValueError, match="not a Rep-VLI head file"):
         load_zeroshot_model(run["ckpt"], other)
+
+
+def test_normalize_cloud_matches_dataset_convention() -> None:
+    from svl.eval.classify import normalize_cloud
+
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(300, 3)).astype(np.float32) * 5 + 7
+    out = normalize_cloud(xyz, num_points=128, seed=3)
+    assert out.shape == (128, 3)
+    np.testing.assert_allclose(out.mean(0).numpy(), 0.0, atol=1e-5)
+    assert float(out.norm(dim=1).max()) == pytest.approx(1.0, abs=1e-6)
+    assert torch.equal(out, normalize_cloud(torch.from_numpy(xyz), num_points=128, seed=3))
+    full = normalize_cloud(xyz)  # no resampling: a closed-form centring and scaling
+    c = xyz - xyz.mean(0)
+    np.testing.assert_allclose(full.numpy(), c / np.linalg.norm(c, axis=1).max(), rtol=1e-5, atol=1e-6)
+    for bad in (np.zeros((0, 3)), np.ones((4, 2)), np.array([[0.0, np.nan, 1.0]])):
+        with pytest.raises(ValueError):
+            normalize_cloud(bad)

@@ -50,25 +50,23 @@ def predict_scores(
 
 
 def normalize_cloud(xyz: np.ndarray | Tensor, num_points: int | None = None, seed: int = 0) -> Tensor:
-    """Centre a cloud, scale it to max radius 1 (the training convention) and resample to `num_points`.
+    """Resample to `num_points` and centre/scale to the unit sphere: the datasets' test transforms.
 
-    Resampling is a seeded random subset (with replacement only when the file has fewer points),
-    so the same file always gets the same label.
+    Resampling is seeded (repetition only when the file has fewer points), so the same file always
+    gets the same label.
     """
-    x = torch.as_tensor(np.asarray(xyz), dtype=torch.float32)
+    from svl.data.transforms import build_transforms
+
+    x = np.asarray(xyz.detach().cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != 3 or x.shape[0] == 0:
         raise ValueError(f"a point cloud must be a non-empty (N, 3) array, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
+    if not np.isfinite(x).all():
         raise ValueError("the point cloud contains NaN or inf coordinates")
-    if num_points is not None and num_points > 0 and x.shape[0] != num_points:
-        g = torch.Generator().manual_seed(seed)
-        if x.shape[0] > num_points:
-            x = x[torch.randperm(x.shape[0], generator=g)[:num_points]]
-        else:
-            x = x[torch.randint(0, x.shape[0], (num_points,), generator=g)]
-    x = x - x.mean(0, keepdim=True)
-    r = x.norm(dim=1).max()
-    return x / r if r > 0 else x
+    steps: list[Any] = ["normalize"]
+    if num_points is not None and num_points > 0:
+        steps.insert(0, {"name": "random_sample", "num_points": int(num_points)})
+    out = build_transforms(steps)({"xyz": x}, np.random.default_rng(seed))
+    return torch.from_numpy(np.ascontiguousarray(out["xyz"]))
 
 
 @torch.no_grad()
