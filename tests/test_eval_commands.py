@@ -177,3 +177,21 @@ def test_normalize_cloud_matches_dataset_convention() -> None:
     for bad in (np.zeros((0, 3)), np.ones((4, 2)), np.array([[0.0, np.nan, 1.0]])):
         with pytest.raises(ValueError):
             normalize_cloud(bad)
+
+
+def test_gzsl_masks_follow_benchmark_split_and_bias_only_trained_classes() -> None:
+    from svl.data.datasets import MODELNET10_CLASSES
+    from svl.eval.commands import gzsl_masks
+
+    classes = ["airplane", "bathtub", "bench", "bed", "stool", "chair"]
+    bench_seen = [c for c in classes if c not in MODELNET10_CLASSES]  # airplane, bench, stool
+    trained = ["airplane", "bench"]  # stool held out of training as pseudo-unseen
+    present = np.arange(len(classes))
+    seen, bias = gzsl_masks(classes, trained, bench_seen, present)
+    assert seen.tolist() == [True, False, True, False, True, False]
+    assert bias.tolist() == [True, False, True, False, False, False]
+    # no benchmark split (or one the trained classes do not fit): trained classes are "seen"
+    seen, bias = gzsl_masks(classes, trained, None, present)
+    assert seen.tolist() == [True, False, True, False, False, False] and bias is None
+    seen, bias = gzsl_masks(classes, ["airplane", "chair"], bench_seen, present)
+    assert seen.tolist() == [True, False, False, False, False, True] and bias is None

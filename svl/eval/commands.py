@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = ["read_class_list", "run_build_head", "run_classify", "run_zeroshot"]
 
@@ -92,6 +95,30 @@ def _label_map(ds_classes: list[str], head_classes: list[str], data: str) -> lis
     return [index.get(_norm(n), -1) for n in ds_classes]
 
 
+def _class_mask(head_classes: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    wanted = {_norm(n) for n in names}
+    return np.array([_norm(n) in wanted for n in head_classes])
+
+
+def gzsl_masks(
+    head_classes: Sequence[str],
+    trained: Sequence[str],
+    benchmark_seen: Sequence[str] | None,
+    present: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(seen_mask, bias_mask) for GZSL: metrics follow the benchmark's seen/unseen split, the
+    calibration bias hits only the classes the encoder was trained on (pseudo-unseen classes were
+    held out of training but are benchmark-seen). Without a usable benchmark split, trained = seen.
+    """
+    trained_mask = _class_mask(head_classes, trained)
+    if benchmark_seen is not None:
+        bench = _class_mask(head_classes, benchmark_seen)
+        both_present = bench[present].any() and not bench[present].all()
+        if both_present and (bench | ~trained_mask).all():  # every trained class is benchmark-seen
+            return bench, trained_mask
+    return trained_mask, None
+
+
 def _zsl_section(ckpt_meta: dict[str, Any]) -> dict[str, Any]:
     z = ckpt_meta.get("zsl")
     return z if isinstance(z, dict) else {}
@@ -106,7 +133,6 @@ def _device(name: str | None) -> str:
 
 
 def run_zeroshot(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from svl.checkpoint import read_checkpoint_meta
@@ -133,19 +159,11 @@ def run_zeroshot(args: argparse.Namespace) -> int:
     zsl = _zsl_section(ckpt_meta)
     trained = zsl.get("trained_classes") or getattr(ds, "seen_classes", None)
     if trained is not None and not args.no_gzsl:
-        tset = {_norm(n) for n in trained}
-        mask = np.array([_norm(n) in tset for n in head_classes])
+        mask = _class_mask(head_classes, trained)
         present = np.unique(y.numpy())
         if mask[present].any() and not mask[present].all():
-            seen_mask = mask
-            # Metrics follow the benchmark's seen/unseen split; the bias hits only trained classes
-            # (pseudo-unseen classes were held out of training, so they count as benchmark-seen).
             bench_seen = getattr(ds, "seen_classes", None)
-            if bench_seen is not None:
-                bset = {_norm(n) for n in bench_seen}
-                bmask = np.array([_norm(n) in bset for n in head_classes])
-                if bmask[present].any() and not bmask[present].all() and (bmask | ~mask).all():
-                    seen_mask, bias_mask = bmask, mask
+            seen_mask, bias_mask = gzsl_masks(head_classes, trained, bench_seen, present)
             # The pretraining job calibrates each text mode's class embeddings separately.
             key = "gamma_descriptions" if head_meta.get("text_mode") == "descriptions" else "gamma"
             if gamma is None and zsl.get(key) is not None:
