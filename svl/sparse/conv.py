@@ -151,8 +151,8 @@ class SubMConv3d(_SparseConvBase):
         return st.replace(features=feats)
 
 
-class SparseConv3d(_SparseConvBase):
-    """Strided sparse conv (no padding): output ``o`` reads inputs ``o*stride + [0, K)^3``."""
+class _StridedConvBase(_SparseConvBase):
+    """Adds the stride shared by the strided conv and its inverse."""
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int = 2, stride: int = 2, bias: bool = False
@@ -164,6 +164,10 @@ class SparseConv3d(_SparseConvBase):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", stride={self.stride}"
+
+
+class SparseConv3d(_StridedConvBase):
+    """Strided sparse conv (no padding): output ``o`` reads inputs ``o*stride + [0, K)^3``."""
 
     def kernel_map(self, st: SparseTensor) -> KernelMap:
         return cached_strided_map(st, self.kernel_size, self.stride)[0]
@@ -174,19 +178,8 @@ class SparseConv3d(_SparseConvBase):
         return st.replace(features=feats, coords=out_coords, stride=st.stride * self.stride)
 
 
-class SparseInverseConv3d(_SparseConvBase):
+class SparseInverseConv3d(_StridedConvBase):
     """Transposed conv that restores the finer sites of the matching ``SparseConv3d`` (same K, stride)."""
-
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 2, stride: int = 2, bias: bool = False
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, bias)
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
-        self.stride = stride
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + f", stride={self.stride}"
 
     def kernel_map(self, st: SparseTensor) -> KernelMap:
         return cached_inverse_map(st, self.kernel_size, self.stride)[0]
