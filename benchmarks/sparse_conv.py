@@ -160,7 +160,7 @@ def main() -> None:
         backends = ["svl", "svl-1t", "spconv"]
     except Exception:
         backends = ["svl", "svl-1t"]
-        print("spconv not installed: svl only")
+        print("spconv not installed: svl (2 threads and 1 thread) only")
     print(
         f"torch {torch.__version__}: svl with {torch.get_num_threads()} threads, "
         "svl-1t and spconv with 1 thread "

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from svl.utils import atomic_write
+
 VARIANTS: dict[str, list[str]] = {
     "spiking": [],  # E-3DSNN-T, T x D = 1 x 4, text + image + MSE (the default)
     "ann": ["model.name=e3dsnn_t_ann"],
@@ -47,7 +49,8 @@ def run(name: str, overrides: list[str], out: Path, epochs: int | None, reuse: b
         return {"name": name, "error": proc.returncode, "wall_s": wall}
     res = json.loads((run_dir / "results.json").read_text())
     res["name"], res["wall_s"], res["overrides"] = name, wall, overrides
-    (run_dir / "summary_entry.json").write_text(json.dumps(res, indent=2))
+    with atomic_write(run_dir / "summary_entry.json", "w") as f:  # --reuse trusts only complete entries
+        json.dump(res, f, indent=2)
     return res
 
 

@@ -181,17 +181,18 @@ def test_normalize_cloud_matches_dataset_convention() -> None:
 
 def test_gzsl_masks_follow_benchmark_split_and_bias_only_trained_classes() -> None:
     from svl.data.datasets import MODELNET10_CLASSES
-    from svl.eval.commands import gzsl_masks
+    from svl.eval.commands import _class_mask, gzsl_masks
 
     classes = ["airplane", "bathtub", "bench", "bed", "stool", "chair"]
     bench_seen = [c for c in classes if c not in MODELNET10_CLASSES]  # airplane, bench, stool
     trained = ["airplane", "bench"]  # stool held out of training as pseudo-unseen
     present = np.arange(len(classes))
-    seen, bias = gzsl_masks(classes, trained, bench_seen, present)
+    seen, bias = gzsl_masks(classes, _class_mask(classes, trained), bench_seen, present)
     assert seen.tolist() == [True, False, True, False, True, False]
     assert bias.tolist() == [True, False, True, False, False, False]
     # no benchmark split (or one the trained classes do not fit): trained classes are "seen"
-    seen, bias = gzsl_masks(classes, trained, None, present)
+    seen, bias = gzsl_masks(classes, _class_mask(classes, trained), None, present)
     assert seen.tolist() == [True, False, True, False, False, False] and bias is None
-    seen, bias = gzsl_masks(classes, ["airplane", "chair"], bench_seen, present)
+    other = _class_mask(classes, ["airplane", "chair"])
+    seen, bias = gzsl_masks(classes, other, bench_seen, present)
     assert seen.tolist() == [True, False, False, False, False, True] and bias is None

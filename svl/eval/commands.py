@@ -102,7 +102,7 @@ def _class_mask(head_classes: Sequence[str], names: Sequence[str]) -> np.ndarray
 
 def gzsl_masks(
     head_classes: Sequence[str],
-    trained: Sequence[str],
+    trained_mask: np.ndarray,
     benchmark_seen: Sequence[str] | None,
     present: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -110,7 +110,6 @@ def gzsl_masks(
     calibration bias hits only the classes the encoder was trained on (pseudo-unseen classes were
     held out of training but are benchmark-seen). Without a usable benchmark split, trained = seen.
     """
-    trained_mask = _class_mask(head_classes, trained)
     if benchmark_seen is not None:
         bench = _class_mask(head_classes, benchmark_seen)
         both_present = bench[present].any() and not bench[present].all()
@@ -163,7 +162,7 @@ def run_zeroshot(args: argparse.Namespace) -> int:
         present = np.unique(y.numpy())
         if mask[present].any() and not mask[present].all():
             bench_seen = getattr(ds, "seen_classes", None)
-            seen_mask, bias_mask = gzsl_masks(head_classes, trained, bench_seen, present)
+            seen_mask, bias_mask = gzsl_masks(head_classes, mask, bench_seen, present)
             # The pretraining job calibrates each text mode's class embeddings separately.
             key = "gamma_descriptions" if head_meta.get("text_mode") == "descriptions" else "gamma"
             if gamma is None and zsl.get(key) is not None:
