@@ -12,6 +12,7 @@ import pytest
 
 import svl
 from svl import cli
+from svl.cli import info as cli_info
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,7 +48,7 @@ def test_info_text(
     assert f"svl {svl.__version__}" in out
     assert f"torch {torch.__version__}" in out and f"numpy {numpy.__version__}" in out
     assert f"threads {torch.get_num_threads()}" in out
-    for name, _ in cli.OPTIONAL_BACKENDS:
+    for name, _ in cli_info.OPTIONAL_BACKENDS:
         assert name in out
     assert f"data root: {data.resolve()} (modelnet40/ missing, labels/ found)" in out
     assert f"cache dir: {tmp_path / 'cache'}" in out
@@ -71,7 +72,7 @@ def test_info_json(
 
 def test_info_does_not_import_heavy_backends() -> None:
     code = (
-        "import sys; from svl import cli; cli.collect_info(); "
+        "import sys; from svl.cli import info; info.collect_info(); "
         "heavy = [m for m in ('transformers', 'sentence_transformers', 'open_clip', 'h5py', 'trimesh') "
         "if m in sys.modules]; print(heavy)"
     )

@@ -1,0 +1,64 @@
+"""The `svl` command line: the app layer over the svl library (like `open_clip_train` over `open_clip`).
+
+One module per command family (info, train, embed, energy, zeroshot, models, data); each has
+`register(sub)` that adds its subparsers with `set_defaults(func=handler)`. Handlers take the parsed
+`argparse.Namespace`, call typed library functions, print, and return an exit code (None = 0).
+Heavy modules are imported inside handlers so `svl --help` stays fast. Bad input raises
+ValueError/FileNotFoundError; `main` prints it as `svl: error: ...` (exit code 2). Only this
+package parses argv or prints results; the library returns data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from svl.cli._common import add_config_args, parse_overrides
+
+__all__ = ["add_config_args", "build_parser", "main", "parse_overrides"]
+
+# Command families, in the order `svl --help` lists them.
+COMMAND_MODULES = ("info", "train", "embed", "energy", "zeroshot", "models", "data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `svl` parser; each subcommand registers itself in its own `_add_<name>`."""
+    from svl import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="svl",
+        description="Spike-based vision-language learning: spiking 3D encoders aligned with "
+        "vision-language teachers.",
+    )
+    parser.add_argument("--version", action="version", version=f"svl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"svl.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `svl` script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        if os.environ.get("SVL_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"svl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("svl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""`svl data info|render`: what a file or dataset holds, and pictures of it."""
+
+from __future__ import annotations
+
+import argparse
+
+
+# ----------------------------------------------------------------------------- svl data
+def _cmd_data_info(args: argparse.Namespace) -> int:
+    from svl.data.inspect import cmd_data_info
+
+    return cmd_data_info(args)
+
+
+def _cmd_data_render(args: argparse.Namespace) -> int:
+    from svl.data.inspect import cmd_data_render
+
+    return cmd_data_render(args)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect point-cloud files and datasets (info, render)")
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    pi = dsub.add_parser(
+        "info",
+        help="what a file (.ply .obj .off .stl .xyz .txt .csv .npy .npz .pcd) or dataset holds",
+        description="PATH is a point-cloud/mesh file or a dataset name, e.g. modelnet40, modelnet40_zsl, "
+        "modelnet40_zsl:val, scanobjectnn (with --variant).",
+    )
+    pi.add_argument("path", metavar="PATH", help="file or dataset name[:split]")
+    pi.add_argument("--index", type=int, default=None, help="cloud index in a multi-cloud .npz/.npy")
+    pi.add_argument("--root", default=None, help="dataset root (default: $SVL_DATA or ../shared/data)")
+    pi.add_argument("--variant", default=None, help="ScanObjectNN variant: OBJ_ONLY, OBJ_BG or PB_T50_RS")
+    pi.add_argument("--json", action="store_true", help="print as JSON")
+    pi.set_defaults(func=_cmd_data_info)
+    pr = dsub.add_parser("render", help="render a cloud from several views into a PNG grid")
+    pr.add_argument("path", metavar="PATH", help="file or dataset name[:split] (with --index)")
+    pr.add_argument("-o", "--output", required=True, metavar="PNG", help="image to write")
+    pr.add_argument("--index", type=int, default=None, help="cloud index (multi-cloud file or dataset)")
+    pr.add_argument("--views", type=int, default=4, help="views around the gravity axis (default 4)")
+    pr.add_argument("--size", type=int, default=256, help="view size in pixels (default 256)")
+    pr.add_argument("--up-axis", default="z", help="the file's up axis, rotated to z-up (default z)")
+    pr.add_argument("--root", default=None, help="dataset root")
+    pr.add_argument("--variant", default=None, help="ScanObjectNN variant")
+    pr.set_defaults(func=_cmd_data_render)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _add_data(sub)

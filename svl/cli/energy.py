@@ -1,0 +1,55 @@
+"""`svl energy`: per-layer FLOPs, synaptic operations and energy."""
+
+from __future__ import annotations
+
+import argparse
+
+
+# ----------------------------------------------------------------------------- svl energy
+def _cmd_energy(args: argparse.Namespace) -> int:
+    from svl.energy.command import run_energy_command
+
+    return run_energy_command(args)
+
+
+def _add_energy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "energy",
+        help="per-layer FLOPs, synaptic operations and energy of a model (SNN vs ANN-equivalent)",
+        description="Count FLOPs and synaptic operations per layer from a real forward pass (actual "
+        "spike counts, real sparse kernel maps) and price them: E_MAC x FLOPs of real-valued-input "
+        "layers + E_AC x SOPs of spiking layers, against the ANN-equivalent E_MAC x FLOPs.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="NAME", help="registered model name (see svl.list_models())")
+    src.add_argument("--checkpoint", metavar="CKPT", help="svl checkpoint (.safetensors) naming its model")
+    p.add_argument("--head", metavar="HEAD", default=None, help="Rep-VLI zero-shot head file to fold in")
+    inp = p.add_mutually_exclusive_group(required=True)
+    inp.add_argument("--data", metavar="DATASET", help="measure on real clouds of this dataset (modelnet40)")
+    inp.add_argument(
+        "--random-points",
+        metavar="N",
+        type=int,
+        help="one random input of N points (voxel models: the E-3DSNN release's 64^3 integer grid)",
+    )
+    p.add_argument("--split", default="test", help="dataset split (default: test)")
+    p.add_argument("--batch-size", type=int, default=8, help="samples per batch (default 8)")
+    p.add_argument("--batches", type=int, default=1, help="batches to measure (default 1)")
+    p.add_argument(
+        "--convention",
+        default="exact",
+        choices=("exact", "e3dsnn-release", "e3dsnn-release-intended"),
+        help="exact (default) or count the way the E-3DSNN release does",
+    )
+    p.add_argument("--energy", default="fp32", choices=("fp32", "int8", "int32"), help="45 nm pJ table")
+    p.add_argument("--e-mac", type=float, default=None, help="override E_MAC in pJ")
+    p.add_argument("--e-ac", type=float, default=None, help="override E_AC in pJ")
+    p.add_argument("--mode", default="integer", choices=("integer", "binary"), help="spike mode to run in")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT.json", default=None, help="write the report as JSON")
+    p.add_argument("--plot", metavar="OUT.png", default=None, help="bar chart of energy and firing rate")
+    p.set_defaults(func=_cmd_energy)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _add_energy(sub)
