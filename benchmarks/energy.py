@@ -17,19 +17,9 @@ import time
 import torch
 from torch import nn
 
-from svl.energy import EnergyTable, measure_energy, merge_reports
+from svl.energy import EnergyTable, dataset_batches, measure_energy, merge_reports
 from svl.models import create_model, list_models
 from svl.utils import seed_everything
-
-
-def _batches(split: str, batch_size: int, count: int, seed: int):
-    from svl.data.batch import collate_points
-    from svl.data.datasets import build_dataset
-
-    ds = build_dataset("modelnet40", split)
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ds), generator=g)[: batch_size * count].tolist()
-    return [collate_points([ds[i] for i in idx[s : s + batch_size]]) for s in range(0, len(idx), batch_size)]
 
 
 def train_briefly(model: nn.Module, batches: list, lr: float) -> tuple[float, float]:
@@ -54,9 +44,9 @@ RELEASE = {"e3dsnn_t": 2.92e7, "e3dsnn_s": 6.52e7, "e3dsnn_l": 4.58e8, "e3dsnn_h
 
 def release_table(seed: int) -> None:
     """E-3DSNN T/S/L/H on the release's random input: its convention, what it describes, our exact count."""
-    from svl.energy.command import _sparse_batch, random_voxel_input
+    from svl.energy import random_voxel_input, sparse_point_batch
 
-    batch = _sparse_batch(random_voxel_input(9830, grid=64, channels=6, seed=seed))
+    batch = sparse_point_batch(random_voxel_input(9830, grid=64, channels=6, seed=seed))
     head = ("model", "release", "ours(rel)", "diff", "intended", "exact", "exact mJ")
     print("{:<10} {:>10} {:>10} {:>7} {:>10} {:>10} {:>9}".format(*head))
     for name, ref in RELEASE.items():
@@ -84,8 +74,8 @@ def main() -> None:
         return
 
     names = args.models or [n for n in list_models() if not n.endswith("_ann")]
-    train = _batches("train", args.batch_size, args.steps, args.seed)
-    test = _batches("test", args.batch_size, args.eval_batches, args.seed + 1)
+    train = dataset_batches("modelnet40", "train", args.batch_size, args.steps, args.seed)
+    test = dataset_batches("modelnet40", "test", args.batch_size, args.eval_batches, args.seed + 1)
     table = EnergyTable()
     results = []
     print(f"{'model':<22} {'SNN mJ':>9} {'ANN-eq mJ':>10} {'SNN/ANN':>8} {'twin mJ':>9} {'SOPs':>10} "

@@ -40,6 +40,8 @@ def run(name: str, overrides: list[str], out: Path, epochs: int | None, reuse: b
     cmd = [sys.executable, "-m", "svl", "pretrain", f"out_dir={run_dir}", *overrides]
     if epochs:
         cmd.append(f"train.epochs={epochs}")
+    if (run_dir / "config.yaml").exists():  # svl refuses a folder holding a run without one of these
+        cmd.append("--resume" if reuse else "--overwrite")
     t0 = time.perf_counter()
     print(f"== {name}: {' '.join(cmd[3:])}", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "check_checkpoint_complete",
     "load_checkpoint",
     "load_state_into",
     "load_training_state",
@@ -63,7 +64,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    from svl import __version__
+    from svl._version import __version__
     from svl.utils import atomic_path
 
     p = Path(path)
@@ -74,7 +75,9 @@ def save_checkpoint(
     except (TypeError, ValueError) as e:
         raise ValueError(f"{p}: checkpoint meta must be JSON-serialisable: {e}") from None
     ready = _prepare_tensors(tensors, p)
-    with atomic_path(p) as tmp:
+    # Exact data size + a generous header allowance: the space a full disk must be told about.
+    expected = sum(t.numel() * t.element_size() for t in ready.values()) + len(meta_json) + 200 * len(ready)
+    with atomic_path(p, expected_bytes=expected) as tmp:
         save_file(ready, str(tmp), metadata={META_KEY: meta_json})
     return p
 
@@ -86,6 +89,68 @@ def _check_file(path: str | os.PathLike[str]) -> Path:
     if not p.is_file():
         raise ValueError(f"checkpoint {p} is not a file")
     return p
+
+
+_MAX_HEADER = 100_000_000  # safetensors refuses larger headers: a bigger length is garbage, not a cut
+
+
+def _truncation(p: Path) -> str | None:
+    """ "<file> is truncated: ..." when the file is shorter than its own header says, else None.
+
+    A file cut short (a full disk during a non-atomic copy, an interrupted download) otherwise
+    surfaces as an opaque safetensors header error or, further on, as a hash mismatch.
+    """
+    size = p.stat().st_size
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"{p} is truncated: {size} bytes, less than the 8-byte header length"
+        n = int.from_bytes(head, "little")
+        if n == 0 or n > _MAX_HEADER:
+            return None
+        if 8 + n > size:
+            return f"{p} is truncated: {size} bytes, the header says at least {8 + n}"
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+    if not isinstance(header, dict):
+        return None
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__"
+        and isinstance(v, dict)
+        and isinstance(v.get("data_offsets"), list)
+        and len(v["data_offsets"]) == 2
+        and isinstance(v["data_offsets"][1], int)
+    ]
+    need = 8 + n + max(ends, default=0)
+    if need > size:
+        return f"{p} is truncated: {size} bytes, the header says {need}"
+    return None
+
+
+def check_checkpoint_complete(path: str | os.PathLike[str]) -> Path:
+    """Raise ValueError "<file> is truncated: N bytes, the header says M" for a file cut short.
+
+    Cheap (reads the header only); call it before hashing a checkpoint, so a cut file is not
+    reported as a hash mismatch.
+    """
+    p = _check_file(path)
+    msg = _truncation(p)
+    if msg:
+        raise ValueError(msg)
+    return p
+
+
+def _unreadable(p: Path, e: Exception) -> ValueError:
+    """The error for a file safetensors cannot open: "truncated" when it is, else the generic message."""
+    try:
+        msg = _truncation(p)
+    except OSError:
+        msg = None
+    return ValueError(msg or f"{p}: not a readable safetensors checkpoint (truncated or corrupt?): {e}")
 
 
 def _parse_meta(p: Path, header: Mapping[str, str] | None) -> dict[str, Any]:
@@ -112,7 +177,7 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
         with safe_open(str(p), framework="pt") as f:
             header = f.metadata()
     except Exception as e:  # SafetensorError, OSError on unreadable files
-        raise ValueError(f"{p}: not a readable safetensors checkpoint (truncated or corrupt?): {e}") from None
+        raise _unreadable(p, e) from None
     return _parse_meta(p, header)
 
 
@@ -121,7 +186,8 @@ def load_checkpoint(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint written by `save_checkpoint`: returns `(tensors, meta)`.
 
-    Missing file -> FileNotFoundError; truncated/corrupt or non-svl file -> ValueError.
+    Missing file -> FileNotFoundError; a file cut short -> ValueError "<file> is truncated: ...";
+    other corruption or a non-svl file -> ValueError.
     """
     from safetensors import safe_open
 
@@ -131,7 +197,7 @@ def load_checkpoint(
             header = f.metadata()
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise ValueError(f"{p}: not a readable safetensors checkpoint (truncated or corrupt?): {e}") from None
+        raise _unreadable(p, e) from None
     return tensors, _parse_meta(p, header)
 
 
@@ -179,15 +245,45 @@ def training_state_path(checkpoint_path: str | os.PathLike[str]) -> Path:
 
 
 def save_training_state(path: str | os.PathLike[str], obj: Any) -> Path:
-    """torch.save `obj` (optimizer/scheduler/RNG/data position) atomically."""
+    """torch.save `obj` (optimizer/scheduler/RNG/data position) atomically.
+
+    On a full disk the DiskFullError's size is the arrays' bytes in `obj` (what dominates a state),
+    or the earlier state file's size when larger.
+    """
     import torch
 
     from svl.utils import atomic_write
 
     p = Path(path)
-    with atomic_write(p, "wb") as fh:
+    estimate = max(_array_bytes(obj), _size(p)) or None
+    with atomic_write(p, "wb", expected_bytes=estimate) as fh:
         torch.save(obj, fh)
     return p
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def _array_bytes(obj: Any, depth: int = 0) -> int:
+    """Bytes of the tensors / numpy arrays inside nested dicts, lists and tuples."""
+    import numpy as np
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if depth > 8:
+        return 0
+    if isinstance(obj, Mapping):
+        return sum(_array_bytes(v, depth + 1) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_array_bytes(v, depth + 1) for v in obj)
+    return 0
 
 
 def load_training_state(path: str | os.PathLike[str], map_location: str = "cpu") -> Any:

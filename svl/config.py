@@ -105,7 +105,31 @@ def _instantiate(cfg: Any, sources: str) -> Any:
     except OmegaConfBaseException as e:
         raise ValueError(f"invalid config ({sources}): {str(e).splitlines()[0]}") from None
     except (ValueError, TypeError) as e:  # raised by a dataclass __post_init__ validator
-        raise ValueError(f"invalid config ({sources}): {e}") from None
+        section = _failing_section(cfg)
+        where = f" in section '{section}'" if section else ""
+        raise ValueError(f"invalid config ({sources}){where}: {e}") from None
+
+
+def _failing_section(cfg: Any, prefix: str = "") -> str | None:
+    """The dotted key of the innermost nested section whose validator refuses its values, if any.
+
+    A section's __post_init__ does not know where it sits (`train` in one job, `finetune.train`
+    in another), so the error names the section here.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    for key in cfg:
+        sub = cfg[key] if isinstance(key, str) else None
+        if not isinstance(sub, DictConfig) or not dataclasses.is_dataclass(OmegaConf.get_type(sub)):
+            continue
+        name = f"{prefix}{key}"
+        try:
+            OmegaConf.to_object(sub)
+        except (ValueError, TypeError):
+            return _failing_section(sub, name + ".") or name
+        except Exception:  # noqa: BLE001 - not a validator failure: not this section
+            continue
+    return None
 
 
 def _parse_override(item: str) -> tuple[str, str]:

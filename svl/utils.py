@@ -6,10 +6,13 @@ Everything here is cheap to import (no torch at module level) so `svl --help` st
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
 import random
+import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 __all__ = [
+    "DiskFullError",
     "atomic_path",
     "atomic_write",
     "cache_dir",
@@ -24,6 +28,7 @@ __all__ = [
     "file_sha256",
     "get_logger",
     "progress",
+    "progress_bars_enabled",
     "repo_root",
     "seed_everything",
 ]
@@ -49,21 +54,109 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+class DiskFullError(ValueError):
+    """A write ran out of disk space (or quota); the earlier file at that path is intact.
+
+    A ValueError so that command-line callers print it as a one-line error, not a traceback.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        needed: int | None,
+        free: int | None,
+        existed: bool,
+        reason: str,
+        lower_bound: bool = False,
+    ) -> None:
+        self.path, self.needed, self.free, self.existed, self.reason = path, needed, free, existed, reason
+        self.lower_bound = lower_bound
+        need = (
+            f"{'at least' if lower_bound else 'about'} {_human_bytes(needed)} needed"
+            if needed
+            else "size needed unknown"
+        )
+        have = f"{_human_bytes(free)} free there" if free is not None else "free space unknown"
+        kept = (
+            f"the previous {path.name} is intact"
+            if existed
+            else f"nothing was written (there was no earlier {path.name})"
+        )
+        super().__init__(f"cannot write {path}: {reason} ({need}, {have}); {kept}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across processes despite the custom __init__
+        return (type(self), (self.path, self.needed, self.free, self.existed, self.reason, self.lower_bound))
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+_DISK_FULL = {errno.ENOSPC: "no space left on device"}
+if hasattr(errno, "EDQUOT"):
+    _DISK_FULL[errno.EDQUOT] = "disk quota exceeded"
+
+
+def _disk_full_reason(exc: BaseException) -> str | None:
+    """Why `exc` is a full disk or quota, else None.
+
+    Writers in other languages (safetensors is Rust) report the OS error only in their message,
+    as "... (os error 28)", so that form counts too.
+    """
+    seen: BaseException | None = exc
+    for _ in range(4):  # the error itself, or what it was raised from (wrapping writers)
+        if seen is None:
+            break
+        code = seen.errno if isinstance(seen, OSError) else None
+        if code is None:
+            m = re.search(r"\(os error (\d+)\)", str(seen))
+            code = int(m.group(1)) if m else None
+        if code in _DISK_FULL:
+            return _DISK_FULL[code]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _free_bytes(directory: Path) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, expected_bytes: int | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one step.
 
     For writers that insist on a file name (h5py, safetensors.save_file). Readers never see a
-    half-written file, and on error the old file (if any) is left untouched.
+    half-written file, and on error the old file (if any) is left untouched. A full disk or quota
+    becomes a `DiskFullError` naming the file, the space needed (`expected_bytes`, else the larger
+    of what was written and the earlier file) and the space free.
     """
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"{target}: is a directory, cannot write a file there")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    existed = target.exists()
+    tmp: Path | None = None
     try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(tmp_name)
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{target}: the writer did not create the temporary file {tmp}")
@@ -71,20 +164,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    except BaseException as e:
+        written = _file_size(tmp) if tmp is not None else 0
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        reason = _disk_full_reason(e)
+        if reason is None:
+            raise
+        previous = _file_size(target)
+        needed = expected_bytes or max(written, previous) or None
+        lower_bound = not expected_bytes and written >= previous  # only what got written before the error
+        raise DiskFullError(target, needed, _free_bytes(target.parent), existed, reason, lower_bound) from e
     _fsync_dir(target.parent)
 
 
 @contextlib.contextmanager
 def atomic_write(
-    path: str | os.PathLike[str], mode: str = "wb", encoding: str | None = None, newline: str | None = None
+    path: str | os.PathLike[str],
+    mode: str = "wb",
+    encoding: str | None = None,
+    newline: str | None = None,
+    *,
+    expected_bytes: int | None = None,
 ) -> Iterator[IO[Any]]:
     """Open a temp file beside `path` for writing; rename it over `path` only if the block succeeds.
 
-    A crash or exception mid-write leaves the previous file intact and no temp file behind.
+    A crash or exception mid-write leaves the previous file intact and no temp file behind; a full
+    disk raises `DiskFullError` (see `atomic_path`; `expected_bytes` is the size to report).
     """
     if not mode.startswith("w") or any(c in mode for c in "arx"):
         raise ValueError(f"atomic_write: mode must be a write mode like 'w', 'wb' or 'w+b', got {mode!r}")
@@ -92,7 +199,7 @@ def atomic_write(
         raise ValueError("atomic_write: encoding is only valid in text mode")
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
-    with atomic_path(path) as tmp:
+    with atomic_path(path, expected_bytes=expected_bytes) as tmp:
         with open(tmp, mode, encoding=encoding, newline=newline) as fh:
             yield fh
             fh.flush()
@@ -199,13 +306,31 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+_OFF = ("0", "false", "no", "off", "")
+
+
+def progress_bars_enabled(stream: IO[Any] | None = None) -> bool:
+    """Whether `progress` shows bars: SVL_PROGRESS=1/0 decides, else whether `stream` (stderr) is a tty.
+
+    Where bars are off (a log file, a batch job), long loops report in plain log lines instead.
+    """
+    flag = os.environ.get("SVL_PROGRESS")
+    if flag is not None:
+        return flag.strip().lower() not in _OFF
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
     """A tqdm bar that shows only on a terminal (SVL_PROGRESS=1 forces it on, =0 off)."""
     from tqdm.auto import tqdm
 
     flag = os.environ.get("SVL_PROGRESS")
     if flag is not None and "disable" not in kwargs:
-        kwargs["disable"] = flag.strip().lower() in ("0", "false", "no", "off", "")
+        kwargs["disable"] = flag.strip().lower() in _OFF
     kwargs.setdefault("disable", None)  # tqdm: None = disable when not a tty
     kwargs.setdefault("mininterval", 1.0)
     kwargs.setdefault("dynamic_ncols", True)

@@ -1,12 +1,31 @@
-"""Shared pytest fixtures for the svl test suite."""
+"""Shared pytest fixtures and helpers for the svl test suite.
+
+Why one place: tests agree on where real data is, how the CLI is driven and what a small random input
+looks like, and a change to any of these lands once. Helpers are fixtures (pytest's way to share code
+between test files); those without state return the helper function itself.
+"""
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import torch
+from torch import nn
 
-from svl.utils import data_root, seed_everything
+from svl.utils import data_root, repo_root, seed_everything
+
+pytest_plugins = ["pytester"]  # tests of the fixtures themselves run a small pytest session
+
+RunResult = tuple[int, str, str]  # (exit code, stdout, stderr)
 
 
 @pytest.fixture(autouse=True)
@@ -15,13 +34,36 @@ def _seeded() -> None:
     seed_everything(0)
 
 
-@pytest.fixture
+# ----------------------------------------------------------------------------- data and caches
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real shared data folder; tests that need it are skipped where it is absent."""
+    """The real shared data folder, the one way tests find it.
+
+    $SVL_DATA when set (a folder that does not exist is an error, not a silent skip of every data
+    test); else ../shared/data as svl.utils.data_root finds it; tests that need it skip where absent.
+    """
+    if os.environ.get("SVL_DATA"):
+        return data_root(required=True)
     root = data_root(required=False)
     if root is None:
         pytest.skip("shared data not found (set SVL_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def modelnet_clouds(shared_data: Path) -> Callable[[int], tuple[torch.Tensor, np.ndarray]]:
+    """`modelnet_clouds(n)`: n real ModelNet40 test clouds spread evenly over the split, with labels.
+
+    As stored (z-up, unit sphere, 1,024 points, float32); evenly spread indices cover many classes.
+    """
+    with np.load(shared_data / "modelnet40" / "modelnet40_pcd1024_test.npz") as z:
+        points, labels = z["points"], z["labels"]
+
+    def clouds(n: int = 8) -> tuple[torch.Tensor, np.ndarray]:
+        idx = np.linspace(0, len(labels) - 1, n).astype(int)
+        return torch.from_numpy(points[idx].copy()), labels[idx].copy()
+
+    return clouds
 
 
 @pytest.fixture
@@ -30,3 +72,227 @@ def svl_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "svl-cache"
     monkeypatch.setenv("SVL_CACHE", str(cache))
     return cache
+
+
+# ----------------------------------------------------------------------------- running svl
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., RunResult]:
+    """`run_cli(*args)`: `svl ARGS` in this process -> (exit code, stdout, stderr).
+
+    argparse's exits (--help, --version, usage errors) become exit codes, as in a shell.
+    """
+
+    def run(*args: str | os.PathLike[str]) -> RunResult:
+        from svl import cli
+
+        capsys.readouterr()  # only what this command writes
+        try:
+            code = cli.main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_python() -> Callable[..., RunResult]:
+    """`run_python(*args, env=None)`: `python ARGS` in a fresh interpreter -> (code, stdout, stderr).
+
+    For what only a new process shows (entry points, what an import pulls in). `env` updates the
+    current environment; a None value removes that variable.
+    """
+
+    def run(
+        *args: str | os.PathLike[str], env: Mapping[str, str | None] | None = None, timeout: float = 120
+    ) -> RunResult:
+        full_env = dict(os.environ)
+        for key, value in (env or {}).items():
+            if value is None:
+                full_env.pop(key, None)
+            else:
+                full_env[key] = value
+        r = subprocess.run(
+            [sys.executable, *map(str, args)],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=repo_root(),
+        )
+        return r.returncode, r.stdout, r.stderr
+
+    return run
+
+
+# ----------------------------------------------------------------------------- small inputs
+def _random_sites(
+    batch: int = 2, grid: int = 7, p: float = 0.2, seed: int = 0, offset: int = 0
+) -> torch.Tensor:
+    """Occupied voxel sites (b, x, y, z) of a random grid, in sorted order, shifted by -offset."""
+    g = torch.Generator().manual_seed(seed)
+    coords = (torch.rand(batch, grid, grid, grid, generator=g) < p).nonzero()
+    return coords - torch.tensor([0, offset, offset, offset]) if offset else coords
+
+
+@pytest.fixture(scope="session")
+def random_sites() -> Callable[..., torch.Tensor]:
+    """`random_sites(batch=2, grid=7, p=0.2, seed=0, offset=0)`: random sparse sites, own generator."""
+    return _random_sites
+
+
+def _point_batch(
+    xyz: torch.Tensor,
+    feats: torch.Tensor | None = None,
+    *,
+    sparse: Any = None,
+    labels: torch.Tensor | None = None,
+    **extras: torch.Tensor,
+) -> Any:
+    """A PointBatch around given (B, N, 3) clouds; feats default to xyz + the missing-colour constant."""
+    from svl.data.batch import MISSING_COLOR, PointBatch
+
+    if feats is None:
+        feats = torch.cat([xyz, torch.full_like(xyz, MISSING_COLOR)], -1)
+    index = torch.arange(len(xyz))
+    return PointBatch(xyz=xyz, feats=feats, labels=labels, index=index, sparse=sparse, extras=extras)
+
+
+@pytest.fixture(scope="session")
+def point_batch() -> Callable[..., Any]:
+    """`point_batch(xyz, feats=None, *, sparse=None, labels=None, **extras)`: a PointBatch by hand."""
+    return _point_batch
+
+
+@pytest.fixture(scope="session")
+def random_batch() -> Callable[..., Any]:
+    """`random_batch(n=2, points=256, **extras)`: a PointBatch of uniform clouds in [-1, 1]^3.
+
+    Drawn from the global RNG, which every test starts from the same seed.
+    """
+
+    def make(n: int = 2, points: int = 256, **extras: torch.Tensor) -> Any:
+        return _point_batch(torch.rand(n, points, 3) * 2 - 1, **extras)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def calibrate_bn() -> Callable[[nn.Module, Any], nn.Module]:
+    """`calibrate_bn(model, x)`: BN running stats from one batch, then eval mode.
+
+    An untrained network's BN statistics are at their init values and it hardly spikes; statistics of
+    real inputs (cumulative average of the one batch) make it fire as a trained one would.
+    """
+
+    def calibrate(model: nn.Module, x: Any) -> nn.Module:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None
+        model.train()
+        with torch.no_grad():
+            model(x)
+        return model.eval()
+
+    return calibrate
+
+
+@pytest.fixture(scope="session")
+def model_checkpoint() -> Callable[..., tuple[nn.Module, Path]]:
+    """`model_checkpoint(path, name, *, seed=1, prefix="", extra=None, contract=None, meta=None, **cfg)`.
+
+    Builds registered model `name` under `seed` and saves it as an svl checkpoint (meta: model,
+    model_cfg, then `meta`; `contract` overrides on the model's own contract; `prefix` such as
+    "encoder." and `extra` tensors as a pretraining run writes them). Returns (model in eval mode, path).
+    """
+
+    def save(
+        path: Path,
+        name: str = "e3dsnn_t",
+        *,
+        seed: int = 1,
+        prefix: str = "",
+        extra: Mapping[str, torch.Tensor] | None = None,
+        contract: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        **cfg: Any,
+    ) -> tuple[nn.Module, Path]:
+        from svl.checkpoint import save_checkpoint
+        from svl.models import create_model
+
+        torch.manual_seed(seed)
+        model = create_model(name, **cfg).eval()
+        full_meta: dict[str, Any] = {"model": name, "model_cfg": cfg, **(meta or {})}
+        if contract is not None:
+            full_meta["contract"] = dict(model.pretrained_cfg, **contract)
+        tensors = {f"{prefix}{k}": v for k, v in model.state_dict().items()} | dict(extra or {})
+        return model, save_checkpoint(path, tensors, full_meta)
+
+    return save
+
+
+# ----------------------------------------------------------------------------- small files
+@dataclass(frozen=True)
+class PlyWriter:
+    """Writes small PLY files (ascii, binary either endian) from fixed sample arrays, for reader tests."""
+
+    xyz: np.ndarray
+    normals: np.ndarray
+    rgb8: np.ndarray
+
+    def __call__(
+        self,
+        path: Path,
+        fmt: str,
+        rgb: bool = False,
+        normals: bool = False,
+        faces: Any = None,
+        xyz: np.ndarray | None = None,
+    ) -> Path:
+        xyz = self.xyz if xyz is None else xyz
+        props = [("x", "f4"), ("y", "f4"), ("z", "f4")]
+        if normals:
+            props += [("nx", "f4"), ("ny", "f4"), ("nz", "f4")]
+        if rgb:
+            props += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+        names = {"f4": "float", "u1": "uchar"}
+        head = [f"ply\nformat {fmt} 1.0\ncomment made by svl tests\nelement vertex {len(xyz)}"]
+        head += [f"property {names[t]} {n}" for n, t in props]
+        if faces is not None:
+            head += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
+        head += ["end_header\n"]
+        arr = np.empty(len(xyz), dtype=[(n, t) for n, t in props])
+        arr["x"], arr["y"], arr["z"] = xyz.T
+        if normals:
+            arr["nx"], arr["ny"], arr["nz"] = self.normals[: len(xyz)].T
+        if rgb:
+            arr["red"], arr["green"], arr["blue"] = self.rgb8[: len(xyz)].T
+        with open(path, "wb") as fh:
+            fh.write("\n".join(head).encode())
+            if fmt == "ascii":
+                for row in arr:
+                    fh.write((" ".join(repr(v.item()) for v in row) + "\n").encode())
+                for f in faces if faces is not None else []:
+                    fh.write(f"{len(f)} {' '.join(map(str, f))}\n".encode())
+            else:
+                bo = "<" if fmt == "binary_little_endian" else ">"
+                fh.write(arr.astype(arr.dtype.newbyteorder(bo)).tobytes())
+                for f in faces if faces is not None else []:
+                    fh.write(struct.pack(f"{bo}B{len(f)}i", len(f), *f))
+        return path
+
+
+@pytest.fixture(scope="session")
+def write_ply() -> PlyWriter:
+    """`write_ply(path, fmt, rgb=False, normals=False, faces=None, xyz=None)`; arrays as .xyz/.normals/.rgb8.
+
+    50 points; the arrays are those test_data_io.py draws (default_rng(0): xyz, normals, rgb).
+    """
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(50, 3)).astype(np.float32)
+    nrm = rng.normal(size=(50, 3))
+    nrm = (nrm / np.linalg.norm(nrm, axis=1, keepdims=True)).astype(np.float32)
+    rgb8 = rng.integers(0, 256, size=(50, 3)).astype(np.uint8)
+    return PlyWriter(xyz, nrm, rgb8)

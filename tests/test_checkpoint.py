@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from safetensors.torch import save_file
 
 import svl
 from svl.checkpoint import (
+    check_checkpoint_complete,
     load_checkpoint,
     load_state_into,
     load_training_state,
@@ -17,6 +20,7 @@ from svl.checkpoint import (
     save_training_state,
     training_state_path,
 )
+from svl.utils import DiskFullError
 
 
 def _net(hidden: int = 8) -> torch.nn.Module:
@@ -120,16 +124,100 @@ def test_truncated_file(tmp_path: Path, keep: int) -> None:
     path = tmp_path / "t.safetensors"
     save_checkpoint(path, _net().state_dict(), {"model": "toy"})
     data = path.read_bytes()
+    header_len = int.from_bytes(data[:8], "little")  # the format: u64 header length, JSON header, data
     path.write_bytes(data[:keep] if keep >= 0 else data[: len(data) - 7])
-    with pytest.raises(ValueError, match=r"t\.safetensors.*truncated or corrupt"):
-        load_checkpoint(path)
+    size = path.stat().st_size
+    if keep in (0, 5):
+        says = "less than the 8-byte header length"
+    elif keep == 100:
+        says = f"the header says at least {8 + header_len}"
+    else:
+        says = f"the header says {len(data)}"
+    expected = f"{path} is truncated: {size} bytes, {says}"
+    for read in (load_checkpoint, read_checkpoint_meta, check_checkpoint_complete):
+        with pytest.raises(ValueError) as err:
+            read(path)
+        assert str(err.value) == expected
 
 
-def test_garbage_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + b"\x00" * 64,  # a header that is no JSON
+        b"svl checkpoint? no, a text file that happens to end in .safetensors\n" * 4,  # absurd length
+        b"\x00" * 64,  # a zero header length
+    ],
+)
+def test_garbage_file(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "g.safetensors"
-    path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + b"\x00" * 64)
-    with pytest.raises(ValueError, match="truncated or corrupt"):
+    path.write_bytes(data)
+    for read in (load_checkpoint, read_checkpoint_meta):
+        with pytest.raises(
+            ValueError, match="not a readable safetensors checkpoint .truncated or corrupt"
+        ) as err:
+            read(path)
+        assert "is truncated" not in str(err.value)
+    assert check_checkpoint_complete(path) == path  # not cut short: corrupt in another way
+
+
+def test_too_long_file_is_corrupt_not_truncated(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "x.safetensors", {"w": torch.ones(3)}, {})
+    path.write_bytes(path.read_bytes() + b"junk")
+    with pytest.raises(ValueError, match="truncated or corrupt") as err:
         load_checkpoint(path)
+    assert "is truncated" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- full disk
+def _no_space(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_during_checkpoint_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    path = tmp_path / "last.safetensors"
+    tensors = {"w": torch.ones(1000), "b": torch.zeros(10)}
+    save_checkpoint(path, tensors, {"v": 1})
+    full_size = path.stat().st_size
+
+    def full_disk(tensors, filename, metadata=None):  # what the Rust writer raises on ENOSPC
+        Path(filename).write_bytes(b"partial")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1234, 1234))
+    with pytest.raises(DiskFullError) as err:
+        save_checkpoint(path, {k: v + 1 for k, v in tensors.items()}, {"v": 2})
+    e = err.value
+    assert isinstance(e, ValueError) and e.path == path and e.free == 1234 and e.existed
+    assert full_size <= e.needed <= full_size + 500  # the estimate is close to the real file size
+    assert str(e) == (
+        f"cannot write {path}: no space left on device (about {e.needed / 1000:.1f} KB needed, "
+        "1.2 KB free there); the previous last.safetensors is intact"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # temp file removed
+    got, meta = load_checkpoint(path)
+    assert meta["v"] == 1 and torch.equal(got["w"], tensors["w"])
+
+
+def test_full_disk_during_training_state_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_training_state(tmp_path / "last.state.pt", {"a": torch.ones(500)})
+    old_size = path.stat().st_size
+
+    def partial_then_full(obj, fh):
+        fh.write(b"x" * 100)
+        _no_space()
+
+    monkeypatch.setattr(torch, "save", partial_then_full)
+    with pytest.raises(DiskFullError, match=r"last\.state\.pt: no space left on device") as err:
+        save_training_state(path, {"a": torch.zeros(500)})
+    assert err.value.needed == max(500 * 4, old_size)  # the arrays in it, or the earlier file
+    assert "the previous last.state.pt is intact" in str(err.value)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.state.pt"]
+    monkeypatch.undo()
+    assert torch.equal(load_training_state(path)["a"], torch.ones(500))
 
 
 def test_non_svl_safetensors(tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from svl.config import config_from_dict, config_to_dict, load_config, save_config
+from svl.train.trainer import TrainConfig
 
 
 class Neuron(enum.Enum):
@@ -128,6 +130,58 @@ def test_tuple_length_and_nested_type_errors() -> None:
 def test_post_init_validation_becomes_value_error() -> None:
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         load_config(TrainCfg, None, ["batch_size=0"])
+
+
+@dataclass
+class Inner:
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise ValueError(f"Inner: k must be >= 0, got {self.k}")
+
+
+@dataclass
+class Middle:
+    inner: Inner = field(default_factory=Inner)
+
+
+@dataclass
+class Outer:
+    middle: Middle = field(default_factory=Middle)
+    other: Inner = field(default_factory=Inner)
+
+
+def test_nested_validator_error_names_its_section(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as err:
+        load_config(Outer, None, ["middle.inner.k=-1"])
+    assert str(err.value) == (
+        "invalid config (override 'middle.inner.k=-1') in section 'middle.inner': "
+        "Inner: k must be >= 0, got -1"
+    )
+    with pytest.raises(ValueError, match=r"\(.*bad\.yaml\) in section 'other': Inner: k must be >= 0"):
+        load_config(Outer, _yaml(tmp_path, "other:\n  k: -2\n", "bad.yaml"))
+
+
+@dataclass
+class Job:
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def test_device_options_are_refused_when_the_config_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError) as err:
+        load_config(Job, None, ["train.sync_bn=true"])
+    assert str(err.value) == (
+        "invalid config (override 'train.sync_bn=true') in section 'train': TrainConfig: sync_bn=true needs "
+        "CUDA: torch has no SyncBatchNorm on CPU and no CUDA device is visible here; set sync_bn=false"
+    )
+    with pytest.raises(ValueError, match="sync_bn=true needs CUDA"):
+        TrainConfig(sync_bn=True)
+    # amp='bf16' without CUDA stays a warning at run time (it falls back to float32, which works).
+    assert load_config(Job, None, ["train.amp=bf16"]).train.amp == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert load_config(Job, None, ["train.sync_bn=true"]).train.sync_bn
 
 
 def test_malformed_overrides() -> None:

@@ -115,3 +115,67 @@ def test_dataloader_workers_are_deterministic(shared_data):
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     ds.set_epoch(1)
     assert not torch.equal(run(0)[0], a[0])  # a new epoch gives new augmentations
+
+
+def test_collate_equals_a_plain_reference():
+    """Features, labels, index and extras built by hand with numpy, compared bit for bit."""
+    ss = [_sample(40, i=0, rgb=True, normals=True), _sample(40, i=1, normals=True)]
+    ss[0]["image_emb"], ss[1]["image_emb"] = np.full((2, 4), 1.5, np.float64), np.zeros((2, 4))
+    ss[0]["has_text"], ss[1]["has_text"] = True, False
+    b = collate_points(ss, normals=True)
+    ref = np.stack(
+        [
+            np.concatenate([ss[0]["xyz"], ss[0]["rgb"], ss[0]["normals"]], 1),
+            np.concatenate([ss[1]["xyz"], np.full((40, 3), 0.4, np.float32), ss[1]["normals"]], 1),
+        ]
+    )
+    assert b.feats.dtype == torch.float32 and np.array_equal(b.feats.numpy(), ref)
+    assert np.array_equal(b.xyz.numpy(), np.stack([s["xyz"] for s in ss]))
+    assert b.labels.tolist() == [0, 1] and b.index.tolist() == [0, 1]
+    assert b.extras["image_emb"].dtype == torch.float32 and b.extras["has_text"].tolist() == [True, False]
+    # samples with their own feats and per-step features (event streams): feats win, steps go (T, B, N, C)
+    ev = [
+        {"xyz": s["xyz"], "feats": np.ones((40, 4)) * i, "steps": np.ones((3, 40, 4)) * i}
+        for i, s in enumerate(ss)
+    ]
+    be = collate_points(ev)
+    assert be.labels is None and be.feats.shape == (2, 40, 4) and be.extras["steps"].shape == (3, 2, 40, 4)
+    assert torch.equal(be.extras["steps"][:, 1], torch.ones(3, 40, 4))
+    with pytest.raises(ValueError, match="some samples have a label"):
+        collate_points([ss[0], {"xyz": ss[1]["xyz"]}])
+    with pytest.raises(ValueError, match="different voxel sizes"):
+        collate_points([dict(ss[0], voxel_size=0.1), dict(ss[1], voxel_size=0.2)])
+
+
+def test_missing_colour_has_one_home():
+    from svl.data import MISSING_COLOR
+    from svl.data.transforms import ColorDrop
+
+    assert MISSING_COLOR == 0.4  # SPEC §3: the colour of points without colour
+    assert ColorDrop().value == MISSING_COLOR
+
+
+def test_transform_registry():
+    from svl.data import TRANSFORMS, register_transform
+    from svl.registry import Registry
+
+    assert isinstance(TRANSFORMS, Registry) and TRANSFORMS.group == "svl.transforms"
+
+    @register_transform("scale_by_test")
+    class ScaleBy:
+        def __init__(self, k: float = 2.0) -> None:
+            self.k = k
+
+        def __call__(self, sample, rng):
+            return {**sample, "xyz": sample["xyz"] * self.k}
+
+    try:
+        assert ScaleBy.registered_name == "scale_by_test" and "scale_by_test" in list_transforms()
+        out = build_transforms([{"name": "scale_by_test", "k": 3.0}])({"xyz": np.ones((2, 3))})
+        assert np.array_equal(out["xyz"], np.full((2, 3), 3.0))
+        with pytest.raises(ValueError, match="already registered"):
+            register_transform("scale_by_test")(type("Other", (), {}))
+        with pytest.raises(ValueError, match="bad arguments"):
+            build_transforms([{"name": "scale_by_test", "q": 1}])
+    finally:
+        TRANSFORMS.unregister("scale_by_test")

@@ -126,3 +126,49 @@ def test_openshape_train_and_lvis(tmp_path):
         "objaverse_lvis", "test", root=tmp_path, annotations=str(tmp_path / "ann.json"), missing="skip"
     )
     assert lv.labels().tolist() == [5, 5, 9] and lv.ids == ["uid0", "uid2", "uid1"]
+
+
+def test_dataset_registry(tmp_path):
+    from svl.data import DATASETS, PointDataset, list_datasets, register_dataset
+    from svl.registry import Registry
+
+    assert isinstance(DATASETS, Registry) and DATASETS.kind == "dataset" and DATASETS.group == "svl.datasets"
+    # importing svl.data registers the built-ins of both files, the event streams included
+    assert {"modelnet40", "modelnet40_zsl", "scanobjectnn", "objaverse_lvis", "dvs128_gesture"} <= set(
+        list_datasets()
+    )
+
+    class Tiny(PointDataset):
+        def __len__(self) -> int:
+            return 3
+
+        def _load(self, i: int) -> dict:
+            return {"xyz": np.full((10, 3), float(i), np.float32), "label": i}
+
+    @register_dataset("tiny_test_set")
+    def build_tiny(split, root, transforms, seed):
+        return Tiny(split, ["a", "b", "c"], transforms, seed)
+
+    try:
+        ds = build_dataset("tiny_test_set", "test", num_points=4)
+        assert len(ds) == 3 and ds[2]["xyz"].shape == (4, 3) and ds[2]["label"] == 2
+        assert "tiny_test_set" in list_datasets()
+        with pytest.raises(ValueError, match="already registered"):
+            register_dataset("tiny_test_set")(lambda **kw: None)
+        with pytest.raises(ValueError, match=r"unknown dataset 'tiny_tset'.*did you mean 'tiny_test_set'"):
+            build_dataset("tiny_tset", "test")
+    finally:
+        DATASETS.unregister("tiny_test_set")
+
+
+def test_import_svl_data_is_cheap(run_python):
+    """`import svl.data` registers every dataset yet loads neither torch, h5py, trimesh nor svl.models."""
+    code = (
+        "import sys, svl.data\n"
+        "assert 'dvs128_gesture' in svl.data.list_datasets() and callable(svl.data.prepare)\n"
+        "svl.data.load_points, svl.data.build_transforms, svl.data.MISSING_COLOR\n"
+        "print(sorted(m for m in ('torch', 'h5py', 'trimesh', 'svl.models') if m in sys.modules))\n"
+    )
+    code_, out, err = run_python("-c", code)
+    assert code_ == 0, err
+    assert out.strip() == "[]"

@@ -7,7 +7,7 @@ import pytest
 from test_data_io import CUBE_QUADS, CUBE_V, XYZ, write_pcd, write_ply
 
 from svl.data.events import EVENT_DTYPE, read_aedat31, read_event_array, write_aedat31
-from svl.data.io import load_points
+from svl.data.readers import load_points
 
 
 def _valid_files(tmp):

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svl.data.io import load_points, lzf_decompress, rotate_up_to_z
+from svl.data.axes import rotate_up_to_z
+from svl.data.readers import load_points, lzf_decompress
 
 RNG = np.random.default_rng(0)
 XYZ = RNG.normal(size=(50, 3)).astype(np.float32)
@@ -299,3 +300,73 @@ def test_bad_input_messages(tmp_path):
     (tmp_path / "d.obj").write_text("v 0 0 0\nv 1 0 0\nv 2 0 0\nf 1 2 3\n")
     with pytest.raises(ValueError, match="zero surface area"):
         load_points(tmp_path / "d.obj")
+
+
+def test_reader_table_lists_every_format():
+    from svl.data.readers import list_readers
+
+    exts = {".ply", ".obj", ".off", ".stl", ".xyz", ".txt", ".csv", ".pts", ".npy", ".npz", ".pcd"}
+    assert set(list_readers()) == exts
+
+
+def test_register_reader_adds_a_format_with_one_function(tmp_path):
+    from svl.data.readers import READERS, BadFile, ReadOptions, register_reader
+
+    def read_tsv3(path: Path, opts: ReadOptions) -> dict:
+        rows = [ln.split("\t") for ln in path.read_text().splitlines() if ln]
+        if any(len(r) != 3 for r in rows):
+            raise BadFile("every row needs 3 tab-separated values")
+        return {"xyz": np.asarray(rows, dtype=np.float64)}
+
+    register_reader(".TSV3", read_tsv3, format="tsv3")
+    try:
+        (tmp_path / "a.tsv3").write_text("\n".join("\t".join(map(repr, r)) for r in XYZ.tolist()))
+        s = load_points(tmp_path / "a.tsv3", up_axis="y")
+        np.testing.assert_allclose(s["xyz"], rotate_up_to_z(XYZ, "y"), rtol=1e-6)
+        assert s["meta"]["format"] == "tsv3" and s["meta"]["num_points"] == 50
+        (tmp_path / "b.tsv3").write_text("1\t2\n")
+        with pytest.raises(ValueError, match=r"b\.tsv3: every row needs 3"):
+            load_points(tmp_path / "b.tsv3")
+        (tmp_path / "c.tsv3").write_text("1\tx\t2\n")  # other exceptions are wrapped too
+        with pytest.raises(ValueError, match=r"c\.tsv3: invalid tsv3 file"):
+            load_points(tmp_path / "c.tsv3")
+        with pytest.raises(ValueError, match="already registered"):
+            register_reader(".tsv3", lambda p, o: {})
+        # an entry point "pkg:function" registers the bare function: it works the same way
+        READERS.register(".tsv4", read_tsv3)
+        (tmp_path / "d.tsv4").write_text("0\t0\t1\n")
+        assert load_points(tmp_path / "d.tsv4")["xyz"].tolist() == [[0.0, 0.0, 1.0]]
+        (tmp_path / "e.nope").write_text("0 0 0")
+        with pytest.raises(
+            ValueError, match=r"e\.nope: unknown extension '\.nope'; supported: .*\.tsv3, \.tsv4"
+        ):
+            load_points(tmp_path / "e.nope")
+    finally:
+        READERS.unregister(".tsv3")
+        READERS.unregister(".tsv4")
+
+
+def test_reader_errors_are_value_errors_outside_load_points_too():
+    from svl.data import sample_mesh_surface
+
+    with pytest.raises(ValueError, match="zero surface area"):
+        sample_mesh_surface(np.zeros((3, 3)), np.array([[0, 1, 2]]), 10)
+    with pytest.raises(ValueError, match="LZF"):
+        lzf_decompress(bytes([5]) + b"ab", 6)
+
+
+def test_rotate_axis_between_up_conventions():
+    from svl.data.axes import rotate_axis
+
+    v = np.random.default_rng(1).normal(size=(20, 3)).astype(np.float32)
+    for src in ("x", "y", "z", "-y", "-z"):
+        assert np.array_equal(rotate_axis(v, src, "z"), rotate_up_to_z(v, src))
+        for dst in ("x", "y", "z", "-x"):
+            m = rotate_axis(np.eye(3, dtype=np.float32), src, dst)
+            assert np.isclose(np.linalg.det(m), 1.0)  # proper rotation
+            up = np.zeros((1, 3), np.float32)
+            up[0, "xyz".index(src[-1])] = -1.0 if src.startswith("-") else 1.0
+            want = np.zeros((1, 3), np.float32)
+            want[0, "xyz".index(dst[-1])] = -1.0 if dst.startswith("-") else 1.0
+            assert np.array_equal(rotate_axis(up, src, dst), want), (src, dst)
+            assert np.array_equal(rotate_axis(rotate_axis(v, src, dst), dst, src), v)  # exact inverse

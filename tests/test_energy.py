@@ -9,8 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from svl.energy import EnergyTable, measure_energy, merge_reports
-from svl.energy.command import random_voxel_input
+from svl.energy import EnergyTable, measure_energy, merge_reports, random_voxel_input
 from svl.sparse import SparseBatchNorm, SparseConv3d, SparseTensor, SubMConv3d
 from svl.spiking import ILIF, SConv2d, SLinear, SpikeTrain, set_spike_mode
 
@@ -233,6 +232,15 @@ def test_bad_inputs():
         measure_energy(TinyCNN(), torch.randn(1, 3, 8, 8), convention="e3dsnn-release")
 
 
+def test_energy_table_preset_overrides():
+    assert EnergyTable.preset("int8") == EnergyTable(0.23, 0.03, "int8")
+    # overriding one figure keeps the preset's other one and renames the table
+    assert EnergyTable.preset("int8", e_ac=0.05) == EnergyTable(0.23, 0.05, "custom")
+    assert EnergyTable.preset("fp32", e_mac=2.0) == EnergyTable(2.0, 0.9, "custom")
+    with pytest.raises(ValueError, match="unknown energy preset"):
+        EnergyTable.preset("fp64", e_mac=1.0)
+
+
 class _ReleaseStem(nn.Module):
     """E-3DSNN stem (SubM3 in->E, BN, SN, SubM3 E->E, BN, SN, SubM3 E->E, BN) + one strided stage conv.
 
@@ -326,7 +334,7 @@ class _PointMLP(nn.Module):
 
 
 def test_measure_model_on_random_clouds_and_merge():
-    from svl.energy.command import measure_model, random_cloud
+    from svl.energy import measure_model, random_cloud
 
     cloud = random_cloud(100, channels=6, batch_size=2, seed=1)
     assert cloud.shape == (2, 100, 6) and float(cloud[..., :3].norm(dim=-1).max()) <= 1.0

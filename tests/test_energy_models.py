@@ -8,13 +8,9 @@ import pytest
 import torch
 
 from svl.cli import main
-from svl.energy import measure_energy
-from svl.energy.command import _sparse_batch, random_voxel_input
+from svl.energy import energy_report, measure_energy, measure_model, random_voxel_input, sparse_point_batch
+from svl.models import create_model
 from svl.spiking import set_spike_mode
-
-# svl.models / svl.data were still being written when this file was; skip until they exist.
-create_model = pytest.importorskip("svl.models._registry").create_model
-pytest.importorskip("svl.data.batch")
 
 # E-3DSNN release (energy_calculate.py): batch 1, 9,830 random voxels in a 64^3 grid, 6 features.
 RELEASE_FLOPS = {"e3dsnn_t": 2.92e7, "e3dsnn_s": 6.52e7}
@@ -23,7 +19,7 @@ RELEASE_FLOPS = {"e3dsnn_t": 2.92e7, "e3dsnn_s": 6.52e7}
 @pytest.mark.parametrize("name", sorted(RELEASE_FLOPS))
 def test_e3dsnn_release_convention_within_3_percent(name):
     model = create_model(name).eval()
-    batch = _sparse_batch(random_voxel_input(9830, grid=64, channels=6, seed=0))
+    batch = sparse_point_batch(random_voxel_input(9830, grid=64, channels=6, seed=0))
     rep = measure_energy(model, batch, convention="e3dsnn-release")
     assert rep.ann_flops == pytest.approx(RELEASE_FLOPS[name], rel=0.03)
     intended = measure_energy(model, batch, convention="e3dsnn-release-intended")
@@ -80,12 +76,33 @@ def test_cli_energy_writes_json_and_plot(tmp_path, capsys):
     assert main(["energy", "--model", "no_such_model", "--random-points", "10"]) == 2
 
 
+def test_cli_energy_overrides_e_mac(tmp_path):
+    out = tmp_path / "e.json"
+    args = ["energy", "--model", "e3dsnn_t", "--random-points", "500", "--energy", "int8", "--e-mac", "2.0"]
+    assert main([*args, "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["energy_table"] == {"name": "custom", "e_mac_pj": 2.0, "e_ac_pj": 0.03}
+
+
+def test_energy_report_builds_seeds_and_measures():
+    rep = energy_report("e3dsnn_t", random_points=800, seed=3, convention="e3dsnn-release")
+    torch.manual_seed(3)  # what energy_report does before building: same random weights
+    model = create_model("e3dsnn_t").eval()
+    ref = measure_model(model, random_points=800, seed=3, convention="e3dsnn-release", name="e3dsnn_t")
+    assert rep.to_dict() == ref.to_dict() and rep.model == "e3dsnn_t"
+    with pytest.raises(ValueError, match="model name or a checkpoint"):
+        energy_report(random_points=10)
+    with pytest.raises(ValueError, match="unknown convention"):
+        energy_report("e3dsnn_t", random_points=10, convention="syops")
+    with pytest.raises(ValueError, match="exactly one"):
+        energy_report("e3dsnn_t", random_points=10, data="modelnet40")
+
+
 def test_cli_checkpoint_missing(tmp_path):
     assert main(["energy", "--checkpoint", str(tmp_path / "none.safetensors"), "--random-points", "10"]) == 2
 
 
 def test_ann_twin_costs_its_flops():
     twin = create_model("e3dsnn_t_ann").eval()
-    rep = measure_energy(twin, _sparse_batch(random_voxel_input(2000, seed=1)))
+    rep = measure_energy(twin, sparse_point_batch(random_voxel_input(2000, seed=1)))
     assert rep.sops == 0 and rep.ratio == pytest.approx(1.0)
     torch.testing.assert_close(torch.tensor(rep.energy_snn_mj), torch.tensor(rep.energy_ann_mj))

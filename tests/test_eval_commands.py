@@ -12,14 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-models = pytest.importorskip("svl.models")
-pytest.importorskip("svl.data.datasets")
-if not hasattr(models, "create_model"):
-    pytest.skip("svl.models.create_model not available yet", allow_module_level=True)
-
-from svl.checkpoint import save_checkpoint  # noqa: E402
-from svl.cli import main  # noqa: E402
-from svl.models.heads import build_class_weights, build_head_file, load_head, load_zeroshot_model  # noqa: E402
+from svl.checkpoint import save_checkpoint
+from svl.cli import main
+from svl.models.heads import build_class_weights, build_head_file, load_head, load_zeroshot_model
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = ["a point cloud model of {}.", "a photo of a {}."]
@@ -80,7 +75,8 @@ def test_e3dsnn_folded_argmax_equals_cosine_argmax(run) -> None:
     assert torch.equal(scores.argmax(1), cosine.argmax(1))
     torch.testing.assert_close(scores, feats @ W.T, rtol=1e-3, atol=1e-3)
     # W really is the projected text embedding: rebuild it from the teacher
-    from svl.teachers import class_embeddings, create_teacher
+    from svl.teachers import create_teacher
+    from svl.vocab import class_embeddings
 
     emb = class_embeddings(create_teacher("minilm", device="cpu"), names, TEMPLATES)
     torch.testing.assert_close(build_class_weights(run["tensors"], emb), W, rtol=1e-4, atol=1e-5)
@@ -161,38 +157,50 @@ def test_bad_inputs_give_clear_errors(run, tmp_path, capsys) -> None:
         load_zeroshot_model(run["ckpt"], other)
 
 
-def test_normalize_cloud_matches_dataset_convention() -> None:
-    from svl.eval.classify import normalize_cloud
+def test_classify_prepares_y_up_files_in_raw_units_like_the_dataset(run, capsys) -> None:
+    """A y-up file in millimetres, shifted, gets the label of the same cloud stored z-up and normalised."""
+    xyz, _ = _clouds(run["root"], 2)
+    raw = run["dir"] / "raw_yup.npy"
+    z_up = xyz[0].numpy()
+    np.save(raw, (z_up[:, [0, 2, 1]] * np.array([1.0, 1.0, -1.0]) * 1000.0 + 250.0).astype(np.float32))
+    ref = run["dir"] / "ref.npy"
+    np.save(ref, z_up)
+    base = ["classify", "--checkpoint", str(run["ckpt"]), "--head", str(run["head"]), "--device", "cpu"]
+    assert main([*base, "--json", str(ref)]) == 0
+    want = json.loads(capsys.readouterr().out)[0]
+    assert main([*base, "--json", "--up-axis", "y", str(raw)]) == 0
+    got = json.loads(capsys.readouterr().out)[0]
+    assert got["prepared"]["up_axis"] == "y" and got["prepared"]["gravity_axis"] == "z"
+    assert got["prepared"]["scale"] > 100  # millimetres divided out
+    assert got["label"] == want["label"]
+    for a, b in zip(got["top"], want["top"]):
+        assert a["class"] == b["class"] and a["score"] == pytest.approx(b["score"], rel=1e-3, abs=1e-3)
+    assert main([*base, str(ref)]) == 0
+    assert "z-up (assumed; pass --up-axis y for y-up files)" in capsys.readouterr().err
 
-    rng = np.random.default_rng(0)
-    xyz = rng.normal(size=(300, 3)).astype(np.float32) * 5 + 7
-    out = normalize_cloud(xyz, num_points=128, seed=3)
-    assert out.shape == (128, 3)
-    np.testing.assert_allclose(out.mean(0).numpy(), 0.0, atol=1e-5)
-    assert float(out.norm(dim=1).max()) == pytest.approx(1.0, abs=1e-6)
-    assert torch.equal(out, normalize_cloud(torch.from_numpy(xyz), num_points=128, seed=3))
-    full = normalize_cloud(xyz)  # no resampling: a closed-form centring and scaling
-    c = xyz - xyz.mean(0)
-    np.testing.assert_allclose(full.numpy(), c / np.linalg.norm(c, axis=1).max(), rtol=1e-5, atol=1e-6)
-    for bad in (np.zeros((0, 3)), np.ones((4, 2)), np.array([[0.0, np.nan, 1.0]])):
-        with pytest.raises(ValueError):
-            normalize_cloud(bad)
+
+def test_classify_warns_on_a_degenerate_cloud(run, capsys) -> None:
+    f = run["dir"] / "three_points.npy"
+    np.save(f, np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]] * 20, dtype=np.float32))
+    assert main(["classify", "--checkpoint", str(run["ckpt"]), "--head", str(run["head"]), str(f)]) == 0
+    err = capsys.readouterr().err
+    assert "svl: warning:" in err and "three_points.npy" in err and "degenerate" in err
 
 
 def test_gzsl_masks_follow_benchmark_split_and_bias_only_trained_classes() -> None:
-    from svl.data.datasets import MODELNET10_CLASSES
-    from svl.eval.commands import _class_mask, gzsl_masks
+    from svl.eval.zeroshot import class_mask, gzsl_masks
+    from svl.vocab import MODELNET10_CLASSES
 
     classes = ["airplane", "bathtub", "bench", "bed", "stool", "chair"]
     bench_seen = [c for c in classes if c not in MODELNET10_CLASSES]  # airplane, bench, stool
     trained = ["airplane", "bench"]  # stool held out of training as pseudo-unseen
     present = np.arange(len(classes))
-    seen, bias = gzsl_masks(classes, _class_mask(classes, trained), bench_seen, present)
+    seen, bias = gzsl_masks(classes, class_mask(classes, trained), bench_seen, present)
     assert seen.tolist() == [True, False, True, False, True, False]
     assert bias.tolist() == [True, False, True, False, False, False]
     # no benchmark split (or one the trained classes do not fit): trained classes are "seen"
-    seen, bias = gzsl_masks(classes, _class_mask(classes, trained), None, present)
+    seen, bias = gzsl_masks(classes, class_mask(classes, trained), None, present)
     assert seen.tolist() == [True, False, True, False, False, False] and bias is None
-    other = _class_mask(classes, ["airplane", "chair"])
+    other = class_mask(classes, ["airplane", "chair"])
     seen, bias = gzsl_masks(classes, other, bench_seen, present)
     assert seen.tolist() == [True, False, False, False, False, True] and bias is None

@@ -1,4 +1,4 @@
-"""Zero-shot metrics, GZSL + calibrated stacking, class texts and report files (svl.eval.zeroshot)."""
+"""Zero-shot metrics, GZSL + calibrated stacking, report files (svl.eval.zeroshot)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import torch
 from svl.eval.zeroshot import (
     choose_calibration,
     class_mean_accuracy,
-    class_texts,
     confusion_matrix,
     format_table,
     gzsl_metrics,
@@ -129,23 +128,6 @@ def test_bad_metric_inputs_raise() -> None:
         topk_accuracy(np.zeros((3, 3)), np.array([0, 1]))
     with pytest.raises(ValueError, match="NaN"):
         topk_accuracy(np.full((1, 2), np.nan), np.array([0]))
-
-
-def test_class_texts_names_and_descriptions(shared_data) -> None:
-    mn40 = (shared_data / "labels" / "modelnet40_shape_names.txt").read_text().split()
-    sonn = (shared_data / "labels" / "scanobjectnn_shape_names_ext.txt").read_text().split()
-    assert class_texts(["flower_pot", "chair"]) == ["flower pot", "chair"]
-    for names in (mn40, sonn):
-        descs = class_texts(names, "descriptions")
-        assert len(descs) == len(names) == len(set(descs))
-        for n, d in zip(names, descs):
-            head, _, body = d.partition(":")
-            assert n.replace("_", " ") in head and len(body.split()) >= 4, d
-    assert class_texts(["Night_Stand"], "descriptions") == class_texts(["night stand"], "descriptions")
-    with pytest.raises(ValueError, match="no description"):
-        class_texts(["chair", "spaceship"], "descriptions")
-    with pytest.raises(ValueError, match="unknown text mode"):
-        class_texts(["chair"], "captions")
 
 
 def test_report_files_and_table(tmp_path) -> None:

@@ -17,10 +17,10 @@ from svl.models.heads import (
     head_affine,
     load_head,
     save_head,
-    templates_hash,
 )
 from svl.sparse import SparseLinear, SubMConv3d, global_mean_pool, voxelize
 from svl.spiking import ILIF, SLinear, as_tensor, set_spike_mode
+from svl.vocab import templates_hash
 
 
 class TinySparseEncoder(nn.Module):

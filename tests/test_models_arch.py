@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import types
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -14,25 +11,6 @@ from svl.models.pointformer import SpikeDrivenAttention, _fps_torch, farthest_po
 from svl.spiking import ILIF, SpikeTrain, record_spikes, set_spike_mode, spike_stats
 
 SMALL_PF = {"depth": 2, "num_groups": 64, "group_size": 16}
-
-
-def _clouds(root, n: int = 8) -> torch.Tensor:
-    """n real ModelNet40 test clouds spread over the classes (z-up, unit sphere, 1024 points)."""
-    with np.load(root / "modelnet40" / "modelnet40_pcd1024_test.npz") as z:
-        idx = np.linspace(0, len(z["labels"]) - 1, n).astype(int)
-        return torch.from_numpy(z["points"][idx].copy())
-
-
-def _calibrate(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Set BN running stats from one batch (cumulative average) so an untrained net fires realistically."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
 
 
 # ----------------------------------------------------------------------------- parameter counts
@@ -94,31 +72,34 @@ def _modes(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 
 @pytest.mark.parametrize("name,cfg", [("e3dsnn_t", {}), ("spike_pointnet", {})])
-def test_binary_equals_integer_on_modelnet40(shared_data, name, cfg):
-    x = _clouds(shared_data)
-    model = _calibrate(create_model(name, **cfg), x)
+def test_binary_equals_integer_on_modelnet40(modelnet_clouds, calibrate_bn, name, cfg):
+    x = modelnet_clouds(8)[0]
+    model = calibrate_bn(create_model(name, **cfg), x)
     record_spikes(model)
     a, b = _modes(model, x)
-    rates = [s["rate"] for s in spike_stats(model).values()]
+    stats = spike_stats(model)
+    neurons = {n for n, m in model.named_modules() if isinstance(m, ILIF)}
+    assert neurons and set(stats) == neurons, "every spiking layer must have run and been recorded"
+    rates = [s["rate"] for s in stats.values()]
     assert min(rates) > 0.05, "the network must actually spike for the comparison to mean anything"
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
     assert torch.equal(a.argmax(1), b.argmax(1))
 
 
-def test_binary_equals_integer_pointformer_float64(shared_data):
+def test_binary_equals_integer_pointformer_float64(modelnet_clouds, calibrate_bn):
     """In float64 the summation-order error (~1e-16) never reaches a rounding boundary: exact match."""
-    x = _clouds(shared_data).double()
-    model = _calibrate(create_model("spike_pointformer_l", **SMALL_PF).double(), x)
+    x = modelnet_clouds(8)[0].double()
+    model = calibrate_bn(create_model("spike_pointformer_l", **SMALL_PF).double(), x)
     a, b = _modes(model, x)
     assert a.dtype == torch.float64
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
     assert torch.equal(a.argmax(1), b.argmax(1))
 
 
-def test_float32_disagreements_are_rounding_ties(shared_data):
+def test_float32_disagreements_are_rounding_ties(modelnet_clouds, calibrate_bn):
     """In float32 a spike may differ only where the membrane sits within float error of k + 0.5."""
-    x = _clouds(shared_data)
-    model = _calibrate(create_model("spike_pointformer_l", **SMALL_PF), x)
+    x = modelnet_clouds(8)[0]
+    model = calibrate_bn(create_model("spike_pointformer_l", **SMALL_PF), x)
     seen: dict[str, list] = {}
 
     def hook(name):
@@ -128,10 +109,12 @@ def test_float32_disagreements_are_rounding_ties(shared_data):
 
         return fn
 
-    for n, m in model.named_modules():
-        if isinstance(m, ILIF):
-            m.register_forward_hook(hook(n))
+    hooked = [n for n, m in model.named_modules() if isinstance(m, ILIF)]
+    for n in hooked:
+        model.get_submodule(n).register_forward_hook(hook(n))
     _modes(model, x)
+    assert hooked and sorted(seen) == sorted(hooked), "every neuron's hook must have fired"
+    assert all(len(calls) == 2 for calls in seen.values()), "one call in integer mode, one in binary mode"
     for (u_int, s_int), (u_bin, s_bin) in seen.values():
         bad = s_int != s_bin
         if bad.any():  # the first layer that disagrees: only boundary ties, caused by summation order
@@ -151,6 +134,7 @@ def test_attention_is_q_ktv_and_matches_qkt_v():
     att.sn_attn.register_forward_hook(lambda m, i, o: captured.__setitem__("a", i[0]))
     with torch.no_grad():
         out_int = att(x)
+        assert "a" in captured, "the attention neuron's hook must have fired"
         s = att.sn_in(x)
         q, k, v = (
             att._heads(sn(lin(s))) for lin, sn in ((att.q, att.sn_q), (att.k, att.sn_k), (att.v, att.sn_v))
@@ -167,10 +151,11 @@ def test_attention_is_q_ktv_and_matches_qkt_v():
 @pytest.mark.parametrize(
     "name,cfg", [("e3dsnn_t", {}), ("spike_pointnet", {}), ("spike_pointformer_l", SMALL_PF)]
 )
-def test_ann_twin_shares_layout_and_runs(shared_data, name, cfg):
-    x = _clouds(shared_data, 4)
+def test_ann_twin_shares_layout_and_runs(modelnet_clouds, name, cfg):
+    x = modelnet_clouds(4)[0]
     snn = create_model(name, out_dim=16, **cfg).eval()
     ann = create_model(name + "_ann", out_dim=16, **cfg).eval()
+    assert any(isinstance(m, ILIF) for m in snn.modules())
     assert not any(isinstance(m, ILIF) for m in ann.modules())
     ann.load_state_dict(snn.state_dict())  # same parameter names and shapes
     with torch.no_grad():
@@ -182,11 +167,12 @@ def test_ann_twin_shares_layout_and_runs(shared_data, name, cfg):
 @pytest.mark.parametrize(
     "name,cfg", [("e3dsnn_t", {}), ("spike_pointnet", {}), ("spike_pointformer_l", SMALL_PF)]
 )
-def test_tensor_and_batch_inputs_agree(shared_data, name, cfg):
-    xyz = _clouds(shared_data, 2)
-    model = _calibrate(create_model(name, out_dim=8, **cfg), xyz)
-    feats = torch.cat([xyz, torch.full_like(xyz, 0.4)], -1)
-    batch = types.SimpleNamespace(xyz=xyz, feats=feats, sparse=None, extras={})
+def test_tensor_and_batch_inputs_agree(modelnet_clouds, calibrate_bn, point_batch, name, cfg):
+    xyz = modelnet_clouds(2)[0]
+    model = calibrate_bn(create_model(name, out_dim=8, **cfg), xyz)
+    batch = point_batch(xyz)
+    feats = batch.feats
+    assert torch.equal(feats[..., 3:], torch.full_like(xyz, 0.4))
     with torch.no_grad():
         a, b, c = model(xyz), model(feats), model(batch)
     torch.testing.assert_close(a, b)
@@ -200,21 +186,16 @@ def test_tensor_and_batch_inputs_agree(shared_data, name, cfg):
 @pytest.mark.parametrize(
     "name,cfg", [("e3dsnn_t", {}), ("spike_pointnet", {}), ("spike_pointformer_l", SMALL_PF)]
 )
-def test_multistep_repeat_equals_explicit_steps(shared_data, name, cfg):
-    xyz = _clouds(shared_data, 2)
-    model = _calibrate(create_model(name, out_dim=8, T=2, **cfg), xyz)
-    feats = torch.cat([xyz, torch.full_like(xyz, 0.4)], -1)
+def test_multistep_repeat_equals_explicit_steps(modelnet_clouds, calibrate_bn, point_batch, name, cfg):
+    xyz = modelnet_clouds(2)[0]
+    model = calibrate_bn(create_model(name, out_dim=8, T=2, **cfg), xyz)
+    feats = point_batch(xyz).feats
     steps = feats.unsqueeze(0).expand(2, *feats.shape)
-    batch = types.SimpleNamespace(xyz=xyz, feats=feats, sparse=None, extras={"steps": steps})
     with torch.no_grad():
-        a, b = model(xyz), model(batch)
+        a, b = model(xyz), model(point_batch(xyz, feats, steps=steps))
         other = feats.clone()
         other[..., 3:] = 0.9
-        c = model(
-            types.SimpleNamespace(
-                xyz=xyz, feats=feats, sparse=None, extras={"steps": torch.stack([feats, other])}
-            )
-        )
+        c = model(point_batch(xyz, feats, steps=torch.stack([feats, other])))
     assert a.shape == (2, 8)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
@@ -222,15 +203,17 @@ def test_multistep_repeat_equals_explicit_steps(shared_data, name, cfg):
     assert n and all(m.T == 2 for m in n)
 
 
-def test_e3dsnn_uses_given_sparse_tensor_and_head_is_linear_before_pool(shared_data):
+def test_e3dsnn_uses_given_sparse_tensor_and_head_is_linear_before_pool(
+    modelnet_clouds, calibrate_bn, point_batch
+):
     from svl.sparse import global_mean_pool, voxelize
 
-    xyz = _clouds(shared_data, 2)
-    model = _calibrate(create_model("e3dsnn_t", out_dim=8), xyz)
-    feats = torch.cat([xyz, torch.full_like(xyz, 0.4)], -1)
+    xyz = modelnet_clouds(2)[0]
+    model = calibrate_bn(create_model("e3dsnn_t", out_dim=8), xyz)
+    feats = point_batch(xyz).feats
     idx = torch.arange(2).repeat_interleave(xyz.shape[1])
     st, _ = voxelize(xyz.reshape(-1, 3), feats.reshape(-1, 6), idx, 0.02, batch_size=2)
-    batch = types.SimpleNamespace(xyz=xyz, feats=feats, sparse=st, extras={})
+    batch = point_batch(xyz, feats, sparse=st)
     with torch.no_grad():
         torch.testing.assert_close(model(batch), model(xyz))
         f = model.forward_features(xyz)
@@ -239,8 +222,8 @@ def test_e3dsnn_uses_given_sparse_tensor_and_head_is_linear_before_pool(shared_d
         torch.testing.assert_close(global_mean_pool(f.replace(features=site)), model(xyz))
 
 
-def test_e3dsnn_trains_through_the_surrogate(shared_data):
-    xyz = _clouds(shared_data, 4)
+def test_e3dsnn_trains_through_the_surrogate(modelnet_clouds):
+    xyz = modelnet_clouds(4)[0]
     model = create_model("e3dsnn_t", out_dim=8).train()
     model(xyz).pow(2).sum().backward()
     assert model.stem[0].conv.weight.grad.abs().sum() > 0
@@ -248,9 +231,9 @@ def test_e3dsnn_trains_through_the_surrogate(shared_data):
 
 
 # ----------------------------------------------------------------------------- grouping
-def test_fps_backends_agree_and_spread(shared_data):
+def test_fps_backends_agree_and_spread(modelnet_clouds):
     pytest.importorskip("fpsample")
-    xyz = _clouds(shared_data, 2)
+    xyz = modelnet_clouds(2)[0]
     a = farthest_point_sample(xyz, 64, backend="fpsample")
     b = _fps_torch(xyz, 64)
     assert torch.equal(a, b)
@@ -261,8 +244,8 @@ def test_fps_backends_agree_and_spread(shared_data):
         farthest_point_sample(xyz[:, :10], 64)
 
 
-def test_group_points_knn_is_centre_relative(shared_data):
-    xyz = _clouds(shared_data, 1)
+def test_group_points_knn_is_centre_relative(modelnet_clouds):
+    xyz = modelnet_clouds(1)[0]
     feats = torch.cat([xyz, torch.rand_like(xyz)], -1)
     centres, groups = group_points(xyz, feats, 16, 8)
     assert centres.shape == (1, 16, 3) and groups.shape == (1, 16, 8, 6)

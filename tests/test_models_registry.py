@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import svl
-from svl.checkpoint import save_checkpoint
-from svl.cli import main
 from svl.models import Contract, check_contract, create_model, get_pretrained, list_models, register_model
 
 ALL = [
@@ -70,33 +65,29 @@ def test_contract_diff_names_every_difference():
         Contract(gravity_axis="up")
 
 
-def _saved(tmp_path, name="e3dsnn_t", **cfg):
-    torch.manual_seed(1)
-    m = create_model(name, **cfg).eval()
-    meta = {"model": name, "model_cfg": cfg, "contract": dict(m.pretrained_cfg, color="rgb01")}
-    path = save_checkpoint(tmp_path / f"{name}.safetensors", m.state_dict(), meta)
-    return m, path
-
-
-def test_checkpoint_round_trip(tmp_path):
-    m, path = _saved(tmp_path, out_dim=12)
+def test_checkpoint_round_trip(tmp_path, model_checkpoint, random_batch):
+    m, path = model_checkpoint(tmp_path / "e3dsnn_t.safetensors", contract={"color": "rgb01"}, out_dim=12)
     m2 = create_model("e3dsnn_t", pretrained=path)
     assert m2.out_dim == 12 and m2.pretrained_cfg["color"] == "rgb01"
-    x = torch.rand(2, 500, 3) * 2 - 1
+    x = random_batch(2, 500).xyz
     with torch.no_grad():
         torch.testing.assert_close(m(x), m2.eval()(x))
-    for k, v in m.state_dict().items():
-        assert torch.equal(v, m2.state_dict()[k])
+    state, state2 = m.state_dict(), m2.state_dict()
+    assert len(state) > 0 and state.keys() == state2.keys()
+    for k, v in state.items():
+        assert torch.equal(v, state2[k]), k
     # pretraining checkpoints keep the encoder under "encoder." next to projections
-    tensors = {f"encoder.{k}": v for k, v in m.state_dict().items()} | {"text_proj.weight": torch.ones(3, 3)}
-    p2 = save_checkpoint(
-        tmp_path / "pre.safetensors", tensors, {"model": "e3dsnn_t", "model_cfg": {"out_dim": 12}}
+    _, p2 = model_checkpoint(
+        tmp_path / "pre.safetensors",
+        prefix="encoder.",
+        extra={"text_proj.weight": torch.ones(3, 3)},
+        out_dim=12,
     )
     assert torch.equal(create_model("e3dsnn_t", pretrained=p2).head.weight, m.head.weight)
 
 
-def test_checkpoint_errors(tmp_path):
-    _, path = _saved(tmp_path, out_dim=12)
+def test_checkpoint_errors(tmp_path, model_checkpoint):
+    _, path = model_checkpoint(tmp_path / "e3dsnn_t.safetensors", contract={"color": "rgb01"}, out_dim=12)
     with pytest.raises(ValueError, match="holds architecture 'e3dsnn_t'.*create_model\\('e3dsnn_t'"):
         create_model("spike_pointnet", pretrained=path)
     with pytest.raises(ValueError, match="mis-shaped"):
@@ -111,13 +102,12 @@ def test_checkpoint_errors(tmp_path):
         create_model("e3dsnn_t", pretrained=tmp_path / "nope.safetensors")
 
 
-def test_pretrained_tag_lookup_and_contract_check(svl_cache):
+def test_pretrained_tag_lookup_and_contract_check(svl_cache, model_checkpoint):
     entry = get_pretrained("e3dsnn_t.mn40_zsl_minilm")
     with pytest.raises(FileNotFoundError, match="put the file at .*e3dsnn_t.mn40_zsl_minilm.safetensors"):
         create_model("e3dsnn_t.mn40_zsl_minilm")
     assert entry.path().parent == svl_cache / "models"
-    src = create_model("e3dsnn_t", **entry.model_cfg)
-    save_checkpoint(entry.path(), src.state_dict(), {"model": "e3dsnn_t", "model_cfg": dict(entry.model_cfg)})
+    src, _ = model_checkpoint(entry.path(), "e3dsnn_t", **entry.model_cfg)
     m = create_model("e3dsnn_t", pretrained="mn40_zsl_minilm")
     full = create_model("e3dsnn_t", pretrained="e3dsnn_t.mn40_zsl_minilm")  # "arch.tag" works too
     assert torch.equal(full.head.weight, src.head.weight)
@@ -131,15 +121,17 @@ def test_pretrained_tag_lookup_and_contract_check(svl_cache):
     assert "e3dsnn_t.mn40_zsl_minilm.safetensors" in msg and "y-up" in msg and "[0, 255]" in msg
 
 
-def test_cli_models(capsys):
-    assert main(["models", "--params", "e3dsnn_t*"]) == 0
-    out = capsys.readouterr().out
+def test_cli_models(run_cli):
+    code, out, _ = run_cli("models", "--params", "e3dsnn_t*")
+    assert code == 0
     assert "e3dsnn_t " in out and "1.87 M" in out and "e3dsnn_t_ann" in out
     assert "e3dsnn_t.mn40_zsl_minilm" in out and "teacher=minilm+efficientnet-lite0" in out
-    assert main(["models", "no_such_*"]) == 2
+    assert run_cli("models", "no_such_*")[0] == 2
 
 
-def test_import_svl_stays_light():
-    code = "import sys, svl; assert callable(svl.create_model); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+def test_import_svl_stays_light(run_python):
+    code, out, err = run_python(
+        "-c", "import sys, svl; assert callable(svl.create_model); print('torch' in sys.modules)"
+    )
+    assert code == 0, err
     assert out.strip() == "False"

@@ -1,4 +1,4 @@
-"""The main job end to end on real ModelNet40 clouds with the real teachers, at a tiny scale."""
+"""The pretraining task end to end on real ModelNet40 clouds with the real teachers, at a tiny scale."""
 
 import json
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from svl.config import load_config
-from svl.train.pretrain import PretrainConfig, PretrainJob, format_results, run_pretrain
+from svl.tasks import run_task
+from svl.tasks.pretrain import PretrainConfig, PretrainTask, format_results
 
 
 def _tiny(tmp_path, **over) -> PretrainConfig:
@@ -33,9 +34,9 @@ def test_few_step_end_to_end_run(tmp_path, shared_data, svl_cache):
     from svl.models.heads import load_zeroshot_model
 
     cfg = _tiny(tmp_path)
-    result = run_pretrain(cfg)
+    result = run_task(cfg)
     out = tmp_path / "run"
-    for f in ("config.yaml", "results.json", "final.safetensors", "best.safetensors",
+    for f in ("config.yaml", "results.json", "results.txt", "final.safetensors", "best.safetensors",
               "head_modelnet40_names.safetensors", "head_modelnet40_descriptions.safetensors"):  # fmt: skip
         assert (out / f).is_file(), f
     saved = json.loads((out / "results.json").read_text())
@@ -61,10 +62,13 @@ def test_few_step_end_to_end_run(tmp_path, shared_data, svl_cache):
         scores = model(collate_points([test[i] for i in (0, 500, 2000)]))
     assert scores.shape == (3, 40) and torch.isfinite(scores).all()
     assert "ZSL top-1" in format_results(result)
+    assert result["table"] == format_results(result)
+    assert (out / "results.txt").read_text().strip() == result["table"].strip()
+    assert saved["task"] == "pretrain"
 
 
 def test_pseudo_unseen_classes_never_trained_on(tmp_path, shared_data):
-    job = PretrainJob(_tiny(tmp_path, **{"data.train_per_class": "null"}))
+    job = PretrainTask(_tiny(tmp_path, **{"data.train_per_class": "null"}))
     trained = {job.classes.index(c) for c in job.trained}
     labels = job.train_plain.labels()[job.train_idx]
     assert set(np.unique(labels)) == trained and len(trained) == 25
@@ -78,8 +82,8 @@ def test_pseudo_unseen_classes_never_trained_on(tmp_path, shared_data):
 
 def test_bad_settings_are_refused(tmp_path, shared_data):
     with pytest.raises(ValueError, match="pseudo_unseen"):
-        PretrainJob(_tiny(tmp_path, **{"data.pseudo_unseen": 30}))
+        PretrainTask(_tiny(tmp_path, **{"data.pseudo_unseen": 30}))
     with pytest.raises(ValueError, match="modelnet40_zsl"):
-        PretrainJob(_tiny(tmp_path, **{"data.dataset": "modelnet40"}))
+        PretrainTask(_tiny(tmp_path, **{"data.dataset": "modelnet40"}))
     with pytest.raises(ValueError, match="epochz"):
         load_config(PretrainConfig, None, ["train.epochz=3"])

@@ -23,12 +23,6 @@ from svl.spiking.neuron import SpikeTrain
 PAD = 4  # margin (multiple of every stride used) so dense outputs cover every sparse output site
 
 
-def random_sites(batch=2, grid=7, p=0.2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    occ = torch.rand(batch, grid, grid, grid, generator=g) < p
-    return occ.nonzero()
-
-
 def to_dense(coords, feats, batch, grid):
     """Scatter (N, C) site features into a dense (B, C, G+2*PAD, ...) grid, differentiably."""
     c = feats.shape[1]
@@ -55,7 +49,7 @@ def grads(out, ref, *leaves):
 
 
 @pytest.mark.parametrize("k", [3, 5])
-def test_submanifold_matches_dense_conv3d(k):
+def test_submanifold_matches_dense_conv3d(k, random_sites):
     torch.manual_seed(1)
     coords = random_sites()
     f = torch.randn(len(coords), 3, dtype=torch.float64, requires_grad=True)
@@ -71,7 +65,7 @@ def test_submanifold_matches_dense_conv3d(k):
 
 
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 2), (3, 1)])
-def test_strided_matches_dense_conv3d(k, s):
+def test_strided_matches_dense_conv3d(k, s, random_sites):
     torch.manual_seed(2)
     coords = random_sites(seed=3)
     f = torch.randn(len(coords), 3, dtype=torch.float64, requires_grad=True)
@@ -95,7 +89,7 @@ def test_strided_matches_dense_conv3d(k, s):
 
 
 @pytest.mark.parametrize("k,s", [(2, 2), (3, 2)])
-def test_inverse_matches_conv_transpose3d_and_restores_sites(k, s):
+def test_inverse_matches_conv_transpose3d_and_restores_sites(k, s, random_sites):
     torch.manual_seed(4)
     coords = random_sites(seed=5)
     st = SparseTensor(torch.randn(len(coords), 3, dtype=torch.float64), coords, 2)
@@ -115,7 +109,7 @@ def test_inverse_matches_conv_transpose3d_and_restores_sites(k, s):
     torch.testing.assert_close(g1[1], g2[1])
 
 
-def test_inverse_without_matching_strided_conv_raises():
+def test_inverse_without_matching_strided_conv_raises(random_sites):
     coords = random_sites()
     st = SparseTensor(torch.randn(len(coords), 3), coords, 2, stride=2)
     with pytest.raises(ValueError, match="no strided conv"):
@@ -141,7 +135,7 @@ def _run(layers, st):
     return st
 
 
-def test_samples_never_interact_and_stack_restores_sites():
+def test_samples_never_interact_and_stack_restores_sites(random_sites):
     torch.manual_seed(8)
     coords = random_sites(batch=3, seed=9)
     f = torch.randn(len(coords), 3)
@@ -173,7 +167,7 @@ def test_empty_and_single_voxel_samples():
 
 
 @pytest.mark.parametrize("far", [2**40, 2**61])
-def test_very_large_coordinates(far):
+def test_very_large_coordinates(far, random_sites):
     """Huge offsets (packed after shifting) and huge spreads (exact fallback) give the same result."""
     coords = random_sites(batch=1, seed=11)
     f = torch.randn(len(coords), 3)
@@ -187,7 +181,7 @@ def test_very_large_coordinates(far):
     torch.testing.assert_close(out, torch.cat([ref, ref]))
 
 
-def test_kernel_map_cached_and_counts_pairs():
+def test_kernel_map_cached_and_counts_pairs(random_sites):
     coords = random_sites(seed=12)
     st = SparseTensor(torch.randn(len(coords), 3), coords, 2)
     a, b = SubMConv3d(3, 4), SubMConv3d(4, 4)
@@ -200,7 +194,8 @@ def test_kernel_map_cached_and_counts_pairs():
     assert km.n_pairs == int(((d <= 1) & same).sum())
     assert km.n_in == km.n_out == len(coords)
     offs = list(itertools.product(range(3), repeat=3))
-    for k, (i, o) in enumerate(zip(km.in_idx, km.out_idx)):
+    assert len(km.in_idx) == len(km.out_idx) == len(offs) == 27
+    for k, (i, o) in enumerate(zip(km.in_idx, km.out_idx, strict=True)):
         delta = torch.tensor(offs[k]) - 1
         assert torch.equal(coords[i, 1:] - coords[o, 1:], delta.expand(len(i), 3))
         assert torch.equal(coords[i, 0], coords[o, 0])
@@ -210,7 +205,7 @@ def test_kernel_map_cached_and_counts_pairs():
     assert SubMConv3d(3, 3).kernel_map(down(st)) is not km
 
 
-def test_step_dims_and_spike_trains():
+def test_step_dims_and_spike_trains(random_sites):
     torch.manual_seed(13)
     coords = random_sites(seed=14)
     n = len(coords)
@@ -253,7 +248,7 @@ def test_batchnorm_and_linear_match_torch():
     assert seq(st).features.shape == (3, 50, 2)
 
 
-def test_pooling_matches_loops_and_backprops():
+def test_pooling_matches_loops_and_backprops(random_sites):
     torch.manual_seed(16)
     coords = random_sites(batch=3, seed=17)
     f = torch.randn(2, len(coords), 5, requires_grad=True)
@@ -268,7 +263,7 @@ def test_pooling_matches_loops_and_backprops():
     assert torch.isfinite(f.grad).all() and (f.grad != 0).any()
 
 
-def test_bad_inputs_raise_value_errors():
+def test_bad_inputs_raise_value_errors(random_sites):
     coords = random_sites()
     with pytest.raises(ValueError, match="batch_size"):
         SparseTensor(torch.randn(len(coords), 3), coords, 1)

@@ -15,11 +15,8 @@ from svl.sparse.spconv_backend import (  # noqa: E402
     to_spconv_weight,
 )
 
-
-def sites(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    c = (torch.rand(2, 10, 10, 10, generator=g) < 0.25).nonzero()
-    return c - torch.tensor([0, 4, 4, 4])  # negative coords must work too
+# sites in [-4, 5]: negative coordinates must work too
+GRID = {"batch": 2, "grid": 10, "p": 0.25, "offset": 4}
 
 
 def test_weight_layout_round_trip():
@@ -30,14 +27,14 @@ def test_weight_layout_round_trip():
     assert torch.equal(from_spconv_weight(sw), w)
 
 
-def test_stack_parity_outputs_and_grads_with_two_threads():
+def test_stack_parity_outputs_and_grads_with_two_threads(random_sites):
     """With 2 torch threads (where raw spconv CPU is wrong) the backend still matches svl exactly."""
     torch.manual_seed(1)
-    coords = sites()
+    coords = random_sites(**GRID)
     ours = [SubMConv3d(3, 4), SparseConv3d(4, 5, 3, 2), SubMConv3d(5, 5), SparseInverseConv3d(5, 2, 3, 2)]
     theirs = [SpconvSubMConv3d(3, 4), SpconvSparseConv3d(4, 5, 3, 2), SpconvSubMConv3d(5, 5)]
     theirs.append(SpconvInverseConv3d(5, 2, 3, 2))
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         a.double()
         b.double().load_state_dict(a.state_dict())
     f = torch.randn(len(coords), 3, dtype=torch.float64)
@@ -46,7 +43,7 @@ def test_stack_parity_outputs_and_grads_with_two_threads():
     torch.set_num_threads(2)
     try:
         xa, xb = SparseTensor(fa, coords, 2), SparseTensor(fb, coords, 2)
-        for i, (a, b) in enumerate(zip(ours, theirs)):
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             xa, xb = a(xa), b(xb)
             assert torch.get_num_threads() == 2  # restored after the forward
             if i == 1:  # spconv may order the coarse sites differently: compare by coordinate
@@ -63,12 +60,12 @@ def test_stack_parity_outputs_and_grads_with_two_threads():
     finally:
         torch.set_num_threads(prev)
     torch.testing.assert_close(fb.grad, fa.grad)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         torch.testing.assert_close(b.weight.grad, a.weight.grad)
 
 
-def test_step_dims_and_inverse_without_strided_conv():
-    coords = sites(2)
+def test_step_dims_and_inverse_without_strided_conv(random_sites):
+    coords = random_sites(**GRID, seed=2)
     x = torch.randn(2, len(coords), 3)
     a, b = SubMConv3d(3, 4, bias=True), SpconvSubMConv3d(3, 4, bias=True)
     b.load_state_dict(a.state_dict())

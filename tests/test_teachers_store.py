@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svl.teachers.base import Teacher
+from svl.teachers.base import TEACHERS, Teacher, create_teacher, list_teachers, register_aliases
 from svl.teachers.store import (
     CacheCorruptWarning,
     EmbeddingStore,
@@ -219,7 +219,7 @@ def test_svl_embed_cli_points(tmp_path, capsys):
     args += [
         "--cache-dir",
         str(tmp_path / "store"),
-        "--out",
+        "-o",
         str(tmp_path / "e.npy"),
         "--grid",
         str(tmp_path / "g.png"),
@@ -235,3 +235,98 @@ def test_svl_embed_cli_points(tmp_path, capsys):
     assert len(list((tmp_path / "store").glob("*.npy"))) == 1
     assert main(["embed", "--points", str(tmp_path / "missing.npz")]) == 2
     assert "missing.npz: point file not found" in capsys.readouterr().err
+
+
+class _NamedTeacher(PixelStatsTeacher):
+    """Tiny deterministic teacher built by name, as create_teacher calls it."""
+
+    def __init__(self, device=None):
+        super().__init__()
+
+
+class _PathTeacher(PixelStatsTeacher):
+    """Loads "weights" from a local path: spec 'name:PATH'."""
+
+    takes_path = True
+    description = "a test teacher built from a path"
+
+    def __init__(self, path, device=None):
+        super().__init__()
+        self.path = path
+
+
+def test_builtin_teachers_are_registered_with_aliases():
+    from svl.teachers.clip import HFCLIPTeacher, OpenCLIPTeacher
+    from svl.teachers.image import EfficientNetLiteTeacher
+    from svl.teachers.text import MiniLMTeacher
+
+    expect = {
+        MiniLMTeacher: ("minilm", "all-minilm-l6-v2", "minilm-l6-v2"),
+        EfficientNetLiteTeacher: ("efficientnet-lite0", "efficientnet_lite0"),
+        OpenCLIPTeacher: ("openclip", "open_clip"),
+        HFCLIPTeacher: ("hf-clip", "hf_clip"),
+    }
+    for cls, names in expect.items():
+        assert all(TEACHERS.get(n) is cls for n in names)
+    assert list(list_teachers()) == ["efficientnet-lite0", "hf-clip:PATH", "minilm", "openclip:PATH"]
+    assert all(list_teachers().values())  # every entry is described
+
+
+def test_unknown_teacher_lists_registered_names():
+    with pytest.raises(ValueError, match="unknown teacher 'clip-vit'") as e:
+        create_teacher("clip-vit")
+    for name in ("minilm", "efficientnet-lite0", "openclip", "hf-clip", "all-minilm-l6-v2"):
+        assert name in str(e.value)
+    with pytest.raises(ValueError, match="unknown teacher 'nope'"):
+        create_teacher("nope:/some/path")
+    with pytest.raises(ValueError, match="non-empty"):
+        create_teacher("  ")
+    with pytest.raises(ValueError, match="needs a local path: 'hf_clip:PATH'"):
+        create_teacher("hf_clip:")
+    with pytest.raises(ValueError, match="takes no path"):
+        create_teacher("minilm:/some/path")
+
+
+def test_registered_teacher_is_built_from_its_spec(tmp_path):
+    TEACHERS.register("pixel-stats", _NamedTeacher)
+    TEACHERS.register("path-stats", _PathTeacher)
+    try:
+        register_aliases("pixel-stats", "pixel_stats")
+        t = create_teacher("Pixel_Stats")  # names are matched lower-cased, aliases resolve
+        assert isinstance(t, _NamedTeacher) and t.id == "pixel-stats"
+        p = create_teacher(f"path-stats:{tmp_path}", device="cpu")
+        assert isinstance(p, _PathTeacher) and p.path == str(tmp_path)  # the part after ':' is the path
+        listed = list_teachers()
+        assert listed["path-stats:PATH"] == "a test teacher built from a path"
+        assert listed["pixel-stats"].startswith("Tiny deterministic") and "pixel_stats" not in listed
+        assert np.allclose(embed_texts_cached("pixel-stats", ["a chair"], cache=False).shape, (1, 6))
+    finally:
+        for name in ("pixel-stats", "pixel_stats", "path-stats"):
+            TEACHERS.unregister(name)
+    assert "pixel-stats" not in TEACHERS
+
+
+def test_read_texts_and_point_arrays(tmp_path):
+    from svl.teachers.store import load_point_arrays, read_texts
+
+    (tmp_path / "t.txt").write_text("a chair\n\n  a stool \n")
+    assert read_texts(tmp_path / "t.txt") == ["a chair", "a stool"]
+    (tmp_path / "t.json").write_text('["x", "y"]')
+    assert read_texts(str(tmp_path / "t.json")) == ["x", "y"]
+    (tmp_path / "bad.json").write_text('{"x": 1}')
+    with pytest.raises(ValueError, match="bad.json: expected a JSON list"):
+        read_texts(tmp_path / "bad.json")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="empty.txt: no texts"):
+        read_texts(tmp_path / "empty.txt")
+    with pytest.raises(FileNotFoundError, match="none.txt: text file not found"):
+        read_texts(tmp_path / "none.txt")
+    pts = np.random.default_rng(0).random((5, 16, 3), dtype=np.float32)
+    np.save(tmp_path / "p.npy", pts)
+    ds = load_point_arrays(tmp_path / "p.npy", limit=3)
+    assert len(ds) == 3 and np.array_equal(ds[2]["xyz"], pts[2])
+    np.savez(tmp_path / "p.npz", xyz=pts, rgb=pts)
+    assert np.array_equal(load_point_arrays(tmp_path / "p.npz")[4]["rgb"], pts[4])
+    np.savez(tmp_path / "q.npz", other=pts)
+    with pytest.raises(ValueError, match="q.npz: no 'points' or 'xyz'"):
+        load_point_arrays(tmp_path / "q.npz")

@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from svl.teachers import class_embeddings, create_teacher, format_prompts, load_templates
+from svl.teachers import create_teacher
 from svl.utils import data_root
+from svl.vocab import class_embeddings, format_prompts, load_templates
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +91,26 @@ def test_svl_embed_cli_texts(tmp_path, capsys, minilm):
     f = tmp_path / "texts.txt"
     f.write_text("a chair\n\na stool\nan airplane\n")
     out = tmp_path / "emb.npy"
-    assert main(["embed", "--texts", str(f), "--cache-dir", str(tmp_path / "s"), "--out", str(out)]) == 0
+    assert main(["embed", "--texts", str(f), "--cache-dir", str(tmp_path / "s"), "-o", str(out)]) == 0
     e = np.load(out)
     ref = minilm.embed_texts(["a chair", "a stool", "an airplane"]).numpy()
     assert e.shape == (3, 384) and np.allclose(e, ref, atol=1e-5)
     assert "minilm-l6-v2" in capsys.readouterr().out
+
+
+def test_svl_embed_deprecated_out_flag_still_writes(tmp_path, capsys, minilm):
+    import numpy as np
+
+    from svl.cli import main
+
+    f = tmp_path / "texts.txt"
+    f.write_text("a chair\nan airplane\n")
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    assert main(["embed", "--texts", str(f), "--cache-dir", str(tmp_path / "s"), "--output", str(a)]) == 0
+    assert main(["embed", "--texts", str(f), "--cache-dir", str(tmp_path / "s"), "--out", str(b)]) == 0
+    assert f"wrote {b}" in capsys.readouterr().out
+    assert np.array_equal(np.load(a), np.load(b))
+    with pytest.raises(SystemExit):
+        main(["embed", "--help"])
+    text = capsys.readouterr().out
+    assert "-o FILE.npy, --output FILE.npy" in text and "--out " not in text  # hidden alias

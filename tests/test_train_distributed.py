@@ -6,6 +6,7 @@ This file is also the worker script: `torchrun --nproc_per_node 2 tests/test_tra
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train_trainer import ToyPairs, collate, make_cfg, make_model  # noqa: E402
 
 from svl.train import Trainer  # noqa: E402
+from svl.train.trainer import TrainingInterrupted  # noqa: E402
 
 GLOBAL_B = 8
 
@@ -62,6 +64,24 @@ def _worker(out: Path) -> None:
     )
     trainer.fit()
     torch.save(trainer.model.state_dict(), out / f"weights_rank{rank}.pt")
+    # 3) SIGTERM reaching rank 1 only: every rank stops after the same step, rank 0 saves it
+    model = make_model(bn=False, dropout=0.0)
+    if rank == 1:
+        calls = [0]
+
+        def hook(module: torch.nn.Module, args: tuple) -> None:
+            calls[0] += 1
+            if calls[0] == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        model.register_forward_pre_hook(hook)
+    interrupted = Trainer(model, ToyPairs(n=24, augment=False), collate, _trainer_cfg(local_b), out / "int")
+    try:
+        interrupted.fit()
+        got = {"step": None}
+    except TrainingInterrupted as e:
+        got = {"step": e.step, "path": None if e.path is None else str(e.path), "signal": e.signal_name}
+    torch.save(got, out / f"interrupted_rank{rank}.pt")
     D.cleanup()
 
 
@@ -120,6 +140,13 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     for k in ref:
         torch.testing.assert_close(w0[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
         assert torch.equal(saved[k], w0[k]), k
+
+    # 3) a signal on one rank stops all of them after the same step, with rank 0's checkpoint
+    r0, r1 = (torch.load(tmp_path / f"interrupted_rank{r}.pt") for r in (0, 1))
+    run = tmp_path / "int" / "last.safetensors"
+    assert r0 == {"step": 2, "path": str(run), "signal": "SIGTERM"}
+    assert r1 == {"step": 2, "path": None, "signal": "SIGTERM"}
+    assert load_checkpoint(run)[1]["step"] == 2
 
 
 if __name__ == "__main__":

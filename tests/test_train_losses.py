@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -84,31 +86,33 @@ class MeanMLP(nn.Module):
         self.out_dim = out_dim
         self.net = nn.Sequential(nn.Linear(3, 12), nn.ReLU(), nn.Linear(12, out_dim))
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.net(batch["xyz"].mean(1))
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.net(batch.xyz.mean(1))
 
 
-class Batch:
-    """Stand-in for PointBatch: attributes + extras."""
+@pytest.fixture
+def make_batch(random_batch: Callable[..., Any]) -> Callable[..., Any]:
+    """Five random clouds with teacher targets: text for four of them, one or `views` images each."""
 
-    def __init__(self, n: int = 5, text_dim: int = 7, image_dim: int = 9, views: int | None = None) -> None:
-        self.xyz = torch.randn(n, 10, 3)
+    def make(views: int | None = None, text_dim: int = 7, image_dim: int = 9) -> Any:
+        n = 5
         shape = (n, views, image_dim) if views else (n, image_dim)
-        self.extras = {
-            "text_emb": torch.randn(n, text_dim),
-            "has_text": torch.tensor([True, False, True, True, True])[:n],
-            "image_emb": torch.randn(*shape),
-        }
+        return random_batch(
+            n,
+            10,
+            text_emb=torch.randn(n, text_dim),
+            has_text=torch.tensor([True, False, True, True, True]),
+            image_emb=torch.randn(*shape),
+        )
 
-    def __getitem__(self, k: str) -> torch.Tensor:
-        return getattr(self, k)
+    return make
 
 
-def test_triple_alignment_terms_and_total() -> None:
+def test_triple_alignment_terms_and_total(make_batch) -> None:
     model = TripleAlignment(MeanMLP(), text_dim=7, image_dim=9)
     assert model.embed_dim == 6
     assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
-    batch = Batch()
+    batch = make_batch()
     out = model(batch)
     assert set(out) == {"loss", "loss_text", "loss_image", "loss_mse", "acc_text", "acc_image", "logit_scale"}
     z = model.embed_points(batch)
@@ -127,12 +131,14 @@ def test_triple_alignment_terms_and_total() -> None:
     assert out["loss"].item() == pytest.approx(ref_t + ref_i + ref_m, rel=1e-4)
     assert out["logit_scale"].item() == pytest.approx(scale, rel=1e-5)
     out["loss"].backward()
-    for name, p in model.named_parameters():
+    params = dict(model.named_parameters())
+    assert {"logit_scale", "text_proj.weight", "image_proj.weight", "encoder.net.0.weight"} <= set(params)
+    for name, p in params.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_weights_scale_terms_and_zero_skips() -> None:
-    batch = Batch()
+def test_weights_scale_terms_and_zero_skips(make_batch) -> None:
+    batch = make_batch()
     torch.manual_seed(1)
     full = TripleAlignment(MeanMLP(), 7, 9, l_text=0.5, l_image=2.0, l_mse=3.0)
     o = full(batch)
@@ -146,7 +152,7 @@ def test_weights_scale_terms_and_zero_skips() -> None:
     assert not image_only.text_proj.weight.requires_grad
 
     text_only = TripleAlignment(MeanMLP(), 7, 9, l_image=0.0, l_mse=0.0, learn_scale=False)
-    b2 = Batch()
+    b2 = make_batch()
     del b2.extras["image_emb"]
     o = text_only(b2)
     assert set(o) == {"loss", "loss_text", "acc_text", "logit_scale"}
@@ -159,11 +165,11 @@ def test_weights_scale_terms_and_zero_skips() -> None:
         TripleAlignment(MeanMLP(), 7, 9, l_text=0, l_image=0, l_mse=0)
 
 
-def test_logit_scale_clamped_and_multiview_images() -> None:
+def test_logit_scale_clamped_and_multiview_images(make_batch) -> None:
     model = TripleAlignment(MeanMLP(), 7, 9)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(1000.0))
-    batch = Batch(views=3)
+    batch = make_batch(views=3)
     out = model(batch)
     assert out["logit_scale"].item() == pytest.approx(100.0)
     mean_view = nn.functional.normalize(model.image_proj(batch.extras["image_emb"].mean(1)), dim=1)

@@ -6,16 +6,23 @@ the real encoders or data pipeline).
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import os
+import signal
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from svl.checkpoint import load_checkpoint
+from svl.checkpoint import load_checkpoint, load_training_state, read_checkpoint_meta
 from svl.spiking import ILIF
 from svl.train import TrainConfig, Trainer, TripleAlignment
+from svl.train.trainer import TrainingInterrupted
 
 TEXT_DIM, IMAGE_DIM, OUT_DIM = 8, 6, 5
 
@@ -277,3 +284,253 @@ def test_resume_rejects_mismatched_weight_and_state_files(tmp_path: Path) -> Non
     b = Trainer(make_model(), ToyPairs(), collate, make_cfg(), tmp_path)
     with pytest.raises(ValueError, match="different steps"):
         b.fit(resume=True)
+
+
+# ----------------------------------------------------------------------------- builders
+def test_build_optimizer_and_scheduler_match_the_recipe() -> None:
+    import math
+
+    from svl.train.trainer import build_optimizer, build_scheduler
+
+    model = make_model()
+    cfg = make_cfg(epochs=2, lr=0.01, warmup_epochs=1, start_lr=1e-4, min_lr=1e-3)
+    opt = build_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["betas"] == (0.9, 0.98)
+    assert [g["weight_decay"] for g in opt.param_groups] == [cfg.weight_decay, 0.0]
+    sched = build_scheduler(opt, cfg, steps_per_epoch=4)  # 8 steps, 4 of warm-up
+    lrs = []
+    for _ in range(9):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    # Independent reference: linear 1e-4 -> 1e-2 over 4 steps, then half a cosine down to 1e-3.
+    ref = [1e-4 + (1e-2 - 1e-4) * s / 4 for s in range(4)]
+    ref += [1e-3 + 0.5 * (1e-2 - 1e-3) * (1 + math.cos(math.pi * (s - 4) / 4)) for s in range(4, 9)]
+    assert lrs == pytest.approx(ref, rel=1e-12)
+
+    sgd = build_optimizer(model, make_cfg(optimizer="sgd", lr=0.1, momentum=0.8, nesterov=False))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8
+    step = build_scheduler(
+        sgd, make_cfg(optimizer="sgd", lr=0.1, schedule="step", epochs=10, warmup_epochs=0), 1
+    )
+    seen = []
+    for _ in range(10):
+        seen.append(sgd.param_groups[0]["lr"])
+        sgd.step()
+        step.step()
+    assert seen == pytest.approx([0.1] * 6 + [0.01] * 2 + [0.001] * 2)
+
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        build_optimizer(frozen, make_cfg())
+
+
+# ----------------------------------------------------------------------------- progress off a terminal
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _epoch_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+
+
+def test_one_log_line_per_epoch_off_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("SVL_PROGRESS", raising=False)
+    monkeypatch.setattr(sys, "stderr", _Stream(tty=False))
+    caplog.set_level(logging.INFO, logger="svl")
+    cfg = make_cfg(epochs=2, log_every_steps=1, select_metric="score")
+    Trainer(make_model(), ToyPairs(), collate, cfg, tmp_path, val_fn=noisy_val).fit()
+    lines = _epoch_lines(caplog)
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2  ") and lines[1].startswith("epoch 2/2  ")
+    # The printed losses are the epoch means of the per-step losses (log.jsonl has one record a step).
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    for k, line in enumerate(lines):
+        steps = [r for r in records if r["kind"] == "train" and 5 * k < r["step"] <= 5 * (k + 1)]
+        val = [r for r in records if r["kind"] == "val" and r["step"] == 5 * (k + 1)]
+        for key in ("loss", "loss_text", "loss_image", "loss_mse"):
+            mean = sum(r[f"train/{key}"] for r in steps) / len(steps)
+            assert f"  {key} {mean:.4f}  " in line, (key, line)
+        assert f"val/score {val[0]['val/score']:.4f}" in line
+        assert "acc_text" not in line and "/epoch  ETA " in line
+    assert lines[1].endswith("ETA 0s")
+
+    # A run stopped by max_steps mid-epoch says where it stopped.
+    caplog.clear()
+    Trainer(make_model(), ToyPairs(), collate, make_cfg(max_steps=3), tmp_path / "short").fit()
+    assert _epoch_lines(caplog)[0].startswith("epoch 1/3 (stopped at batch 3/5)  loss ")
+
+
+@pytest.mark.parametrize(("tty", "flag", "lines"), [(True, None, 0), (False, "1", 0), (True, "0", 1)])
+def test_terminal_keeps_bars_and_svl_progress_decides(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    tty: bool,
+    flag: str | None,
+    lines: int,
+) -> None:
+    if flag is None:
+        monkeypatch.delenv("SVL_PROGRESS", raising=False)
+    else:
+        monkeypatch.setenv("SVL_PROGRESS", flag)
+    stream = _Stream(tty=tty)
+    monkeypatch.setattr(sys, "stderr", stream)
+    caplog.set_level(logging.INFO, logger="svl")
+    Trainer(make_model(), ToyPairs(), collate, make_cfg(epochs=1), tmp_path).fit()
+    assert len(_epoch_lines(caplog)) == lines
+    assert ("epoch 1/1:" in stream.getvalue()) == (lines == 0)  # the tqdm bar instead
+
+
+# ----------------------------------------------------------------------------- preemption
+def _signal_at(model: nn.Module, step: int, *signums: int) -> nn.Module:
+    """Send `signums` to this process during the `step`-th training forward (1-based)."""
+    calls = [0]
+
+    def hook(module: nn.Module, args: tuple) -> None:
+        if module.training:
+            calls[0] += 1
+            if calls[0] == step:
+                for s in signums:
+                    os.kill(os.getpid(), s)
+
+    model.register_forward_pre_hook(hook)
+    return model
+
+
+def _run_files(run: Path) -> dict:
+    tensors, meta = load_checkpoint(run / "last.safetensors")
+    return {"tensors": tensors, "meta": meta, "best": load_checkpoint(run / "best.safetensors")}
+
+
+@pytest.mark.parametrize(("signum", "at"), [(signal.SIGTERM, 7), (signal.SIGINT, 5)])
+def test_signal_saves_the_finished_step_and_resume_is_bit_identical(
+    tmp_path: Path, signum: int, at: int
+) -> None:
+    """SIGTERM mid-epoch 2; Ctrl-C on epoch 1's last step (its validation is still due on resume)."""
+    ds = ToyPairs()  # 5 steps an epoch, 15 in all
+    cfg = make_cfg(select_metric="score", select_mode="min", ckpt_every_steps=4)
+    full = Trainer(make_model(), ds, collate, cfg, tmp_path / "full", val_fn=noisy_val)
+    ref_summary = full.fit()
+
+    run = tmp_path / "run"
+    before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
+    a = Trainer(_signal_at(make_model(), at, signum), ds, collate, cfg, run, val_fn=noisy_val)
+    with pytest.raises(TrainingInterrupted) as err:
+        a.fit()
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+    e = err.value
+    name = signal.Signals(signum).name
+    assert (e.step, e.path, e.signal_name, e.exit_code) == (at, run / "last.safetensors", name, 128 + signum)
+    assert (
+        str(e)
+        == f"training interrupted by {name} at step {at}; checkpoint saved to {run / 'last.safetensors'}"
+    )
+    assert read_checkpoint_meta(run / "last.safetensors")["step"] == at
+    assert load_training_state(run / "last.state.pt")["step"] == at
+    assert not (run / "summary.json").exists()
+
+    b = Trainer(make_model(), ds, collate, cfg, run, val_fn=noisy_val)
+    summary = b.fit(resume=True)
+    assert b.step == 15
+    for key in ("step", "epoch", "best", "best_step", "last_val"):
+        assert summary[key] == ref_summary[key], key
+    got, want = _run_files(run), _run_files(tmp_path / "full")
+    _assert_same_weights(want["tensors"], got["tensors"])
+    _assert_same_weights(want["best"][0], got["best"][0])
+    assert got["best"][1]["step"] == want["best"][1]["step"]
+
+    def vals(path: Path) -> list:
+        return [
+            r for r in map(json.loads, (path / "log.jsonl").read_text().splitlines()) if r["kind"] == "val"
+        ]
+
+    assert vals(run) == vals(tmp_path / "full")
+
+
+def test_second_signal_stops_at_once_and_handlers_are_restored(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    t = Trainer(
+        _signal_at(make_model(), 2, signal.SIGINT, signal.SIGINT), ToyPairs(), collate, make_cfg(), tmp_path
+    )
+    with pytest.raises(KeyboardInterrupt):
+        t.fit()
+    assert t.step == 1  # the second Ctrl-C did not wait for step 2 to finish
+    assert signal.getsignal(signal.SIGINT) is before
+    Trainer(make_model(), ToyPairs(), collate, make_cfg(max_steps=2), tmp_path / "ok").fit()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_fit_in_a_worker_thread_leaves_signals_alone(tmp_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    seen: list = []
+
+    def work() -> None:
+        t = Trainer(make_model(), ToyPairs(), collate, make_cfg(max_steps=2), tmp_path)
+        seen.append(signal.getsignal(signal.SIGTERM))
+        seen.append(t.fit()["step"])
+
+    th = threading.Thread(target=work)
+    th.start()
+    th.join(60)
+    assert seen == [before, 2] and signal.getsignal(signal.SIGTERM) is before
+
+
+_PREEMPT_CHILD = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_train_trainer import ToyPairs, collate, make_cfg, make_model
+from svl.train import Trainer
+from svl.train.trainer import TrainingInterrupted
+
+run = Path(sys.argv[2])
+model = make_model()
+calls = [0]
+
+def slow(module, args):
+    calls[0] += 1
+    if calls[0] == 3:
+        (run.parent / "ready").write_text("")
+    time.sleep(0.1)
+
+model.register_forward_pre_hook(slow)
+try:
+    Trainer(model, ToyPairs(n=400), collate, make_cfg(epochs=1), run).fit()
+except TrainingInterrupted as e:
+    print(e.step)
+    sys.exit(e.exit_code)
+"""
+
+
+def test_sigterm_from_outside_saves_and_exits_with_143(tmp_path: Path) -> None:
+    """A real scheduler's SIGTERM to a training process: checkpoint at the step reached, exit 128+15."""
+    import subprocess
+    import time
+
+    script = tmp_path / "child.py"
+    script.write_text(_PREEMPT_CHILD)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SVL_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(Path(__file__).parent), str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ready").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    step = int(out.strip())
+    assert 3 <= step < 100  # stopped soon after the signal, not at the end of the 100-step epoch
+    assert read_checkpoint_meta(tmp_path / "run" / "last.safetensors")["step"] == step
+    assert "SIGTERM: finishing step" in err

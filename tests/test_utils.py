@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import logging
 import os
+import pickle
 import random
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +17,14 @@ import torch
 
 from svl import utils
 from svl.utils import (
+    DiskFullError,
     atomic_path,
     atomic_write,
     cache_dir,
     data_root,
     file_sha256,
     get_logger,
+    progress_bars_enabled,
     seed_everything,
 )
 
@@ -104,6 +111,61 @@ def test_atomic_path_for_filename_writers(tmp_path: Path) -> None:
             raise ValueError("writer failed")
     np.testing.assert_array_equal(np.load(target), np.arange(5))
     assert _leftovers(tmp_path) == []
+
+
+@pytest.fixture
+def free_space(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Pretend the filesystem has 1,500,000 bytes free (the error reports it)."""
+    free = 1_500_000
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - free, free))
+    return free
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"), [(errno.ENOSPC, "no space left on device"), (errno.EDQUOT, "disk quota exceeded")]
+)
+def test_atomic_write_full_disk_is_one_line_and_keeps_old_file(
+    tmp_path: Path, free_space: int, code: int, reason: str
+) -> None:
+    target = tmp_path / "results.json"
+    target.write_text("x" * 5000)
+    with pytest.raises(DiskFullError) as err:
+        with atomic_write(target, "w") as fh:
+            fh.write("partial")
+            fh.flush()
+            raise OSError(code, os.strerror(code))
+    e = err.value
+    assert isinstance(e, ValueError)  # the CLI prints ValueErrors as `svl: error: ...`
+    assert (e.path, e.needed, e.free, e.existed) == (target, 5000, free_space, True)
+    assert str(e) == (
+        f"cannot write {target}: {reason} (about 5.0 KB needed, 1.5 MB free there); "
+        "the previous results.json is intact"
+    )
+    assert "\n" not in str(e)
+    assert isinstance(e.__cause__, OSError) and e.__cause__.errno == code
+    assert target.read_text() == "x" * 5000 and _leftovers(tmp_path) == []
+    assert pickle.loads(pickle.dumps(e)).args == e.args
+
+
+def test_atomic_path_full_disk_without_old_file(tmp_path: Path, free_space: int) -> None:
+    target = tmp_path / "new.bin"
+    with pytest.raises(DiskFullError) as err:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"y" * 2500)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(err.value) == (
+        f"cannot write {target}: no space left on device (at least 2.5 KB needed, 1.5 MB free there); "
+        "nothing was written (there was no earlier new.bin)"
+    )
+    assert list(tmp_path.iterdir()) == []
+    # The size a caller knows beats the partial write; other OSErrors pass through unchanged.
+    with pytest.raises(DiskFullError, match="about 9.0 MB needed"):
+        with atomic_path(target, expected_bytes=9_000_000):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(PermissionError):
+        with atomic_path(target):
+            raise PermissionError(errno.EACCES, "denied")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_seed_everything_reproduces_all_rngs() -> None:
@@ -211,6 +273,25 @@ def test_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     bar.close()
     monkeypatch.setenv("SVL_PROGRESS", "0")
     assert utils.progress(range(3)).disable
+
+
+def test_progress_bars_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.delenv("SVL_PROGRESS", raising=False)
+    assert not progress_bars_enabled()  # pytest's stderr is not a tty
+    assert progress_bars_enabled(Tty()) and not progress_bars_enabled(io.StringIO())
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert progress_bars_enabled()
+    closed = io.StringIO()
+    closed.close()
+    assert not progress_bars_enabled(closed)
+    for flag, on in (("1", True), ("yes", True), ("0", False), ("off", False), ("", False)):
+        monkeypatch.setenv("SVL_PROGRESS", flag)
+        assert progress_bars_enabled() is on and progress_bars_enabled(io.StringIO()) is on
+        assert utils.progress(range(1)).disable is (not on)
 
 
 def test_file_sha256(tmp_path: Path) -> None:

@@ -3,19 +3,49 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
-# ----------------------------------------------------------------------------- svl data
 def _cmd_data_info(args: argparse.Namespace) -> int:
-    from svl.data.inspect import cmd_data_info
+    from svl.data.inspect import dataset_info, file_info, is_file_like
 
-    return cmd_data_info(args)
+    kwargs = {"variant": args.variant} if getattr(args, "variant", None) else {}
+    if is_file_like(args.path):
+        info = file_info(args.path, index=args.index)
+    else:
+        info = dataset_info(args.path, root=args.root, **kwargs)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    if "dataset" in info:
+        print(f"dataset {info['dataset']}: {len(info['classes'])} classes")
+        for sp, d in info["splits"].items():
+            keys = ", ".join(f"{k} {tuple(v)}" for k, v in d["sample_keys"].items())
+            print(f"  {sp:<12} {d['samples']:>6} samples, {d['classes_present']} classes; sample: {keys}")
+        for attr in ("seen_classes", "unseen_classes"):
+            if attr in info:
+                print(f"  {attr} ({len(info[attr])}): {', '.join(info[attr])}")
+        return 0
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    return 0
 
 
 def _cmd_data_render(args: argparse.Namespace) -> int:
-    from svl.data.inspect import cmd_data_render
+    """Render one cloud (file, or dataset sample) from several views into a PNG grid."""
+    import torch
 
-    return cmd_data_render(args)
+    from svl.data.inspect import load_sample
+    from svl.teachers.render import render_views, save_view_grid
+
+    s, title = load_sample(args.path, args.index, args.up_axis, args.root, args.variant)
+    xyz = torch.as_tensor(s["xyz"])[None]
+    rgb = torch.as_tensor(s["rgb"])[None] if s.get("rgb") is not None else None
+    out = Path(args.output)
+    save_view_grid(render_views(xyz, rgb, num_views=args.views, size=args.size), out)
+    print(f"wrote {out} ({args.views} views of {title}, {len(s['xyz'])} points)")
+    return 0
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:

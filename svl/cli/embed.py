@@ -3,13 +3,78 @@
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
 
 
 # ----------------------------------------------------------------------------- svl embed
-def _cmd_embed(args: argparse.Namespace) -> int:
-    from svl.teachers.store import run_embed_command
+def _dataset_file(name: str, split: str) -> Path:
+    """The shared-data file `svl embed --dataset NAME --split SPLIT` reads."""
+    from svl.utils import data_root
 
-    return run_embed_command(args)
+    if name != "modelnet40":
+        raise ValueError(f"unknown dataset {name!r} for `svl embed` (use modelnet40, or --points FILE)")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, got {split!r}")
+    root = data_root(required=True)
+    return root / "modelnet40" / f"modelnet40_pcd1024_{split}.npz"
+
+
+def run_embed_command(args: argparse.Namespace) -> int:
+    """Handler of `svl embed`: embed texts or rendered views into the store (and optionally a .npy)."""
+    import numpy as np
+
+    from svl.teachers import create_teacher
+    from svl.teachers.store import (
+        EmbeddingStore,
+        embed_dataset_views,
+        embed_texts_cached,
+        load_point_arrays,
+        read_texts,
+        save_dataset_view_grid,
+    )
+    from svl.utils import atomic_write
+
+    if (args.texts is None) == (args.dataset is None and args.points is None):
+        raise ValueError("give exactly one of --texts FILE, --dataset NAME or --points FILE")
+    store = EmbeddingStore(args.cache_dir) if args.cache_dir else EmbeddingStore()
+    t0 = time.perf_counter()
+    if args.texts is not None:
+        texts = read_texts(args.texts)
+        teacher = create_teacher(args.teacher or "minilm", device=args.device)
+        out = embed_texts_cached(teacher, texts, cache=not args.no_cache, store=store)
+        what = f"{len(texts)} texts"
+    else:
+        if args.points is not None and args.dataset is not None:
+            raise ValueError("give either --dataset or --points, not both")
+        path = Path(args.points) if args.points else _dataset_file(args.dataset, args.split)
+        ds = load_point_arrays(path, args.limit)
+        teacher = create_teacher(args.teacher or "efficientnet-lite0", device=args.device)
+        if args.grid:
+            save_dataset_view_grid(
+                ds, args.grid, num_views=args.views, size=args.size, color_mode=args.color_mode
+            )
+            print(f"view grid: {args.grid}")
+        out = embed_dataset_views(
+            ds,
+            teacher,
+            num_views=args.views,
+            batch_size=args.batch_size,
+            cache=not args.no_cache,
+            size=args.size,
+            color_mode=args.color_mode,
+            store=store,
+        )
+        what = f"{len(ds)} shapes x {args.views} views from {path}"
+    dt = time.perf_counter() - t0
+    print(f"teacher {teacher.id}: {what} -> {tuple(out.shape)} in {dt:.1f} s")
+    if isinstance(out, np.memmap):
+        print(f"cache: {out.filename}")
+    if args.output:
+        with atomic_write(args.output) as fh:
+            np.save(fh, np.asarray(out))
+        print(f"wrote {args.output}")
+    return 0
 
 
 def _add_embed(sub: argparse._SubParsersAction) -> None:
@@ -41,11 +106,14 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
         "--cache-dir", default=None, help="embedding store folder (default: $SVL_CACHE/embeddings)"
     )
     p.add_argument("--no-cache", action="store_true", help="compute without reading or writing the store")
-    p.add_argument("--out", metavar="FILE.npy", default=None, help="also write the array to this .npy file")
+    p.add_argument(
+        "-o", "--output", metavar="FILE.npy", default=None, help="also write the array to this .npy file"
+    )
+    p.add_argument("--out", dest="output", default=None, help=argparse.SUPPRESS)  # deprecated spelling
     p.add_argument(
         "--grid", metavar="FILE.png", default=None, help="save a PNG grid of the first shapes' views"
     )
-    p.set_defaults(func=_cmd_embed)
+    p.set_defaults(func=run_embed_command)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,10 +6,33 @@ import argparse
 
 
 # ----------------------------------------------------------------------------- svl energy
-def _cmd_energy(args: argparse.Namespace) -> int:
-    from svl.energy.command import run_energy_command
+def run_energy_command(args: argparse.Namespace) -> int:
+    """Handler of ``svl energy``: measure, print the table, write the JSON / PNG asked for."""
+    from svl.energy import EnergyTable, energy_report
 
-    return run_energy_command(args)
+    table = EnergyTable.preset(args.energy, e_mac=args.e_mac, e_ac=args.e_ac)
+    report = energy_report(
+        args.model,
+        args.checkpoint,
+        args.head,
+        data=args.data,
+        random_points=args.random_points,
+        split=args.split,
+        batch_size=args.batch_size,
+        batches=args.batches,
+        convention=args.convention,
+        energy=table,
+        mode=args.mode,
+        seed=args.seed,
+    )
+    print(report.table())
+    if args.json:
+        report.to_json(args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}")
+    return 0
 
 
 def _add_energy(sub: argparse._SubParsersAction) -> None:
@@ -48,7 +71,7 @@ def _add_energy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the report as JSON")
     p.add_argument("--plot", metavar="OUT.png", default=None, help="bar chart of energy and firing rate")
-    p.set_defaults(func=_cmd_energy)
+    p.set_defaults(func=run_energy_command)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

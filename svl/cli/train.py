@@ -1,36 +1,66 @@
-"""Training commands (`svl pretrain`, ...): a config plus overrides, run as a task."""
+"""Training commands: a config file plus `key=value` overrides, run as a task on the shared Trainer.
+
+Each command is one row of `COMMANDS` (name -> default task, help, description); the task itself
+may be chosen by the config's `task` key, so later jobs (`svl finetune task=segmentation`) plug in here
+without a new handler.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
-from svl.cli._common import add_config_args, parse_overrides
+from svl.cli._common import add_config_args
+
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "pretrain": (
+        "pretrain",
+        "Multi-scale Triple Alignment pretraining + Rep-VLI zero-shot evaluation",
+        "Pretrain a spiking 3D encoder against frozen text/image teachers, then calibrate on "
+        "validation and report zero-shot on the test split. With no arguments: the embedded "
+        "ModelNet40 unseen-class protocol (E-3DSNN-T, MiniLM + EfficientNet-Lite0). "
+        "Launch with torchrun for DDP.",
+    ),
+}
 
 
-# ----------------------------------------------------------------------------- svl pretrain
-def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from svl.train.pretrain import PretrainConfig, format_results, run_pretrain
+def _run(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
 
-    cfg = parse_overrides(PretrainConfig, args)
+    from svl.config import config_to_dict
+    from svl.tasks import load_task_config, run_task
+    from svl.train.trainer import TrainingInterrupted
+
+    cls, cfg = load_task_config(args.default_task, args.config, list(args.overrides or []))
+    if args.print_config:
+        sys.stdout.write(OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
+        return 0
     resume: bool | str = args.resume if args.resume not in (None, "") else False
-    result = run_pretrain(cfg, resume=resume)
-    if "names" in result:
-        print(format_results(result))
+    try:
+        result = run_task(cfg, cls, resume=resume, overwrite=args.overwrite)
+    except TrainingInterrupted as e:
+        print(f"svl: interrupted at step {e.step}; checkpoint saved to {e.path}", file=sys.stderr)
+        print(f"resume with: {_resume_command(args, cfg.out_dir)}", file=sys.stderr)
+        return 130
+    if "table" in result:
+        print(result["table"])
         print(f"results: {cfg.out_dir}/results.json   wall time: {result['wall_seconds'] / 60:.1f} min")
     return 0
 
 
-def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "pretrain",
-        help="Multi-scale Triple Alignment pretraining + Rep-VLI zero-shot evaluation",
-        description=(
-            "Pretrain a spiking 3D encoder against frozen text/image teachers, then calibrate on "
-            "validation and report zero-shot on the test split. With no arguments: the embedded "
-            "ModelNet40 unseen-class protocol (E-3DSNN-T, MiniLM + EfficientNet-Lite0). "
-            "Launch with torchrun for DDP."
-        ),
-    )
+def _resume_command(args: argparse.Namespace, out_dir: str) -> str:
+    """The command line that continues this run (the user's own, with --resume and no --overwrite)."""
+    argv = [a for a in sys.argv[1:] if a != "--overwrite"]
+    if not argv or argv[0] != args.command:
+        argv = [args.command, f"out_dir={out_dir}"]
+    if not any(a == "--resume" or a.startswith("--resume=") for a in argv):
+        argv.append("--resume")
+    return "svl " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _add(sub: argparse._SubParsersAction, name: str, task: str, help: str, description: str) -> None:
+    p = sub.add_parser(name, help=help, description=description)
     add_config_args(p)
     p.add_argument(
         "--resume",
@@ -40,8 +70,14 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
         metavar="CKPT",
         help="continue exactly from out_dir/last.safetensors (or CKPT)",
     )
-    p.set_defaults(func=_cmd_pretrain)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an out_dir that holds an earlier run (the earlier run is moved aside)",
+    )
+    p.set_defaults(func=_run, default_task=task)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    _add_pretrain(sub)
+    for name, (task, help, description) in COMMANDS.items():
+        _add(sub, name, task, help, description)

@@ -3,13 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+
+from svl.cli._common import resolve_device
 
 
 # ------------------------------------------------------------------ svl build-head / zeroshot / classify
 def _cmd_build_head(args: argparse.Namespace) -> int:
-    from svl.eval.commands import run_build_head
+    from svl.eval.zeroshot import read_class_list
+    from svl.models.heads import build_head_file
+    from svl.vocab import read_list_file
 
-    return run_build_head(args)
+    names = read_class_list(args.classes)
+    templates = read_list_file(args.templates, "templates file") if args.templates else None
+    path, meta = build_head_file(
+        args.checkpoint,
+        names,
+        args.output,
+        teacher=args.teacher,
+        text_mode=args.text_mode,
+        templates=templates,
+        device=args.device,
+    )
+    print(
+        f"wrote {path}: {len(names)} classes, teacher {meta['teacher']}, text mode {meta['text_mode']}, "
+        f"{meta['num_templates']} templates (sha256 {meta['templates_hash'][:12]}), "
+        f"encoder sha256 {meta['encoder_sha256'][:12]}"
+    )
+    return 0
 
 
 def _add_build_head(sub: argparse._SubParsersAction) -> None:
@@ -48,9 +70,36 @@ def _add_build_head(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_zeroshot(args: argparse.Namespace) -> int:
-    from svl.eval.commands import run_zeroshot
+    from svl.eval.zeroshot import evaluate_checkpoint, format_table, write_report
 
-    return run_zeroshot(args)
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        args.head,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+        limit=args.limit,
+        gamma=args.gamma,
+        calibrate=args.calibrate,
+        val_split=args.val_split,
+        gzsl=not args.no_gzsl,
+    )
+    for note in report.pop("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    cal = report.get("calibration")
+    if cal is not None:
+        print(
+            f"calibration on {args.data}/{cal['split']} ({cal['samples']} samples, "
+            f"pseudo-unseen {cal['pseudo_unseen']}): gamma={cal['gamma']:.4f}  "
+            f"val seen={100 * cal['seen']:.2f}%  "
+            f"unseen={100 * cal['unseen']:.2f}%  H={100 * cal['H']:.2f}%"
+        )
+    print(format_table(report, per_class=not args.quiet))
+    if args.output:
+        paths = write_report(report, args.output)
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
 
 
 def _add_zeroshot(sub: argparse._SubParsersAction) -> None:
@@ -81,9 +130,38 @@ def _add_zeroshot(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from svl.eval.commands import run_classify
+    from svl.eval.classify import classify_files
+    from svl.models.heads import load_zeroshot_model
 
-    return run_classify(args)
+    model, names, _ = load_zeroshot_model(args.checkpoint, args.head)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    num_points = args.num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
+    results = classify_files(
+        model,
+        names,
+        args.files,
+        topk=args.topk,
+        num_points=num_points,
+        device=resolve_device(args.device),
+        up_axis=args.up_axis,
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        for w in r["warnings"]:
+            print(f"svl: warning: {w}", file=sys.stderr)
+        tops = "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
+        print(f"{r['file']}: {r['label']}    [{tops}]")
+    if results:
+        p = results[0]["prepared"]
+        how = "as given by --up-axis" if args.up_axis else "assumed; pass --up-axis y for y-up files"
+        print(
+            f"inputs: {p['up_axis']}-up ({how}) -> {p['gravity_axis']}-up, centred and scaled to the unit "
+            f"sphere, {p['num_points']} points, colour {p['color'] or 'as loaded'}",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def _add_classify(sub: argparse._SubParsersAction) -> None:
@@ -96,6 +174,12 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="point-cloud files (any format svl.data reads)")
     p.add_argument("--topk", type=int, default=5, help="scores to show per file (default 5)")
     p.add_argument("--num-points", type=int, default=None, help="resample to N points (default: model's)")
+    p.add_argument(
+        "--up-axis",
+        choices=("z", "y"),
+        default=None,
+        help="the files' up axis (default z; OpenShape, Objaverse and ShapeNet files are y-up)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=_cmd_classify)

@@ -1,8 +1,11 @@
-"""svl.data: file readers, datasets, transforms, batching and event streams.
+"""svl.data: file readers, datasets, transforms, input preparation, batching and event streams.
 
-Submodules import lazily (torch, h5py only when used), so ``from svl.data import load_points``
-stays cheap. See io.py (load_points), datasets.py (build_dataset), transforms.py, batch.py
-(PointBatch, collate_points) and events.py.
+Importing the package registers the built-in datasets (datasets.py, events.py) and stays cheap:
+torch, h5py and trimesh load only when a function needs them. Where things live: readers/
+(`load_points`, one module per format behind one table), base.py (dataset registry,
+`build_dataset`), datasets.py and events.py (the datasets), transforms.py, prepare.py
+(`prepare`: a loaded cloud made to look like a checkpoint's training data), batch.py
+(`PointBatch`, `collate_points`, `MISSING_COLOR`), axes.py (up-axis rotations).
 """
 
 from __future__ import annotations
@@ -10,18 +13,31 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from svl.data import datasets, events  # noqa: F401  (importing them registers the built-in datasets)
+
+# eager, so `svl.data.prepare` is the function and not the submodule of the same name
+from svl.data.prepare import DegenerateCloudWarning as DegenerateCloudWarning
+from svl.data.prepare import prepare as prepare
+
 _EXPORTS = {
-    "load_points": "svl.data.io",
-    "sample_mesh_surface": "svl.data.io",
+    "load_points": "svl.data.readers",
+    "sample_mesh_surface": "svl.data.readers",
+    "register_reader": "svl.data.readers",
+    "list_readers": "svl.data.readers",
+    "rotate_up_to_z": "svl.data.axes",
     "PointBatch": "svl.data.batch",
     "collate_points": "svl.data.batch",
     "Collate": "svl.data.batch",
-    "build_dataset": "svl.data.datasets",
-    "list_datasets": "svl.data.datasets",
-    "register_dataset": "svl.data.datasets",
+    "MISSING_COLOR": "svl.data.batch",
+    "DATASETS": "svl.data.base",
+    "PointDataset": "svl.data.base",
+    "build_dataset": "svl.data.base",
+    "list_datasets": "svl.data.base",
+    "register_dataset": "svl.data.base",
     "class_prompt_name": "svl.data.datasets",
     "load_class_names": "svl.data.datasets",
     "MODELNET10_CLASSES": "svl.data.datasets",
+    "TRANSFORMS": "svl.data.transforms",
     "build_transforms": "svl.data.transforms",
     "register_transform": "svl.data.transforms",
     "list_transforms": "svl.data.transforms",
@@ -35,7 +51,7 @@ _EXPORTS = {
     "bin_events": "svl.data.events",
     "EVENT_DTYPE": "svl.data.events",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "DegenerateCloudWarning", "prepare"])
 
 
 def __getattr__(name: str) -> Any:

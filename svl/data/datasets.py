@@ -1,4 +1,4 @@
-"""Datasets behind one registry: ``build_dataset(name, split, root=None, transforms=..., ...)``.
+"""The built-in shape datasets, registered by name (registry and base class: svl/data/base.py).
 
 Every dataset returns sample dicts (DESIGN.md): ``xyz (N, 3)`` float32 z-up, optional ``rgb``
 in [0, 1] and ``normals``, ``label`` (int, in the dataset's ``classes`` order), ``index``, plus
@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import inspect
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from svl.data.transforms import Compose, build_transforms
+# build_dataset, list_datasets: re-exported for `from svl.data.datasets import build_dataset` callers
+from svl.data.base import PointDataset, build_dataset, list_datasets, register_dataset, resolve_root
+from svl.data.readers import load_points
+from svl.data.transforms import Compose
 
 __all__ = [
     "MODELNET10_CLASSES",
@@ -50,7 +51,6 @@ SCANOBJECTNN_VARIANTS = {
     "PB_T50_RS": ("main_split", "_augmentedrot_scale75"),
 }
 _LABEL_DIR = Path(__file__).with_name("labels")
-_REGISTRY: dict[str, Callable[..., PointDataset]] = {}
 
 
 # ----------------------------------------------------------------------------- names and roots
@@ -73,124 +73,6 @@ def load_class_names(which: str) -> list[str]:
             f"unknown class list {which!r}; known: modelnet40, scanobjectnn, {', '.join(labels)}"
         )
     return list(labels[key])
-
-
-def resolve_root(root: str | os.PathLike[str] | None, sub: str = "") -> Path:
-    """`root` if given, else svl.utils.data_root() ($SVL_DATA or ../shared/data), joined with `sub`."""
-    if root is None:
-        from svl.utils import data_root
-
-        base = data_root(required=True)
-        assert base is not None
-        path = base / sub if sub else base
-    else:
-        path = Path(root).expanduser()
-        if sub and (path / sub).is_dir():
-            path = path / sub
-    if not path.exists():
-        raise FileNotFoundError(f"dataset folder {path} does not exist")
-    return path
-
-
-def register_dataset(name: str) -> Callable[[Callable[..., PointDataset]], Callable[..., PointDataset]]:
-    def deco(fn: Callable[..., PointDataset]) -> Callable[..., PointDataset]:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is already registered")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def _load_plugins() -> None:
-    """Datasets registered in other svl.data modules (event streams)."""
-    import svl.data.events  # noqa: F401
-
-
-def list_datasets() -> list[str]:
-    _load_plugins()
-    return sorted(_REGISTRY)
-
-
-def build_dataset(
-    name: str,
-    split: str,
-    root: str | os.PathLike[str] | None = None,
-    transforms: Sequence[Any] | Compose | None = None,
-    *,
-    num_points: int | None = None,
-    augment: bool = False,
-    seed: int = 0,
-    **kwargs: Any,
-) -> PointDataset:
-    """Build a registered dataset split.
-
-    transforms: a Compose / spec list (see svl.data.transforms); None = the default pipeline:
-    resample to `num_points` (random when augmenting, farthest-point otherwise) and, with
-    `augment`, the OpenShape augmentations. Extra kwargs go to the dataset (e.g. variant=).
-    """
-    _load_plugins()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(list_datasets())}")
-    builder = _REGISTRY[name]
-    if num_points is not None and "num_points" in inspect.signature(builder).parameters:
-        kwargs["num_points"], num_points = num_points, None  # the dataset samples itself (events)
-    if transforms is None:
-        spec: list[Any] = []
-        if num_points is not None:
-            spec.append({"name": "random_sample" if augment else "fps", "num_points": int(num_points)})
-        if augment:
-            spec.append("openshape_augment")
-        transforms = spec
-    tf = transforms if isinstance(transforms, Compose) else build_transforms(transforms)
-    return builder(split=split, root=root, transforms=tf, seed=seed, **kwargs)
-
-
-# ----------------------------------------------------------------------------- base class
-class PointDataset:
-    """Map-style dataset over an index of shapes; subclasses implement `_load(i) -> sample`."""
-
-    name = "points"
-    up_axis_on_disk = "z"
-
-    def __init__(self, split: str, classes: Sequence[str], transforms: Compose, seed: int = 0) -> None:
-        self.split = split
-        self.classes = list(classes)
-        self.transforms = transforms
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def _load(self, i: int) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def labels(self) -> np.ndarray:
-        """All labels in dataset order (for samplers and per-class metrics)."""
-        return np.asarray([self._load(i)["label"] for i in range(len(self))], dtype=np.int64)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation stream (deterministically) for a new epoch."""
-        self.epoch = int(epoch)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        n = len(self)
-        if not -n <= int(i) < n:
-            raise IndexError(f"{self.name}/{self.split}: index {i} out of range for {n} samples")
-        i = int(i) % n
-        sample = self._load(i)
-        sample["index"] = i
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        sample = self.transforms(sample, rng)
-        for k in ("xyz", "rgb", "normals"):
-            if sample.get(k) is not None:
-                sample[k] = np.ascontiguousarray(sample[k], dtype=np.float32)
-        return sample
-
-    def __repr__(self) -> str:
-        n, k = len(self), len(self.classes)
-        return f"{type(self).__name__}({self.name!r}, split={self.split!r}, n={n}, classes={k})"
 
 
 class ArrayDataset(PointDataset):
@@ -410,8 +292,6 @@ class _FileListDataset(PointDataset):
         return self._labels
 
     def _load(self, i: int) -> dict[str, Any]:
-        from svl.data.io import load_points
-
         s = load_points(self.files[i], columns="xyznxnynz")
         out = {"xyz": s["xyz"], "normals": s["normals"], "label": int(self._labels[i])}
         if self.swap_yz:

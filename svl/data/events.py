@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from svl.data.datasets import PointDataset, register_dataset, resolve_root
+from svl.data.base import PointDataset, register_dataset, resolve_root
 from svl.data.transforms import Compose
 
 __all__ = [

@@ -1,15 +1,13 @@
-"""`svl data info` and `svl data render`: look at what a file or dataset holds."""
+"""What a point-cloud file or a dataset holds (the library side of `svl data info|render`)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["cmd_data_info", "cmd_data_render", "dataset_info", "file_info"]
+__all__ = ["dataset_info", "file_info", "is_file_like", "load_sample"]
 
 
 def _npz_summary(path: Path) -> dict[str, Any] | None:
@@ -38,7 +36,7 @@ def _npz_summary(path: Path) -> dict[str, Any] | None:
 
 def file_info(path: str | Path, index: int | None = None) -> dict[str, Any]:
     """What a point-cloud file holds: format, counts, channels, bounds, colour range."""
-    from svl.data.io import load_points
+    from svl.data.readers import load_points
 
     p = Path(path)
     if p.suffix.lower() == ".npz" and index is None and p.is_file():
@@ -87,78 +85,27 @@ def dataset_info(spec: str, root: str | None = None, **kwargs: Any) -> dict[str,
     return out
 
 
-def _is_file_like(spec: str) -> bool:
+def is_file_like(spec: str) -> bool:
+    """A path (exists, has an extension or a folder) rather than a dataset name like 'modelnet40:test'."""
     return Path(spec).exists() or Path(spec).suffix != "" or "/" in spec
 
 
-def cmd_data_info(args: argparse.Namespace) -> int:
-    kwargs = {"variant": args.variant} if getattr(args, "variant", None) else {}
-    if _is_file_like(args.path):
-        info = file_info(args.path, index=args.index)
-    else:
-        info = dataset_info(args.path, root=args.root, **kwargs)
-    if args.json:
-        print(json.dumps(info, indent=2, default=str))
-        return 0
-    if "dataset" in info:
-        print(f"dataset {info['dataset']}: {len(info['classes'])} classes")
-        for sp, d in info["splits"].items():
-            keys = ", ".join(f"{k} {tuple(v)}" for k, v in d["sample_keys"].items())
-            print(f"  {sp:<12} {d['samples']:>6} samples, {d['classes_present']} classes; sample: {keys}")
-        for attr in ("seen_classes", "unseen_classes"):
-            if attr in info:
-                print(f"  {attr} ({len(info[attr])}): {', '.join(info[attr])}")
-        return 0
-    for k, v in info.items():
-        print(f"{k}: {v}")
-    return 0
+def load_sample(
+    spec: str,
+    index: int | None = None,
+    up_axis: str = "z",
+    root: str | None = None,
+    variant: str | None = None,
+) -> tuple[dict[str, Any], str]:
+    """One cloud from a file or a dataset spec ('name[:split]', sample `index`), and a title for it."""
+    if is_file_like(spec):
+        from svl.data.readers import load_points
 
+        return load_points(spec, index=index, up_axis=up_axis), Path(spec).name
+    from svl.data.datasets import build_dataset
 
-def cmd_data_render(args: argparse.Namespace) -> int:
-    """Render one cloud (file, or dataset sample) from several views into a PNG grid."""
-    import torch
-
-    if _is_file_like(args.path):
-        from svl.data.io import load_points
-
-        s = load_points(args.path, index=args.index, up_axis=args.up_axis)
-        title = Path(args.path).name
-    else:
-        from svl.data.datasets import build_dataset
-
-        name, _, split = args.path.partition(":")
-        kwargs = {"variant": args.variant} if args.variant else {}
-        ds = build_dataset(name, split or "test", root=args.root, **kwargs)
-        s = ds[args.index or 0]
-        title = f"{name}:{split or 'test'}[{args.index or 0}] {ds.classes[s['label']]}"
-    xyz = torch.as_tensor(s["xyz"])[None]
-    rgb = torch.as_tensor(s["rgb"])[None] if s.get("rgb") is not None else None
-    out = Path(args.output)
-    try:
-        from svl.teachers.render import render_views, save_view_grid
-    except ImportError:  # teachers not installed: a plain matplotlib scatter
-        return _render_matplotlib(s, out, title)
-    images = render_views(xyz, rgb, num_views=args.views, size=args.size)
-    save_view_grid(images, out)
-    print(f"wrote {out} ({args.views} views of {title}, {len(s['xyz'])} points)")
-    return 0
-
-
-def _render_matplotlib(s: dict[str, Any], out: Path, title: str) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from svl.utils import atomic_write
-
-    xyz = s["xyz"]
-    fig = plt.figure(figsize=(5, 5))
-    ax = fig.add_subplot(projection="3d")
-    ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], s=1, c=s.get("rgb", xyz[:, 2]))
-    ax.set_title(title)
-    with atomic_write(out) as fh:
-        fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
-    print(f"wrote {out} (matplotlib scatter of {title})")
-    return 0
+    name, _, split = spec.partition(":")
+    kwargs = {"variant": variant} if variant else {}
+    ds = build_dataset(name, split or "test", root=root, **kwargs)
+    s = ds[index or 0]
+    return s, f"{name}:{split or 'test'}[{index or 0}] {ds.classes[s['label']]}"

@@ -8,7 +8,7 @@ Build pipelines by name: ``build_transforms(["normalize", {"name": "fps", "num_p
 The OpenShape training augmentations (SPEC §4) are ``point_dropout`` (max ratio 0.875, dropped
 points replaced by the first point), ``random_scale`` U(0.8, 1.25), ``random_shift`` U(-0.1, 0.1),
 ``rotation_jitter`` (angles N(0, 0.06) clipped to 0.18 rad per axis), ``rotate_gravity`` (uniform
-rotation about z, the gravity axis) and ``color_drop`` (rgb := 0.4 with p = 0.5);
+rotation about z, the gravity axis) and ``color_drop`` (rgb := MISSING_COLOR with p = 0.5);
 ``openshape_augment`` chains them in that order.
 """
 
@@ -20,18 +20,24 @@ from typing import Any
 
 import numpy as np
 
-from svl.data.io import rotate_up_to_z
+from svl.data.axes import rotate_up_to_z
+from svl.data.batch import MISSING_COLOR
+from svl.registry import Registry
 
 __all__ = [
+    "TRANSFORMS",
     "Compose",
     "build_transforms",
     "farthest_point_sample",
     "list_transforms",
     "register_transform",
+    "unit_sphere",
 ]
 
 Sample = dict[str, Any]
-_REGISTRY: dict[str, Callable[..., Any]] = {}
+TRANSFORMS: Registry[Callable[..., Any]] = Registry(
+    "transform", group="svl.transforms", hint="svl.data.list_transforms()"
+)
 _PER_POINT = ("xyz", "rgb", "normals", "feats")
 
 
@@ -39,9 +45,7 @@ def register_transform(name: str) -> Callable[[type], type]:
     """Class decorator: make a transform buildable by name."""
 
     def deco(cls: type) -> type:
-        if name in _REGISTRY:
-            raise ValueError(f"transform {name!r} is already registered")
-        _REGISTRY[name] = cls
+        TRANSFORMS.register(name, cls)
         cls.registered_name = name
         return cls
 
@@ -49,7 +53,7 @@ def register_transform(name: str) -> Callable[[type], type]:
 
 
 def list_transforms() -> list[str]:
-    return sorted(_REGISTRY)
+    return TRANSFORMS.names()
 
 
 class Compose:
@@ -82,10 +86,9 @@ def build_transforms(spec: Sequence[str | dict[str, Any] | Callable] | None) -> 
             name = kwargs.pop("name")
         else:
             raise ValueError(f"transform spec must be a name, a dict with 'name', or a callable: {item!r}")
-        if name not in _REGISTRY:
-            raise ValueError(f"unknown transform {name!r}; registered: {', '.join(list_transforms())}")
+        builder = TRANSFORMS.get(name)
         try:
-            out.append(_REGISTRY[name](**kwargs))
+            out.append(builder(**kwargs))
         except TypeError as e:
             raise ValueError(f"transform {name!r}: bad arguments {kwargs} ({e})") from None
     return Compose(out)
@@ -121,11 +124,19 @@ class NormalizeUnitSphere(_Base):
         self.center = center
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        xyz = np.asarray(sample["xyz"], dtype=np.float32)
-        c = xyz.mean(0) if self.center == "mean" else (xyz.min(0) + xyz.max(0)) / 2
-        xyz = xyz - c
-        r = float(np.linalg.norm(xyz, axis=1).max()) if len(xyz) else 0.0
-        return {**sample, "xyz": (xyz / r if r > 0 else xyz).astype(np.float32)}
+        return {**sample, "xyz": unit_sphere(sample["xyz"], self.center)[0]}
+
+
+def unit_sphere(xyz: np.ndarray, center: str = "mean") -> tuple[np.ndarray, np.ndarray, float]:
+    """(centred and scaled float32 cloud, the centre, the radius divided by): the `normalize` step.
+
+    Returned apart so `svl.data.prepare` can report the scale it removed without recomputing it.
+    """
+    xyz = np.asarray(xyz, dtype=np.float32)
+    c = xyz.mean(0) if center == "mean" else (xyz.min(0) + xyz.max(0)) / 2
+    xyz = xyz - c
+    r = float(np.linalg.norm(xyz, axis=1).max()) if len(xyz) else 0.0
+    return (xyz / r if r > 0 else xyz).astype(np.float32), c, r
 
 
 @register_transform("swap_axes")
@@ -307,9 +318,9 @@ class RandomRotateGravity(_Base):
 
 @register_transform("color_drop")
 class ColorDrop(_Base):
-    """With probability p, replace colour by the constant 0.4 (the 'no colour' value)."""
+    """With probability p, replace colour by the 'no colour' constant MISSING_COLOR."""
 
-    def __init__(self, p: float = 0.5, value: float = 0.4) -> None:
+    def __init__(self, p: float = 0.5, value: float = MISSING_COLOR) -> None:
         self.p, self.value = float(p), float(value)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:

@@ -1,14 +1,19 @@
-"""Energy meter: per-layer FLOPs, synaptic operations and energy of spiking networks (SPEC §7)."""
+"""Energy meter: per-layer FLOPs, synaptic operations and energy of spiking networks (docs/SPEC.md §7).
 
-from svl.energy.meter import (
-    CONVENTIONS,
-    ENERGY_PRESETS,
-    EnergyReport,
-    EnergyTable,
-    LayerEnergy,
-    measure_energy,
-    merge_reports,
+report.py holds what was measured (rows, report, table, chart), meter.py the hooks that measure one
+forward pass, measure.py whole-model measurement (build the model, pick inputs, merge the batches).
+"""
+
+from svl.energy.measure import (
+    dataset_batches,
+    energy_report,
+    measure_model,
+    random_cloud,
+    random_voxel_input,
+    sparse_point_batch,
 )
+from svl.energy.meter import CONVENTIONS, measure_energy
+from svl.energy.report import ENERGY_PRESETS, EnergyReport, EnergyTable, LayerEnergy, merge_reports
 
 __all__ = [
     "CONVENTIONS",
@@ -16,6 +21,12 @@ __all__ = [
     "EnergyReport",
     "EnergyTable",
     "LayerEnergy",
+    "dataset_batches",
+    "energy_report",
     "measure_energy",
+    "measure_model",
     "merge_reports",
+    "random_cloud",
+    "random_voxel_input",
+    "sparse_point_batch",
 ]

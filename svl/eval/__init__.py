@@ -1,15 +1,14 @@
-"""Evaluation: zero-shot metrics, generalized zero-shot with calibrated stacking, reports.
+"""Evaluation: zero-shot metrics, generalized zero-shot with calibrated stacking, reports, and
+running a checkpoint + Rep-VLI head over datasets and files (text-free).
 
-Only numpy is imported here; matplotlib loads when a plot is written.
+Only numpy is imported here; torch, the data layer and matplotlib load when used.
 """
 
-from .zeroshot import (
-    TEXT_MODES,
+from svl.eval.zeroshot import (
     choose_calibration,
-    class_descriptions,
     class_mean_accuracy,
-    class_texts,
     confusion_matrix,
+    evaluate_checkpoint,
     format_table,
     gzsl_metrics,
     per_class_accuracy,
@@ -20,12 +19,10 @@ from .zeroshot import (
 )
 
 __all__ = [
-    "TEXT_MODES",
     "choose_calibration",
-    "class_descriptions",
     "class_mean_accuracy",
-    "class_texts",
     "confusion_matrix",
+    "evaluate_checkpoint",
     "format_table",
     "gzsl_metrics",
     "per_class_accuracy",

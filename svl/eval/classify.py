@@ -7,15 +7,15 @@ the Rep-VLI head file only.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["classify_files", "normalize_cloud", "predict_scores"]
+__all__ = ["classify_files", "predict_scores"]
 
 
 @torch.no_grad()
@@ -49,26 +49,6 @@ def predict_scores(
     return torch.cat(scores), torch.cat(labels).long()
 
 
-def normalize_cloud(xyz: np.ndarray | Tensor, num_points: int | None = None, seed: int = 0) -> Tensor:
-    """Resample to `num_points` and centre/scale to the unit sphere: the datasets' test transforms.
-
-    Resampling is seeded (repetition only when the file has fewer points), so the same file always
-    gets the same label.
-    """
-    from svl.data.transforms import build_transforms
-
-    x = np.asarray(xyz.detach().cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != 3 or x.shape[0] == 0:
-        raise ValueError(f"a point cloud must be a non-empty (N, 3) array, got shape {tuple(x.shape)}")
-    if not np.isfinite(x).all():
-        raise ValueError("the point cloud contains NaN or inf coordinates")
-    steps: list[Any] = ["normalize"]
-    if num_points is not None and num_points > 0:
-        steps.insert(0, {"name": "random_sample", "num_points": int(num_points)})
-    out = build_transforms(steps)({"xyz": x}, np.random.default_rng(seed))
-    return torch.from_numpy(np.ascontiguousarray(out["xyz"]))
-
-
 @torch.no_grad()
 def classify_files(
     model: nn.Module,
@@ -77,27 +57,37 @@ def classify_files(
     topk: int = 5,
     num_points: int | None = None,
     device: str | torch.device = "cpu",
+    up_axis: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Label each point-cloud file: `[{"file", "label", "top": [(name, score), ...]}, ...]`.
+    """Label each point-cloud file: `[{"file", "label", "top", "prepared", "warnings"}, ...]`.
 
+    Every file goes through `svl.data.prepare` with the model's contract (`model.pretrained_cfg`):
+    the up axis (`up_axis`, default z) rotated to the model's gravity axis, resampled to the
+    contract's points (or `num_points`), centred and scaled to the unit sphere, colour as trained.
+    `prepared` records what was assumed; `warnings` holds e.g. a degenerate-cloud warning.
     Scores are the folded head's logits: cosine similarity times the student's (per-file) norm,
     so they rank classes within a file but are not calibrated probabilities.
     """
-    from svl.data import load_points
+    from svl.data import load_points, prepare
     from svl.data.batch import collate_points
 
     if not paths:
         raise ValueError("no point-cloud files given")
     model.eval().to(device)
+    contract = getattr(model, "pretrained_cfg", None)
     k = min(int(topk), len(class_names))
     results = []
     for p in paths:
         path = Path(p)
         if not path.exists():
             raise FileNotFoundError(f"point-cloud file {path} does not exist")
-        sample = load_points(path)
-        xyz = sample["xyz"] if isinstance(sample, dict) else sample
-        item = {"xyz": normalize_cloud(xyz, num_points), "label": 0, "index": 0}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sample = prepare(
+                load_points(path), contract, up_axis=up_axis, num_points=num_points, where=str(path)
+            )
+        item = {"xyz": sample["xyz"], "label": 0, "index": 0}
+        item.update({k: sample[k] for k in ("rgb", "normals") if sample.get(k) is not None})
         batch = collate_points([item]).to(device)
         logits = model(batch).float().cpu()[0]
         if logits.shape[0] != len(class_names):
@@ -108,6 +98,8 @@ def classify_files(
                 "file": str(path),
                 "label": class_names[int(top.indices[0])],
                 "top": [{"class": class_names[int(i)], "score": float(logits[i])} for i in top.indices],
+                "prepared": sample["prepared"],
+                "warnings": [str(w.message) for w in caught],
             }
         )
     return results

@@ -5,9 +5,11 @@ Importing this package imports every architecture file so their ``@register_mode
 
 from svl.models import e3dsnn, pointformer, pointnet  # noqa: F401  (registers the architectures)
 from svl.models._registry import (
+    MODELS,
     Contract,
     PretrainedEntry,
     check_contract,
+    checkpoint_model_name,
     count_params,
     create_model,
     get_pretrained,
@@ -18,9 +20,11 @@ from svl.models._registry import (
 )
 
 __all__ = [
+    "MODELS",
     "Contract",
     "PretrainedEntry",
     "check_contract",
+    "checkpoint_model_name",
     "count_params",
     "create_model",
     "get_pretrained",

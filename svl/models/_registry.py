@@ -21,11 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from svl.registry import Registry
+
 __all__ = [
     "COLOR_MODES",
+    "MODELS",
     "Contract",
     "PretrainedEntry",
     "check_contract",
+    "checkpoint_model_name",
     "create_model",
     "get_pretrained",
     "list_models",
@@ -147,7 +151,11 @@ def check_contract(
 
 
 # ----------------------------------------------------------------------------- registry
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+# Architecture files register their builders when svl.models (the package) imports them; other
+# packages register through the "svl.models" entry-point group (svl/registry.py).
+MODELS: Registry[Callable[..., nn.Module]] = Registry(
+    "model", group="svl.models", hint="see svl.list_models() / `svl models`"
+)
 
 
 @dataclass(frozen=True)
@@ -181,13 +189,7 @@ _PRETRAINED: dict[str, PretrainedEntry] = {}
 def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None) -> Any:
     """Decorator: register a builder ``fn(**overrides) -> nn.Module`` under its function name."""
 
-    def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name or f.__name__
-        if key in _MODELS and _MODELS[key] is not f:
-            raise ValueError(f"model {key!r} is already registered by {_MODELS[key].__module__}")
-        _MODELS[key] = f
-        return f
-
+    deco = MODELS.register(name)
     return deco(fn) if fn is not None else deco
 
 
@@ -206,20 +208,14 @@ def register_pretrained(
     return entry
 
 
-def _ensure_loaded() -> None:
-    # Importing the package imports every architecture file, which registers its builders.
-    import svl.models  # noqa: F401
-
-
 def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     """Sorted registered names matching a shell-style ``pattern``; ``pretrained=True`` lists ``arch.tag``."""
-    _ensure_loaded()
-    names = _PRETRAINED if pretrained else _MODELS
-    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern))
+    if not pretrained:
+        return MODELS.names(pattern)
+    return sorted(n for n in _PRETRAINED if fnmatch.fnmatchcase(n, pattern))
 
 
 def list_pretrained(pattern: str = "*") -> list[PretrainedEntry]:
-    _ensure_loaded()
     return [_PRETRAINED[n] for n in list_models(pattern, pretrained=True)]
 
 
@@ -230,15 +226,11 @@ def _unknown(kind: str, name: str, choices: list[str]) -> ValueError:
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
-    _ensure_loaded()
-    if name not in _MODELS:
-        raise _unknown("model", name, sorted(_MODELS))
-    return _MODELS[name]
+    return MODELS.get(name)
 
 
 def get_pretrained(name: str) -> PretrainedEntry:
     """The registered ``arch.tag`` entry (ValueError with close matches when unknown)."""
-    _ensure_loaded()
     if name not in _PRETRAINED:
         raise _unknown("pretrained tag", name, sorted(_PRETRAINED))
     return _PRETRAINED[name]
@@ -278,24 +270,30 @@ def _load_weights(model: nn.Module, path: Path, arch: str) -> dict[str, Any]:
         )
     if any(k.startswith("encoder.") for k in tensors):
         tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    if not tensors:
+        raise ValueError(f"{path}: the checkpoint holds no weights")
     load_state_into(model, tensors, where=str(path))
     return meta
 
 
 def create_model(
-    name: str,
+    name: str | None,
     pretrained: str | os.PathLike[str] | None = None,
     data_contract: Contract | Mapping[str, Any] | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build a registered model, optionally with weights.
 
-    ``name`` may be ``arch`` or ``arch.tag``. ``pretrained`` is a registered tag (weights looked up
-    under ``cache_dir("models")``) or a checkpoint path (its ``model_cfg`` is used, ``overrides``
-    win). ``data_contract`` describes what the data pipeline produces; a mismatch with the weights'
+    ``name`` may be ``arch`` or ``arch.tag``, or None with a checkpoint path (the architecture the
+    checkpoint names). ``pretrained`` is a registered tag (weights looked up under
+    ``cache_dir("models")``) or a checkpoint path (its ``model_cfg`` is used, ``overrides`` win): the
+    one path from any svl checkpoint (a bare model, a pretraining run's ``encoder.*``) to a model.
+    ``data_contract`` describes what the data pipeline produces; a mismatch with the weights'
     contract raises ValueError listing every difference. The model gets ``.pretrained_cfg`` (the
     contract as a dict) and ``.model_name``.
     """
+    if name is None and pretrained is not None and _is_path(pretrained):
+        name = checkpoint_model_name(pretrained)
     if not isinstance(name, str) or not name:
         raise ValueError(f"model name must be a non-empty string, got {name!r}")
     arch, _, tag = name.partition(".")
@@ -359,6 +357,19 @@ def create_model(
     return model
 
 
+def checkpoint_model_name(path: str | os.PathLike[str]) -> str:
+    """The registered architecture an svl checkpoint was saved from (its metadata's ``model``)."""
+    from svl.checkpoint import read_checkpoint_meta
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    name = read_checkpoint_meta(p).get("model")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{p}: checkpoint metadata names no model (meta['model'] missing)")
+    return name
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -377,7 +388,7 @@ class Inputs:
 def unpack_inputs(batch: Any, in_channels: int, T: int = 1, dtype: torch.dtype | None = None) -> Inputs:
     """Accept a PointBatch (duck-typed: ``xyz``, ``feats``, ``sparse``, ``extras``) or a Tensor (B, N, C).
 
-    A 3-channel input gets the constant colour 0.4 appended when the model wants 6 channels (SPEC §3).
+    A 3-channel input gets the constant colour 0.4 appended when the model wants 6 channels (docs/SPEC.md §3).
     With ``T > 1`` a ``(T, B, N, C)`` tensor in ``batch.extras["steps"]`` gives per-step features;
     otherwise the same features are repeated over time by the model. Floating inputs are cast to
     ``dtype`` (the model's parameter dtype) so a float64 model runs end to end in float64.

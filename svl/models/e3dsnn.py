@@ -1,4 +1,4 @@
-"""E-3DSNN: the spiking sparse 3D encoder ("Spike Voxel Coding" + "Spike Sparse Convolution"), SPEC §3.
+"""E-3DSNN spiking sparse 3D encoder ("Spike Voxel Coding" + "Spike Sparse Convolution"): docs/SPEC.md §3.
 
 Stem (the only layer that sees real values): SubM3(in->E), BN, SN, SubM3(E->E), BN, SN, SubM3(E->E), BN.
 Four stages, each SN -> SparseConv(k2, s2) -> BN, then ``depth`` blocks

@@ -1,4 +1,4 @@
-"""Rep-VLI: fold text-derived class embeddings into the encoder's last linear layer (SPEC §5).
+"""Rep-VLI: fold text-derived class embeddings into the encoder's last linear layer (docs/SPEC.md §5).
 
 Offline, every class name (or its shipped description) is embedded by the teacher's text tower over
 the prompt templates, passed through the trained `text_proj` and L2-normalised: W (K, out_dim).
@@ -18,8 +18,6 @@ sha256 of the encoder checkpoint it was built for. A new vocabulary is a new hea
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,11 +34,11 @@ __all__ = [
     "build_head_file",
     "fold_head",
     "head_affine",
+    "head_metadata",
     "load_encoder",
     "load_head",
     "load_zeroshot_model",
     "save_head",
-    "templates_hash",
 ]
 
 HEAD_KIND = "svl-rep-vli-head"
@@ -72,9 +70,36 @@ def build_class_weights(checkpoint_tensors: Mapping[str, Tensor], text_class_emb
     return F.normalize(proj, dim=-1)
 
 
-def templates_hash(templates: Sequence[str]) -> str:
-    """Stable sha256 of a template list (order matters: it is part of what was averaged)."""
-    return hashlib.sha256(json.dumps(list(templates), ensure_ascii=False).encode("utf-8")).hexdigest()
+def head_metadata(
+    class_names: Sequence[str],
+    class_texts: Sequence[str],
+    teacher: str,
+    templates: Sequence[str],
+    text_mode: str,
+    encoder_checkpoint: str | os.PathLike[str],
+    checkpoint_meta: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The metadata of a head file, built in this one place for `svl build-head` and every task.
+
+    It records what the class weights were built from (vocabulary, teacher, templates) and the
+    sha256 of the encoder checkpoint, so a head is never silently applied to another encoder.
+    """
+    from svl.utils import file_sha256
+    from svl.vocab import templates_hash
+
+    ckpt = Path(encoder_checkpoint)
+    return {
+        "class_names": [str(n) for n in class_names],
+        "class_texts": [str(t) for t in class_texts],
+        "teacher": teacher,
+        "templates_hash": templates_hash(templates),
+        "num_templates": len(templates),
+        "text_mode": text_mode,
+        "encoder_sha256": file_sha256(ckpt),
+        "encoder_checkpoint": ckpt.name,
+        "model": checkpoint_meta.get("model"),
+        "model_cfg": checkpoint_meta.get("model_cfg"),
+    }
 
 
 # ----------------------------------------------------------------------------- folding
@@ -242,34 +267,17 @@ def _check_encoder_hash(checkpoint: str | os.PathLike[str], meta: Mapping[str, A
         )
 
 
-def _strip_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """The `prefix.*` entries without the prefix; a checkpoint of a bare model has none, so all."""
-    if any(k.startswith(prefix) for k in tensors):
-        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    return dict(tensors)
-
-
 def load_encoder(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Tensor], dict[str, Any]]:
-    """Build the registered encoder a checkpoint names and load its weights (`encoder.*` of a
-    pretraining checkpoint, or every tensor of a bare-model checkpoint).
+    """The encoder a checkpoint names, with its weights (via `create_model(None, pretrained=...)`),
+    plus all checkpoint tensors (the text projection lives there) and the checkpoint meta.
 
     Returns (model in eval mode, all checkpoint tensors, checkpoint meta).
     """
-    from svl.checkpoint import load_checkpoint, load_state_into
-    from svl.models import create_model
+    from svl.checkpoint import load_checkpoint
+    from svl.models._registry import create_model
 
+    model = create_model(None, pretrained=checkpoint)
     tensors, meta = load_checkpoint(checkpoint)
-    name = meta.get("model")
-    if not isinstance(name, str):
-        raise ValueError(f"{checkpoint}: checkpoint metadata names no model (meta['model'] missing)")
-    cfg = meta.get("model_cfg") or {}
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{checkpoint}: meta['model_cfg'] must be a JSON object, got {type(cfg).__name__}")
-    enc = _strip_prefix(tensors, "encoder.")
-    if not enc:
-        raise ValueError(f"{checkpoint}: the checkpoint holds no weights")
-    model = create_model(name, **cfg)
-    load_state_into(model, enc, where=checkpoint)
     return model.eval(), tensors, meta
 
 
@@ -306,9 +314,8 @@ def build_head_file(
     "descriptions" embeds each class's shipped one-sentence shape description as is (templates
     would garble a full sentence). `teacher=None` uses the checkpoint's recorded text teacher.
     """
-    from svl.eval.zeroshot import class_texts
-    from svl.teachers import class_embeddings, create_teacher, load_templates
-    from svl.utils import file_sha256
+    from svl.teachers import create_teacher
+    from svl.vocab import class_embeddings, class_texts, load_templates
 
     names = [str(n) for n in class_names]
     if not names:
@@ -336,17 +343,6 @@ def build_head_file(
     emb = class_embeddings(t, texts, tmpl)
     W = build_class_weights(tensors, emb)
     fold_head(model, W)
-    meta = {
-        "class_names": names,
-        "class_texts": texts,
-        "teacher": getattr(t, "id", teacher_id),
-        "templates_hash": templates_hash(tmpl),
-        "num_templates": len(tmpl),
-        "text_mode": text_mode,
-        "encoder_sha256": file_sha256(ckpt),
-        "encoder_checkpoint": ckpt.name,
-        "model": cmeta.get("model"),
-        "model_cfg": cmeta.get("model_cfg"),
-    }
+    meta = head_metadata(names, texts, getattr(t, "id", teacher_id), tmpl, text_mode, ckpt, cmeta)
     path = save_head(out, model.head, W, meta)
     return path, meta

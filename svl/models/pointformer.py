@@ -1,6 +1,6 @@
 """Spike-driven PointFormer-L: a spiking Point-BERT with spike-driven (addition-only) self-attention.
 
-Pipeline (SPEC §3): farthest point sampling of ``num_groups`` centres, kNN ``group_size`` neighbours,
+Pipeline (docs/SPEC.md §3): farthest point sampling of ``num_groups`` centres, kNN ``group_size`` neighbours,
 a spiking mini-PointNet tokenizer, a spiking positional embedding of the centres, a cls token,
 ``depth`` blocks with BatchNorm only (no LayerNorm, no softmax), then ``[cls ; max over tokens]``
 -> ``.head`` projection.

@@ -1,6 +1,6 @@
 """Spike PointNet: a point-wise spiking PointNet (shared MLPs to 1024, max pooling), ~3.5 M with its head.
 
-The backbone for event streams (SPEC §8: a window of events becomes an (x, y, t) point cloud).
+The backbone for event streams (docs/SPEC.md §8: a window of events becomes an (x, y, t) point cloud).
 It follows PointNet with both T-Nets (input 3x3 and feature 64x64 transforms), every ReLU replaced
 by an I-LIF neuron. Only spikes travel between layers: the feature transform is folded into the
 next layer's weight (``x @ (A @ W2^T)``), so it stays one synaptic, addition-only op on spikes;

@@ -136,7 +136,7 @@ class _SparseConvBase(nn.Module):
 
 
 class SubMConv3d(_SparseConvBase):
-    """Submanifold conv: output sites = input sites, centred odd kernel (SPEC §3 SubM3)."""
+    """Submanifold conv: output sites = input sites, centred odd kernel (docs/SPEC.md §3 SubM3)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bias: bool = False) -> None:
         if kernel_size % 2 == 0:

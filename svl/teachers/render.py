@@ -10,11 +10,14 @@ point wins every pixel exactly. Colour-less clouds are shaded from screen-space 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from svl.data.batch import MISSING_COLOR
 
 __all__ = [
     "render_views",
@@ -28,6 +31,7 @@ __all__ = [
 COLOR_MODES = ("shaded", "normal", "depth", "flat")
 _DEPTH_LEVELS = 1 << 22
 _LIGHT = (-0.35, 0.45, 0.82)  # camera-space light direction (x right, y up, z towards camera)
+_MARGIN = 0.92  # the unit sphere spans 92 % of the frame
 
 
 def view_rotations(num_views: int, elevation: float = 20.0, azimuth_offset: float = 45.0) -> torch.Tensor:
@@ -106,6 +110,38 @@ def render_views(
     scales with image size and point density). With return_depth, also returns (B, V, size, size)
     camera depth (smaller = nearer, +inf on background).
     """
+    xyz, rgb = _check_inputs(xyz, rgb, color_mode, size)
+    B, N, _ = xyz.shape
+    if normalize:  # centre on the bounding box, scale to the unit sphere
+        centre = (xyz.amax(1, keepdim=True) + xyz.amin(1, keepdim=True)) / 2
+        xyz = xyz - centre
+        xyz = xyz / xyz.norm(dim=-1).amax(1).clamp_min(1e-8).view(B, 1, 1)
+    if point_radius is None:
+        point_radius = max(1, round(size / 224 * 2.5 * math.sqrt(1024 / N)))
+    proj = _project(xyz, num_views, size, elevation, azimuth_offset)
+    win, dmap, mask = _splat(proj, point_radius, size)
+    V, H, W = num_views, size, size
+    base = None
+    if rgb is not None:
+        gathered = rgb.gather(1, win.view(B, V * H * W, 1).expand(-1, -1, 3) % N)
+        base = gathered.view(B * V, H, W, 3).permute(0, 3, 1, 2) * mask
+
+    sigma = max(0.8, 0.6 * point_radius)
+    if fill_holes:
+        dmap, base, mask = _fill_holes(dmap, base, mask, point_radius, sigma)
+    img = _shade(dmap, base, mask, proj, color_mode, sigma)
+    img = img * mask + background * (1 - mask)
+    img = img.clamp(0, 1).view(B, V, 3, H, W)
+    if return_depth:
+        out_depth = torch.where(mask.view(B, V, H, W) > 0, dmap.view(B, V, H, W), torch.inf)
+        return img, out_depth
+    return img
+
+
+def _check_inputs(
+    xyz: torch.Tensor | np.ndarray, rgb: torch.Tensor | np.ndarray | None, color_mode: str, size: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, N, 3) float clouds and colours clamped to [0, 1] on the clouds' device."""
     xyz = _as_tensor(xyz, "xyz")
     if xyz.ndim == 2:
         xyz = xyz[None]
@@ -117,80 +153,112 @@ def render_views(
         raise ValueError(f"render_views: color_mode must be one of {COLOR_MODES}, got {color_mode!r}")
     if size < 8:
         raise ValueError(f"render_views: size must be >= 8, got {size}")
-    B, N, _ = xyz.shape
-    device = xyz.device
     if rgb is not None:
-        rgb = _as_tensor(rgb, "rgb").to(device)
+        rgb = _as_tensor(rgb, "rgb").to(xyz.device)
         if rgb.ndim == 2:
             rgb = rgb[None]
         if rgb.shape != xyz.shape:
             raise ValueError(f"render_views: rgb shape {tuple(rgb.shape)} != xyz shape {tuple(xyz.shape)}")
         rgb = rgb.clamp(0, 1)
+    return xyz, rgb
 
-    if normalize:  # centre on the bounding box, scale to the unit sphere
-        centre = (xyz.amax(1, keepdim=True) + xyz.amin(1, keepdim=True)) / 2
-        xyz = xyz - centre
-        xyz = xyz / xyz.norm(dim=-1).amax(1).clamp_min(1e-8).view(B, 1, 1)
-    if point_radius is None:
-        point_radius = max(1, round(size / 224 * 2.5 * math.sqrt(1024 / N)))
-    R = view_rotations(num_views, elevation, azimuth_offset).to(device)
-    V, H, W = num_views, size, size
-    margin = 0.92  # unit sphere spans 92 % of the frame
+
+@dataclass
+class _Projection:
+    """Points in pixel coordinates per view, with depth quantised for the z-buffer."""
+
+    u: torch.Tensor  # (B, V, N) column, pixels
+    v: torch.Tensor  # (B, V, N) row, pixels
+    q: torch.Tensor  # (B, V, N) depth level in [0, _DEPTH_LEVELS), smaller = nearer
+    lo: torch.Tensor  # (B, V, 1) nearest depth per view
+    span: torch.Tensor  # (B, V, 1) depth range per view
+
+
+def _project(xyz: torch.Tensor, num_views: int, size: int, elevation: float, azimuth: float) -> _Projection:
+    """Orthographic projection of (B, N, 3) clouds into `num_views` cameras of `size` pixels."""
+    R = view_rotations(num_views, elevation, azimuth).to(xyz.device)
+    H, W = size, size
     cam = torch.einsum("vij,bnj->bvni", R, xyz)  # (B, V, N, 3)
-    u = (cam[..., 0] * margin + 1) * 0.5 * W
-    v = (1 - (cam[..., 1] * margin + 1) * 0.5) * H
+    u = (cam[..., 0] * _MARGIN + 1) * 0.5 * W
+    v = (1 - (cam[..., 1] * _MARGIN + 1) * 0.5) * H
     depth = -cam[..., 2]  # in [-1, 1] for normalised clouds
     lo = depth.amin(dim=2, keepdim=True)
     span = (depth.amax(dim=2, keepdim=True) - lo).clamp_min(1e-6)
     q = ((depth - lo) / span * (_DEPTH_LEVELS - 1)).long()  # (B, V, N)
+    return _Projection(u, v, q, lo, span)
 
+
+def _splat(
+    proj: _Projection, point_radius: int, size: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Z-buffer of disc splats: (winning point per pixel, depth map, coverage mask).
+
+    One `scatter_reduce(amin)` over packed (depth level, point index) keys, so the nearest point
+    wins every pixel exactly and ties go to the lower index.
+    """
+    B, V, N = proj.q.shape
+    H, W = size, size
+    device = proj.q.device
     off = _disk_offsets(point_radius).to(device)  # (K, 2)
-    px = u.floor().long().unsqueeze(-1) + off[:, 0]  # (B, V, N, K)
-    py = v.floor().long().unsqueeze(-1) + off[:, 1]
+    px = proj.u.floor().long().unsqueeze(-1) + off[:, 0]  # (B, V, N, K)
+    py = proj.v.floor().long().unsqueeze(-1) + off[:, 1]
     inside = (px >= 0) & (px < W) & (py >= 0) & (py < H)
     img_id = torch.arange(B * V, device=device).view(B, V, 1, 1)
     flat = (img_id * (H * W) + py.clamp(0, H - 1) * W + px.clamp(0, W - 1))[inside]
     pidx = torch.arange(N, device=device).view(1, 1, N, 1)
-    key = (q.unsqueeze(-1) * N + pidx).expand_as(px)[inside]
+    key = (proj.q.unsqueeze(-1) * N + pidx).expand_as(px)[inside]
     sentinel = torch.iinfo(torch.int64).max
     buf = torch.full((B * V * H * W,), sentinel, dtype=torch.int64, device=device)
     buf.scatter_reduce_(0, flat, key, reduce="amin")
     hit = buf != sentinel
     win = torch.where(hit, buf % N, torch.zeros_like(buf))  # winning point per pixel
     qd = torch.where(hit, buf // N, torch.zeros_like(buf)).float() / (_DEPTH_LEVELS - 1)
-    dmap = (qd.view(B, V, H, W) * span.view(B, V, 1, 1) + lo.view(B, V, 1, 1)).view(B * V, 1, H, W)
+    lo, span = proj.lo.view(B, V, 1, 1), proj.span.view(B, V, 1, 1)
+    dmap = (qd.view(B, V, H, W) * span + lo).view(B * V, 1, H, W)
     mask = hit.view(B * V, 1, H, W).float()
+    return win, dmap, mask
 
-    base = None
-    if rgb is not None:
-        gathered = rgb.gather(1, win.view(B, V * H * W, 1).expand(-1, -1, 3) % N)
-        base = gathered.view(B * V, H, W, 3).permute(0, 3, 1, 2) * mask
 
-    sigma = max(0.8, 0.6 * point_radius)
-    if fill_holes:
-        # Points of hidden surfaces show through the gaps between front splats: keep only pixels
-        # near the nearest depth around them (screen-space visibility), then refill every pixel
-        # inside the splat coverage from the visible ones; the silhouette comes from all splats.
-        k = 2 * point_radius + 3
-        near = -F.max_pool2d(torch.where(mask > 0, -dmap, -torch.inf), k, stride=1, padding=k // 2)
-        vis = mask * (dmap <= near + 0.08).float()
-        # morphological closing: fills gaps narrower than k without growing the silhouette
-        cover = (
-            -F.max_pool2d(-F.max_pool2d(mask, k, stride=1, padding=k // 2), k, stride=1, padding=k // 2) > 0
-        )
-        wv = _gauss_blur(vis, 2 * sigma)
-        ok = wv > 1e-3
-        dvis = _gauss_blur(dmap * vis, 2 * sigma) / wv.clamp_min(1e-6)
-        dmap = torch.where(vis > 0, dmap, torch.where(ok, dvis, dmap))
-        if base is not None:
-            bvis = _gauss_blur(base * vis, 2 * sigma) / wv.clamp_min(1e-6)
-            base = torch.where(vis > 0, base, torch.where(ok, bvis, base))
-        mask = (cover & (ok | (mask > 0))).float()
+def _fill_holes(
+    dmap: torch.Tensor, base: torch.Tensor | None, mask: torch.Tensor, point_radius: int, sigma: float
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Hide points seen through gaps, refill the gaps from visible neighbours: (dmap, base, mask).
 
+    Points of hidden surfaces show through the gaps between front splats: keep only pixels near
+    the nearest depth around them (screen-space visibility), then refill every pixel inside the
+    splat coverage from the visible ones; the silhouette comes from all splats.
+    """
+    k = 2 * point_radius + 3
+    near = -F.max_pool2d(torch.where(mask > 0, -dmap, -torch.inf), k, stride=1, padding=k // 2)
+    vis = mask * (dmap <= near + 0.08).float()
+    # morphological closing: fills gaps narrower than k without growing the silhouette
+    cover = -F.max_pool2d(-F.max_pool2d(mask, k, stride=1, padding=k // 2), k, stride=1, padding=k // 2) > 0
+    wv = _gauss_blur(vis, 2 * sigma)
+    ok = wv > 1e-3
+    dvis = _gauss_blur(dmap * vis, 2 * sigma) / wv.clamp_min(1e-6)
+    dmap = torch.where(vis > 0, dmap, torch.where(ok, dvis, dmap))
+    if base is not None:
+        bvis = _gauss_blur(base * vis, 2 * sigma) / wv.clamp_min(1e-6)
+        base = torch.where(vis > 0, base, torch.where(ok, bvis, base))
+    mask = (cover & (ok | (mask > 0))).float()
+    return dmap, base, mask
+
+
+def _shade(
+    dmap: torch.Tensor,
+    base: torch.Tensor | None,
+    mask: torch.Tensor,
+    proj: _Projection,
+    color_mode: str,
+    sigma: float,
+) -> torch.Tensor:
+    """(B*V, 3, H, W) image before the background: shading, normal map, depth grey or flat colour."""
+    M, _, H, W = dmap.shape
+    device = dmap.device
     if color_mode in ("shaded", "normal"):
         # height towards the camera, smoothed so normals follow the surface, not single splats
         h = -_gauss_blur(dmap * mask, 2 * sigma) / _gauss_blur(mask, 2 * sigma).clamp_min(1e-6)
-        pix = 2.0 / (W * margin)  # world units per pixel
+        pix = 2.0 / (W * _MARGIN)  # world units per pixel
         gx = (
             F.pad(h, (0, 1, 0, 0), mode="replicate")[..., :, 1:]
             - F.pad(h, (1, 0, 0, 0), mode="replicate")[..., :, :-1]
@@ -202,22 +270,15 @@ def render_views(
         inv = torch.rsqrt(gx.square() + gy.square() + 1)
         n = torch.cat([-gx * inv, -gy * inv, inv], dim=1)
         if color_mode == "normal":
-            img = n * 0.5 + 0.5
-        else:
-            light = F.normalize(torch.tensor(_LIGHT, device=device), dim=0).view(1, 3, 1, 1)
-            shade = 0.3 + 0.7 * (n * light).sum(1, keepdim=True).clamp_min(0)
-            img = (base if base is not None else torch.full_like(n, 0.75)) * shade
-    elif color_mode == "depth":
-        rel = (dmap - lo.view(B * V, 1, 1, 1)) / span.view(B * V, 1, 1, 1)
-        img = (0.15 + 0.7 * rel.clamp(0, 1)).expand(-1, 3, -1, -1)
-    else:  # flat
-        img = base if base is not None else torch.full((B * V, 3, H, W), 0.4, device=device)
-    img = img * mask + background * (1 - mask)
-    img = img.clamp(0, 1).view(B, V, 3, H, W)
-    if return_depth:
-        out_depth = torch.where(mask.view(B, V, H, W) > 0, dmap.view(B, V, H, W), torch.inf)
-        return img, out_depth
-    return img
+            return n * 0.5 + 0.5
+        light = F.normalize(torch.tensor(_LIGHT, device=device), dim=0).view(1, 3, 1, 1)
+        shade = 0.3 + 0.7 * (n * light).sum(1, keepdim=True).clamp_min(0)
+        return (base if base is not None else torch.full_like(n, 0.75)) * shade
+    if color_mode == "depth":
+        rel = (dmap - proj.lo.view(M, 1, 1, 1)) / proj.span.view(M, 1, 1, 1)
+        return (0.15 + 0.7 * rel.clamp(0, 1)).expand(-1, 3, -1, -1)
+    # flat
+    return base if base is not None else torch.full((M, 3, H, W), MISSING_COLOR, device=device)
 
 
 def sample_mesh_points(

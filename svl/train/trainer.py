@@ -6,6 +6,10 @@ clipping, optional bf16 autocast, DDP under torchrun. A run can stop anywhere an
 weights, optimizer, scheduler, every RNG and the position inside the epoch are saved, and data
 randomness (augmentation, collation) is seeded per batch from (seed, epoch, batch, rank), so it
 does not depend on the number of workers or on where the run was interrupted.
+
+SIGTERM (what cluster schedulers send before killing a job) or Ctrl-C during `fit` finishes the
+current step, writes last.safetensors + its state and raises `TrainingInterrupted`; a second
+signal stops at once. Off a terminal, progress is one log line per epoch instead of a tqdm bar.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import dataclasses
 import json
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -28,9 +34,16 @@ from torch import Tensor, nn
 from svl.train import distributed as D
 from svl.train.sampler import ResumableBatchSampler, ResumableSampler
 from svl.train.schedule import StepDecayLR, WarmupCosineLR
-from svl.utils import get_logger
+from svl.utils import get_logger, progress, progress_bars_enabled
 
-__all__ = ["TrainConfig", "Trainer", "param_groups"]
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "TrainingInterrupted",
+    "build_optimizer",
+    "build_scheduler",
+    "param_groups",
+]
 
 log = get_logger(__name__)
 
@@ -43,7 +56,11 @@ STATE_VERSION = 1
 
 @dataclass
 class TrainConfig:
-    """Optimisation recipe; defaults follow the E-3DSNN pretraining recipe (SPEC §4)."""
+    """Optimisation recipe; defaults follow the E-3DSNN pretraining recipe (docs/SPEC.md §4).
+
+    Checked when built (so a config file is refused when it is read, not mid-run) and again by
+    the Trainer (fields may be set after construction).
+    """
 
     epochs: int = 1
     batch_size: int = 32  # per process
@@ -75,8 +92,11 @@ class TrainConfig:
     val_every_epochs: int = 1
     find_unused_parameters: bool = False
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
+        """Raise ValueError naming the first bad field, or an option this machine cannot run."""
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
@@ -101,6 +121,30 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"TrainConfig: {msg}")
+        if self.sync_bn and not torch.cuda.is_available():
+            raise ValueError(
+                "TrainConfig: sync_bn=true needs CUDA: torch has no SyncBatchNorm on CPU and no CUDA "
+                "device is visible here; set sync_bn=false"
+            )
+
+
+class TrainingInterrupted(Exception):
+    """`fit` stopped on SIGTERM / SIGINT after finishing a step and saving a resumable checkpoint.
+
+    `step`: optimiser steps done (= the checkpoint's step); `path`: the checkpoint written (None on
+    ranks other than 0); `signal_name`: "SIGTERM" or "SIGINT"; `exit_code`: 128 + signal number,
+    the shell's convention for a process ended by that signal.
+    """
+
+    def __init__(self, step: int, path: Path | None, signum: int) -> None:
+        self.step, self.path, self.signum = step, path, signum
+        self.signal_name = signal.Signals(signum).name
+        self.exit_code = 128 + int(signum)
+        where = f"checkpoint saved to {path}" if path is not None else "checkpoint saved by rank 0"
+        super().__init__(f"training interrupted by {self.signal_name} at step {step}; {where}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.step, self.path, self.signum))
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -119,6 +163,27 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             decay.append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (or SGD with momentum) over `param_groups(model, cfg.weight_decay)`."""
+    params = param_groups(model, cfg.weight_decay)
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-iteration schedule over `cfg.epochs * steps_per_epoch` steps (warm-up in epochs)."""
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "cosine":
+        return WarmupCosineLR(optimizer, total_steps, warmup, cfg.start_lr, cfg.min_lr)
+    return StepDecayLR(optimizer, total_steps, cfg.milestones, cfg.gamma, warmup, cfg.start_lr)
 
 
 def _derive_seed(*parts: int) -> int:
@@ -230,6 +295,13 @@ def _val_key(key: str) -> str:
     return key if "/" in key else f"val/{key}"
 
 
+def _fmt_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 class Trainer:
     """Train `model` on `train_set` batches made by `collate_fn`, logging and checkpointing to `out_dir`.
 
@@ -265,30 +337,9 @@ class Trainer:
         self.rank, self.world_size, self.local_rank, self.device = D.init_distributed()
         self.is_main = self.rank == 0
 
-        model = model.to(self.device)
-        if cfg.sync_bn and self.world_size > 1:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.engine: nn.Module = DDP(
-                model, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters
-            )
-        else:
-            self.engine = model
-
+        self.model, self.engine = self._wrap_model(model)
         self.train_set = train_set
-        if batch_sampler_fn is not None:
-            inner = batch_sampler_fn(self.rank, self.world_size)
-            for attr in ("set_epoch", "set_start", "num_batches", "__iter__", "__len__"):
-                if not hasattr(inner, attr):
-                    raise ValueError(f"batch_sampler_fn returned {type(inner).__name__} without `{attr}`")
-        else:
-            n = len(train_set)
-            sampler = ResumableSampler(n, cfg.shuffle, cfg.seed, self.rank, self.world_size, cfg.drop_last)
-            inner = ResumableBatchSampler(sampler, cfg.batch_size, cfg.drop_last)
+        inner = self._batch_sampler(batch_sampler_fn)
         self.batches = _SeededBatches(inner, cfg.seed, self.rank)
         self.fetch = _SeededFetch(train_set, collate_fn)
         self.steps_per_epoch = int(inner.num_batches)
@@ -298,24 +349,8 @@ class Trainer:
         self.loader_gen = torch.Generator()
         self.loader_gen.manual_seed(_derive_seed(cfg.seed, self.rank, 7))
 
-        params = param_groups(model, cfg.weight_decay)
-        if not params:
-            raise ValueError("the model has no trainable parameters")
-        if cfg.optimizer == "adamw":
-            self.optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-                params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps
-            )
-        else:
-            self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
-        if cfg.schedule == "cosine":
-            self.scheduler: torch.optim.lr_scheduler.LRScheduler = WarmupCosineLR(
-                self.optimizer, self.total_steps, warmup, cfg.start_lr, cfg.min_lr
-            )
-        else:
-            self.scheduler = StepDecayLR(
-                self.optimizer, self.total_steps, cfg.milestones, cfg.gamma, warmup, cfg.start_lr
-            )
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.amp_dtype = self._amp_dtype()
 
         self.step = 0
@@ -330,8 +365,35 @@ class Trainer:
         self._window: dict[str, Tensor] = {}
         self._window_n = 0
         self._window_t = time.perf_counter()
+        self._epoch_sums: dict[str, Tensor] = {}
+        self._epoch_n = 0
+        self._signal: int | None = None
 
     # ------------------------------------------------------------------ setup helpers
+    def _wrap_model(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """(the model on this process's device, the module to call: DDP-wrapped under torchrun)."""
+        model = model.to(self.device)
+        if self.cfg.sync_bn and self.world_size > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.world_size == 1:
+            return model, model
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return model, DDP(model, device_ids=ids, find_unused_parameters=self.cfg.find_unused_parameters)
+
+    def _batch_sampler(self, batch_sampler_fn: Callable[[int, int], Any] | None) -> Any:
+        cfg = self.cfg
+        if batch_sampler_fn is not None:
+            inner = batch_sampler_fn(self.rank, self.world_size)
+            for attr in ("set_epoch", "set_start", "num_batches", "__iter__", "__len__"):
+                if not hasattr(inner, attr):
+                    raise ValueError(f"batch_sampler_fn returned {type(inner).__name__} without `{attr}`")
+            return inner
+        n = len(self.train_set)
+        sampler = ResumableSampler(n, cfg.shuffle, cfg.seed, self.rank, self.world_size, cfg.drop_last)
+        return ResumableBatchSampler(sampler, cfg.batch_size, cfg.drop_last)
+
     def _amp_dtype(self) -> torch.dtype | None:
         if self.cfg.amp == "off" or self.device.type != "cuda":
             if self.cfg.amp == "bf16" and self.device.type != "cuda":
@@ -450,15 +512,7 @@ class Trainer:
         self.step, self.epoch, self.pos = int(state["step"]), int(state["epoch"]), int(state["pos"])
         self.best, self.best_step = state["best"], state["best_step"]
         self.last_val = dict(state["last_val"])
-        old = state.get("config", {})
-        for key in ("batch_size", "epochs", "seed", "drop_last", "shuffle"):
-            if key in old and old[key] != getattr(self.cfg, key):
-                log.warning(
-                    "resuming with %s=%r (was %r): the run will not match an uninterrupted one",
-                    key,
-                    getattr(self.cfg, key),
-                    old[key],
-                )
+        self._warn_changed_config(state.get("config", {}))
         rngs = state["rng"]
         if len(rngs) == self.world_size:
             self._set_rng_state(rngs[self.rank])
@@ -474,6 +528,16 @@ class Trainer:
                 f"{state_path}: position {self.pos} is beyond this epoch's {self.steps_per_epoch} batches"
             )
         self._saved_step = self.step
+
+    def _warn_changed_config(self, old: Mapping[str, Any]) -> None:
+        for key in ("batch_size", "epochs", "seed", "drop_last", "shuffle"):
+            if key in old and old[key] != getattr(self.cfg, key):
+                log.warning(
+                    "resuming with %s=%r (was %r): the run will not match an uninterrupted one",
+                    key,
+                    getattr(self.cfg, key),
+                    old[key],
+                )
 
     # ------------------------------------------------------------------ logging
     def _open_logs(self, resumed: bool) -> None:
@@ -494,6 +558,11 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step if resumed else None)
+
+    def _close_logs(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def _record(self, kind: str, values: Mapping[str, float]) -> None:
         if not self.is_main:
@@ -516,6 +585,36 @@ class Trainer:
         self._record("train", values)
         self._window, self._window_n, self._window_t = {}, 0, time.perf_counter()
         return values
+
+    def _log_epoch(self, epoch_t0: float, stopped_at: int | None) -> None:
+        """One line per epoch where no progress bar shows (a log file, a batch job).
+
+        Every rank computes the epoch means (one all-reduce), so the collective never depends on
+        which rank's stderr is a terminal.
+        """
+        if self._epoch_n == 0:
+            return
+        means = {k: float(v.item()) / self._epoch_n for k, v in self._epoch_sums.items()}
+        means = D.all_reduce_mean(means, self.device)
+        n_steps = self._epoch_n
+        self._epoch_sums, self._epoch_n = {}, 0
+        if not self.is_main or progress_bars_enabled():
+            return
+        elapsed = time.perf_counter() - epoch_t0
+        per_step = elapsed / n_steps
+        end = self.total_steps if self.cfg.max_steps is None else min(self.total_steps, self.cfg.max_steps)
+        epoch_no = self.epoch if stopped_at is None else self.epoch + 1
+        parts = [f"epoch {epoch_no}/{self.cfg.epochs}"]
+        if stopped_at is not None:
+            parts[0] += f" (stopped at batch {stopped_at}/{self.steps_per_epoch})"
+        parts += [f"{k} {v:.4f}" for k, v in means.items() if "loss" in k]
+        if self._val_step == self.step and self.last_val:
+            key = _val_key(self.cfg.select_metric) if self.cfg.select_metric else None
+            shown = {key: self.last_val[key]} if key in self.last_val else self.last_val
+            parts += [f"{k} {v:.4f}" for k, v in shown.items()]
+        parts.append(f"{_fmt_duration(per_step * self.steps_per_epoch)}/epoch")
+        parts.append(f"ETA {_fmt_duration(per_step * max(end - self.step, 0))}")
+        log.info("  ".join(parts))
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> dict[str, float]:
@@ -559,6 +658,58 @@ class Trainer:
             save_checkpoint(self.out_dir / BEST, self.model.state_dict(), meta)
             log.info("step %d: new best %s = %.4f -> %s", self.step, key, value, self.out_dir / BEST)
 
+    # ------------------------------------------------------------------ interruption
+    @contextlib.contextmanager
+    def _interrupt_handlers(self) -> Iterator[None]:
+        """While fitting, SIGTERM / SIGINT only ask to stop after the current step; restored after.
+
+        Only the main thread may set signal handlers; elsewhere (a fit in a worker thread) the
+        process's own handling applies unchanged. A second signal stops at once.
+        """
+        self._signal = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[int, Any] = {}
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._signal is not None:  # asked twice: give up on the clean stop
+                restore()
+                if signum == signal.SIGINT:
+                    raise KeyboardInterrupt
+                raise SystemExit(128 + signum)
+            self._signal = signum
+            log.warning(
+                "%s: finishing step %d, then saving a checkpoint (send it again to stop at once)",
+                signal.Signals(signum).name,
+                self.step + 1,
+            )
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, OSError):  # not settable on this platform
+                previous[sig] = signal.signal(sig, request_stop)
+        try:
+            yield
+        finally:
+            restore()
+
+    def _interrupt_requested(self) -> int | None:
+        """The signal to stop on, agreed by every rank (all must save the same step together)."""
+        if self.world_size == 1:
+            return self._signal
+        return D.all_reduce_max(self._signal or 0, self.device) or None
+
+    def _stop_interrupted(self, signum: int) -> None:
+        """Save where the run stands (every rank takes part) and leave `fit` by TrainingInterrupted."""
+        path = self.save()
+        if self.is_main:
+            log.warning("interrupted at step %d: wrote %s", self.step, path)
+        raise TrainingInterrupted(self.step, path, signum)
+
     # ------------------------------------------------------------------ training
     def _train_step(self, batch: Any, log_now: bool) -> dict[str, Any]:
         from svl.spiking import record_spikes, spike_stats
@@ -595,76 +746,120 @@ class Trainer:
             record_spikes(self.model, False)
         for k, v in scalars.items():
             self._window[k] = self._window.get(k, torch.zeros((), device=v.device)) + v
+            self._epoch_sums[k] = self._epoch_sums.get(k, torch.zeros((), device=v.device)) + v
         self._window_n += 1
+        self._epoch_n += 1
         return spikes
 
-    def fit(self, resume: bool | str | Path = False) -> dict[str, Any]:
-        """Train to `cfg.epochs` (or `cfg.max_steps`); `resume` = True / "auto" / a checkpoint path."""
-        from svl.utils import progress, seed_everything
+    def _begin_epoch(self) -> None:
+        """Point the sampler, the dataset's augmentation stream and the batch seeds at this epoch."""
+        self.batches.inner.set_epoch(self.epoch)
+        if hasattr(self.train_set, "set_epoch"):  # per-epoch augmentation streams
+            self.train_set.set_epoch(self.epoch)
+        self.batches.epoch = self.epoch
+        if self.pos:
+            self.batches.inner.set_start(self.pos)
 
+    def _run_epoch(self) -> bool:
+        """Train the rest of the current epoch; True when `max_steps` stopped it early."""
         cfg = self.cfg
+        epoch_t0 = time.perf_counter()
+        stop = False
+        if self.pos < self.steps_per_epoch:  # == only after an interrupt on an epoch's last step
+            self._begin_epoch()
+            bar_kw: dict[str, Any] = {} if self.is_main else {"disable": True}
+            bar = progress(
+                self._loader(), total=len(self.batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", **bar_kw
+            )
+            self._window_t = time.perf_counter()
+            for batch in bar:
+                log_now = (self.step + 1) % cfg.log_every_steps == 0
+                spikes = self._train_step(batch, log_now)
+                self.step += 1
+                self.pos += 1
+                if log_now:
+                    values = self._log_train(spikes)
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.4f}")
+                signum = self._interrupt_requested()
+                if signum is not None:
+                    self._stop_interrupted(signum)
+                if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                    stop = True
+                    break
+                if (
+                    cfg.ckpt_every_steps
+                    and self.step % cfg.ckpt_every_steps == 0
+                    and self.pos < self.steps_per_epoch
+                ):
+                    self.save()
+        stopped_at = None
+        if self.pos >= self.steps_per_epoch:
+            self._end_epoch()
+        else:
+            stopped_at = self.pos
+        self._log_epoch(epoch_t0, stopped_at)
+        return stop
+
+    def _end_epoch(self) -> None:
+        self.epoch += 1
+        self.pos = 0
+        if self.epoch % self.cfg.val_every_epochs == 0:
+            self.validate()
+        self.save()
+
+    def _finish(self) -> None:
+        """Validate and save the final state unless the last epoch end already did."""
+        if self._val_step != self.step and self.val_fn is not None:
+            self.validate()
+        if self._saved_step != self.step or not (self.out_dir / LAST).exists():
+            self.save()
+
+    def _start(self, resume: bool | str | Path) -> None:
+        """Restore a checkpoint (or seed a fresh run) and open the logs."""
+        from svl.utils import seed_everything
+
         path = self._resolve_resume(resume)
         if path is not None:
             self.load(path)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", path, self.step, self.epoch, self.pos)
         else:
-            seed_everything(_derive_seed(cfg.seed, self.rank) % 2**32)
+            seed_everything(_derive_seed(self.cfg.seed, self.rank) % 2**32)
+        self._epoch_sums, self._epoch_n = {}, 0
         self._open_logs(resumed=path is not None)
+
+    def fit(self, resume: bool | str | Path = False) -> dict[str, Any]:
+        """Train to `cfg.epochs` (or `cfg.max_steps`); `resume` = True / "auto" / a checkpoint path.
+
+        On SIGTERM / SIGINT: finishes the step, saves last.safetensors + state, raises
+        `TrainingInterrupted` (resume with `resume=True`).
+        """
+        cfg = self.cfg
+        self._start(resume)
         stop = cfg.max_steps is not None and self.step >= cfg.max_steps
-        try:
-            while self.epoch < cfg.epochs and not stop:
-                self.batches.inner.set_epoch(self.epoch)
-                if hasattr(self.train_set, "set_epoch"):  # per-epoch augmentation streams
-                    self.train_set.set_epoch(self.epoch)
-                self.batches.epoch = self.epoch
-                if self.pos:
-                    self.batches.inner.set_start(self.pos)
-                bar_kw: dict[str, Any] = {} if self.is_main else {"disable": True}
-                bar = progress(
-                    self._loader(),
-                    total=len(self.batches),
-                    desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                    **bar_kw,
-                )
-                self._window_t = time.perf_counter()
-                for batch in bar:
-                    log_now = (self.step + 1) % cfg.log_every_steps == 0
-                    spikes = self._train_step(batch, log_now)
-                    self.step += 1
-                    self.pos += 1
-                    if log_now:
-                        values = self._log_train(spikes)
-                        if hasattr(bar, "set_postfix"):
-                            bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.4f}")
-                    if cfg.max_steps is not None and self.step >= cfg.max_steps:
-                        stop = True
-                        break
-                    if (
-                        cfg.ckpt_every_steps
-                        and self.step % cfg.ckpt_every_steps == 0
-                        and self.pos < self.steps_per_epoch
-                    ):
-                        self.save()
-                if self.pos >= self.steps_per_epoch:
-                    self.epoch += 1
-                    self.pos = 0
-                    if self.epoch % cfg.val_every_epochs == 0:
-                        self.validate()
-                    self.save()
-            if self._val_step != self.step and self.val_fn is not None:
-                self.validate()
-            if self._saved_step != self.step or not (self.out_dir / LAST).exists():
-                self.save()
-        finally:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        with self._interrupt_handlers():
+            try:
+                # An interrupt on an epoch's last step saved pos == steps_per_epoch: that epoch's
+                # end (validation, checkpoint) is still due, even when max_steps was reached.
+                while self.epoch < cfg.epochs and (not stop or self.pos >= self.steps_per_epoch):
+                    stop = self._run_epoch() or stop
+                self._finish()
+                signum = self._interrupt_requested()
+                if signum is not None:  # arrived during the final validation: training is complete
+                    raise TrainingInterrupted(
+                        self.step, self.out_dir / LAST if self.is_main else None, signum
+                    )
+            finally:
+                self._close_logs()
+        return self._write_summary()
+
+    def _write_summary(self) -> dict[str, Any]:
         summary = {
             "step": self.step,
             "epoch": self.epoch,
             "best": self.best,
             "best_step": self.best_step,
-            "select_metric": cfg.select_metric,
+            "select_metric": self.cfg.select_metric,
             "last_val": self.last_val,
             "last": str(self.out_dir / LAST),
             "best_path": str(self.out_dir / BEST) if self.best is not None else None,

@@ -1,23 +1,26 @@
-"""`svl energy`: a model's per-layer energy on real clouds or on the E-3DSNN release's random input."""
+"""Measure a whole model: build it (by name or from a checkpoint), feed it real clouds or the E-3DSNN
+release's random input, and return one EnergyReport. `svl energy` is a thin shell over `energy_report`.
+"""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import torch
 from torch import nn
 
-from svl.energy.meter import (
-    CONVENTIONS,
-    ENERGY_PRESETS,
-    EnergyReport,
-    EnergyTable,
-    measure_energy,
-    merge_reports,
-)
+from svl.energy.meter import CONVENTIONS, measure_energy
+from svl.energy.report import EnergyReport, EnergyTable, merge_reports
 
-__all__ = ["build_model", "random_cloud", "random_voxel_input", "run_energy_command"]
+__all__ = [
+    "build_model",
+    "dataset_batches",
+    "energy_report",
+    "measure_model",
+    "random_cloud",
+    "random_voxel_input",
+    "sparse_point_batch",
+]
 
 
 def random_voxel_input(
@@ -49,6 +52,20 @@ def random_cloud(n_points: int, channels: int = 6, batch_size: int = 1, seed: in
     return torch.cat([xyz, torch.full((batch_size, n_points, channels - 3), 0.4)], -1)
 
 
+def sparse_point_batch(st: Any) -> Any:
+    """A PointBatch whose ``.sparse`` is already set, so a voxel model skips its own voxelization.
+
+    This is how the release's random voxel input (already on the grid) reaches an E-3DSNN unchanged.
+    """
+    from svl.data.batch import PointBatch
+
+    b = st.batch_size
+    return PointBatch(
+        xyz=torch.zeros(b, 0, 3), feats=torch.zeros(b, 0, st.num_channels), labels=None,
+        index=torch.arange(b), sparse=st,
+    )  # fmt: skip
+
+
 def build_model(name: str | None = None, checkpoint: str | None = None, head: str | None = None) -> nn.Module:
     """A registered model by name, or the model a checkpoint describes (with its weights), with an
     optional Rep-VLI head file folded in (checked against the checkpoint's hash when both are given).
@@ -67,7 +84,7 @@ def build_model(name: str | None = None, checkpoint: str | None = None, head: st
     elif name is not None:
         model = create_model(name)
     else:
-        raise ValueError("give --model NAME or --checkpoint CKPT")
+        raise ValueError("give a model name or a checkpoint to measure")
     if head is not None:
         from svl.models.heads import attach_head
 
@@ -85,18 +102,8 @@ def _is_voxel_model(model: nn.Module) -> bool:
     return False
 
 
-def _sparse_batch(st: Any) -> Any:
-    """A PointBatch whose ``.sparse`` is already set, so the model skips its own voxelization."""
-    from svl.data.batch import PointBatch
-
-    b = st.batch_size
-    return PointBatch(
-        xyz=torch.zeros(b, 0, 3), feats=torch.zeros(b, 0, st.num_channels), labels=None,
-        index=torch.arange(b), sparse=st,
-    )  # fmt: skip
-
-
-def _data_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int) -> list[Any]:
+def dataset_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
+    """``batches`` collated batches of a seeded random subset of a registered dataset's split."""
     from svl.data.batch import collate_points
     from svl.data.datasets import build_dataset
 
@@ -128,50 +135,52 @@ def measure_model(
 
     set_spike_mode(model, mode)
     if (data is None) == (random_points is None):
-        raise ValueError("give exactly one of --data DATASET or --random-points N")
+        raise ValueError("give exactly one of data (a dataset name) or random_points (a point count)")
     if random_points is not None:
         if _is_voxel_model(model):
-            inputs = [_sparse_batch(random_voxel_input(random_points, batch_size=1, seed=seed))]
+            inputs = [sparse_point_batch(random_voxel_input(random_points, batch_size=1, seed=seed))]
         else:
             inputs = [random_cloud(random_points, batch_size=1, seed=seed)]
     else:
-        inputs = _data_batches(data, split, batch_size, batches, seed)
+        inputs = dataset_batches(data, split, batch_size, batches, seed)
     reports = [measure_energy(model, b, convention=convention, energy=energy, name=name) for b in inputs]
     return merge_reports(reports)
 
 
-def run_energy_command(args: argparse.Namespace) -> int:
-    """Handler of ``svl energy`` (see svl.cli._add_energy)."""
-    if args.e_mac is not None or args.e_ac is not None:
-        base = EnergyTable.preset(args.energy)
-        table = EnergyTable(args.e_mac or base.e_mac, args.e_ac or base.e_ac, "custom")
-    else:
-        table = EnergyTable.preset(args.energy)
-    if args.convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {args.convention!r}: use one of {CONVENTIONS}")
-    if args.energy not in ENERGY_PRESETS:
-        raise ValueError(f"unknown energy preset {args.energy!r}")
-    torch.manual_seed(args.seed)
-    model = build_model(args.model, args.checkpoint, args.head)
-    label = args.model or getattr(model, "name", None) or type(model).__name__
-    report = measure_model(
-        model,
-        data=args.data,
-        random_points=args.random_points,
-        split=args.split,
-        batch_size=args.batch_size,
-        batches=args.batches,
-        convention=args.convention,
-        energy=table,
-        mode=args.mode,
-        seed=args.seed,
+def energy_report(
+    model: str | None = None,
+    checkpoint: str | None = None,
+    head: str | None = None,
+    *,
+    data: str | None = None,
+    random_points: int | None = None,
+    split: str = "test",
+    batch_size: int = 8,
+    batches: int = 1,
+    convention: str = "exact",
+    energy: EnergyTable | None = None,
+    mode: str = "integer",
+    seed: int = 0,
+) -> EnergyReport:
+    """The report of a model given by registered name or checkpoint (+ head), see `build_model`.
+
+    Seeds torch before building, so a model built by name gets the same random weights every run.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}: use one of {CONVENTIONS}")
+    torch.manual_seed(seed)
+    net = build_model(model, checkpoint, head)
+    label = model or getattr(net, "name", None) or type(net).__name__
+    return measure_model(
+        net,
+        data=data,
+        random_points=random_points,
+        split=split,
+        batch_size=batch_size,
+        batches=batches,
+        convention=convention,
+        energy=energy,
+        mode=mode,
+        seed=seed,
         name=label,
     )
-    print(report.table())
-    if args.json:
-        report.to_json(args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        report.plot(args.plot)
-        print(f"wrote {args.plot}")
-    return 0

@@ -1,0 +1,304 @@
+"""The tasks layer: one file per job, run by the generic `Trainer` through one `run_task`.
+
+A task is a `Task` subclass registered with `@register_task("name")` whose `Config` dataclass
+holds `model`, `train` and `out_dir` sections (plus its own) and whose methods read like a recipe:
+
+- `__init__(cfg)`: seed, resolve the data and splits (cheap, no teachers, no model);
+- `setup() -> TrainParts`: teachers/targets, the model, the training set and how to batch it;
+- `validate(model) -> {metric: float}`: run by the Trainer on validation data (never test data);
+- `evaluate(summary) -> dict`: the final report after training (rank 0 only);
+- `format_results(result) -> str`: the table printed at the end and saved as results.txt.
+
+The steps every task needs are written once here: `ModelSection` (a registered encoder from a config
+section, optionally initialised from a checkpoint), `Subset` / `cap_per_class` (views of a dataset),
+`encode` (a model over a dataset, in order), `write_results` (results.json + results.txt) and
+`run_task` (claim the run folder, save the config, train, evaluate, write). A new job is one file
+in svl/tasks/ plus its import in svl/tasks/__init__.py (or an entry point in group "svl.tasks").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from svl.registry import Registry
+from svl.utils import atomic_write, get_logger
+
+__all__ = [
+    "TASKS",
+    "ModelSection",
+    "Subset",
+    "Task",
+    "TrainParts",
+    "cap_per_class",
+    "encode",
+    "load_task_config",
+    "register_task",
+    "run_task",
+    "write_results",
+]
+
+log = get_logger(__name__)
+
+TASKS: Registry[type[Task]] = Registry("task", group="svl.tasks", hint="see svl.tasks.TASKS.names()")
+
+
+def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
+    """Class decorator: register a `Task` subclass under `name` (also its `.name`)."""
+
+    def deco(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        return TASKS.register(name, cls)
+
+    return deco
+
+
+# ----------------------------------------------------------------------------- config sections
+@dataclass
+class ModelSection:
+    """A registered encoder and the overrides it is built with; `init` = start from a checkpoint."""
+
+    name: str = "e3dsnn_t"
+    out_dim: int = 384
+    T: int = 1
+    D: int = 4
+    voxel_size: float = 0.02
+    init: str | None = None
+
+    def builder_kwargs(self) -> dict[str, Any]:
+        """What goes to the model builder (and into checkpoint metadata as `model_cfg`)."""
+        cfg: dict[str, Any] = {"out_dim": self.out_dim, "T": self.T, "D": self.D}
+        if self.name.startswith("e3dsnn"):  # voxel encoders; point encoders have no voxel size
+            cfg["voxel_size"] = self.voxel_size
+        return cfg
+
+    def build(self) -> nn.Module:
+        """The encoder, with `init`'s weights when set (architecture and shapes must match)."""
+        from svl.models import create_model
+
+        model = create_model(self.name, **self.builder_kwargs())
+        if self.init:
+            load_init(model, self.init, self.name)
+        return model
+
+
+def load_init(model: nn.Module, path: str | os.PathLike[str], arch: str) -> dict[str, Any]:
+    """Load encoder weights from any svl checkpoint (a bare model or a run's `encoder.*`) into `model`.
+
+    A checkpoint of another architecture is refused with both names; returns the checkpoint meta.
+    """
+    from svl.checkpoint import load_checkpoint, load_state_into
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"model.init: checkpoint {p} does not exist")
+    tensors, meta = load_checkpoint(p)
+    held = meta.get("model")
+    if held is not None and held != arch:
+        raise ValueError(f"model.init: {p} holds a {held!r} encoder, but model.name is {arch!r}")
+    if any(k.startswith("encoder.") for k in tensors):
+        tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    load_state_into(model, tensors, where=str(p))
+    return meta
+
+
+# ----------------------------------------------------------------------------- data helpers
+class Subset:
+    """Index view of a dataset (keeps `set_epoch` and the sample dict protocol)."""
+
+    def __init__(self, base: Any, indices: np.ndarray) -> None:
+        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.base[int(self.indices[i])]
+        s["index"] = int(i)
+        return s
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(epoch)
+
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.base.labels())[self.indices]
+
+
+def cap_per_class(idx: np.ndarray, labels: np.ndarray, per_class: int | None) -> np.ndarray:
+    """The first `per_class` indices of each class (all when None): quick runs and smoke tests."""
+    if not per_class:
+        return idx
+    keep = np.concatenate([idx[labels[idx] == c][:per_class] for c in np.unique(labels[idx])])
+    return np.sort(keep)
+
+
+@torch.no_grad()
+def encode(model: nn.Module, dataset: Any, batch_size: int = 64, desc: str = "encode") -> Tensor:
+    """Model outputs (N, D) for every sample of `dataset`, in eval mode, in order (mode restored)."""
+    from svl.data import collate_points
+    from svl.utils import progress
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    starts = range(0, len(dataset), batch_size)
+    for a in progress(starts, desc=desc, leave=False):
+        batch = collate_points([dataset[i] for i in range(a, min(a + batch_size, len(dataset)))])
+        out.append(model(batch.to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+# ----------------------------------------------------------------------------- results
+def _jsonable(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.generic):
+        return o.item()
+    return o
+
+
+def write_results(out_dir: str | os.PathLike[str], result: Mapping[str, Any], table: str) -> dict[str, Path]:
+    """`results.json` (NaN/inf -> null) and `results.txt` (the printed table), written atomically."""
+    out = Path(out_dir)
+    paths = {"json": out / "results.json", "table": out / "results.txt"}
+    with atomic_write(paths["json"], "w") as fh:
+        json.dump(_jsonable(dict(result)), fh, indent=2)
+    with atomic_write(paths["table"], "w") as fh:
+        fh.write(table.rstrip("\n") + "\n")
+    return paths
+
+
+# ----------------------------------------------------------------------------- the task protocol
+@dataclass
+class TrainParts:
+    """What a task hands to the `Trainer`."""
+
+    model: nn.Module
+    train_set: Any
+    collate_fn: Callable[[list[Any]], Any]
+    checkpoint_meta: dict[str, Any] = field(default_factory=dict)
+    batch_sampler_fn: Callable[[int, int], Any] | None = None
+
+
+class Task:
+    """Base class of a job; see the module docstring for the recipe each subclass fills in."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+
+    def setup(self) -> TrainParts:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module) -> dict[str, float] | None:
+        return None
+
+    def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def format_results(self, result: Mapping[str, Any]) -> str:
+        return json.dumps(_jsonable(dict(result)), indent=2)
+
+    @property
+    def has_validation(self) -> bool:
+        return type(self).validate is not Task.validate
+
+
+def load_task_config(
+    default: str, config: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> tuple[type[Task], Any]:
+    """(task class, its typed config) from a YAML file + `key=value` overrides.
+
+    The task is the config's `task` key (an override `task=...` wins over the file), else `default`,
+    so `svl finetune task=segmentation` and a config file naming its task pick the right recipe.
+    """
+    from svl.config import load_config
+
+    name = default
+    if config is not None:
+        from omegaconf import OmegaConf
+
+        p = Path(config)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file {p} does not exist")
+        try:
+            raw = OmegaConf.to_container(OmegaConf.load(p))
+        except Exception as e:  # omegaconf raises several yaml/parser types
+            raise ValueError(f"{p}: cannot read the config ({e})") from None
+        if isinstance(raw, dict) and isinstance(raw.get("task"), str):
+            name = raw["task"]
+    for item in overrides or []:
+        key, sep, value = str(item).partition("=")
+        if sep and key.strip() == "task":
+            name = value.strip()
+    cls = TASKS.get(name)
+    return cls, load_config(cls.Config, config, list(overrides or []))
+
+
+def run_task(
+    cfg: Any,
+    task: str | type[Task] | None = None,
+    resume: bool | str = False,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Train and evaluate one task into `cfg.out_dir`: the one path every training command takes.
+
+    The run folder is claimed first (a folder holding another run is refused unless `resume` or
+    `overwrite`, and locked against a concurrent run); `config.yaml`, checkpoints, `log.jsonl`,
+    TensorBoard logs, `results.json` and `results.txt` go there. Returns the result dict (on
+    non-zero DDP ranks only the training summary).
+    """
+    from svl.config import save_config
+    from svl.train import distributed as D
+    from svl.train.run_dir import claim_run_dir
+    from svl.train.trainer import Trainer
+
+    cls = TASKS.get(task or getattr(cfg, "task", "")) if not isinstance(task, type) else task
+    t0 = time.perf_counter()
+    out = Path(cfg.out_dir)
+    rank = D.init_distributed()[0]  # only rank 0 claims (and writes into) the run folder
+    claim = claim_run_dir(out, resume=bool(resume), overwrite=overwrite) if rank == 0 else nullcontext()
+    with claim:
+        if D.is_main():
+            save_config(cfg, out / "config.yaml")
+        job = cls(cfg)
+        parts = job.setup()
+        trainer = Trainer(
+            parts.model,
+            parts.train_set,
+            parts.collate_fn,
+            cfg.train,
+            out,
+            val_fn=job.validate if job.has_validation else None,
+            checkpoint_meta=parts.checkpoint_meta,
+            batch_sampler_fn=parts.batch_sampler_fn,
+        )
+        summary = trainer.fit(resume=resume)
+        result: dict[str, Any] = {"task": cls.name, "train": summary}
+        if D.is_main():
+            result.update(job.evaluate(summary))
+            result["wall_seconds"] = time.perf_counter() - t0
+            result["table"] = job.format_results(result)
+            write_results(out, {k: v for k, v in result.items() if k != "table"}, result["table"])
+    return result

@@ -1,0 +1,496 @@
+"""Task `pretrain`: Multi-scale Triple Alignment pretraining with zero-shot evaluation (docs/SPEC.md §4-§6).
+
+The recipe: the ModelNet40 zero-shot split with some seen classes held out of training
+(pseudo-unseen), frozen text and image teachers (embeddings cached), a registered encoder inside
+`TripleAlignment`, validation on held-out seen-class shapes plus pseudo-unseen shapes (never the test
+split), calibrated stacking for generalized zero-shot chosen on that validation data, and a final
+report on the test split computed through the folded Rep-VLI head: the text-free inference path.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from svl.tasks.base import (
+    ModelSection,
+    Subset,
+    Task,
+    TrainParts,
+    cap_per_class,
+    encode,
+    register_task,
+)
+from svl.train.trainer import TrainConfig
+from svl.utils import get_logger, seed_everything
+
+__all__ = ["AlignmentSet", "PretrainConfig", "PretrainTask", "format_results"]
+
+log = get_logger(__name__)
+
+TEXT_MODES = ("names", "descriptions")
+
+
+@dataclass
+class DataSection:
+    dataset: str = "modelnet40_zsl"
+    root: str | None = None
+    num_points: int = 1024
+    augment: bool = True
+    # Seen classes kept out of training so GZSL calibration and checkpoint selection can be done on
+    # classes the model has never been trained on, without looking at the test split.
+    pseudo_unseen: int = 5
+    calib_per_class: int = 40
+    # Caps per class for quick runs (smoke tests, debugging); None = every shape.
+    train_per_class: int | None = None
+    test_per_class: int | None = None
+
+
+@dataclass
+class TeacherSection:
+    text: str = "minilm"
+    image: str = "efficientnet-lite0"
+    views: int = 4
+    image_batch_size: int = 32
+
+
+@dataclass
+class LossSection:
+    l_text: float = 1.0
+    l_image: float = 1.0
+    l_mse: float = 1.0
+    logit_scale_init: float = 1 / 0.07
+    learn_scale: bool = True
+    hard_negatives: bool = False
+    hard_negative_group: int = 4
+    # "learned": a trainable text projection (docs/SPEC.md §4). "identity": the 3D embedding lives in
+    # the text teacher's space itself (needs model.out_dim == text dim); with few training classes a
+    # learned projection is only constrained on their span, so unseen names can map anywhere.
+    text_proj: str = "learned"
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(
+        epochs=12,
+        batch_size=32,
+        lr=2e-3,
+        weight_decay=1e-4,
+        warmup_epochs=1,
+        ckpt_every_steps=100,
+        select_metric="val/score",
+    )
+
+
+@dataclass
+class PretrainConfig:
+    task: str = "pretrain"
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    teacher: TeacherSection = field(default_factory=TeacherSection)
+    loss: LossSection = field(default_factory=LossSection)
+    train: TrainConfig = field(default_factory=_default_train)
+    out_dir: str = "runs/zsl_modelnet40"
+    seed: int = 0
+    evaluate_test: bool = True
+    energy: bool = True
+
+
+class AlignmentSet(Subset):
+    """Training triplets: an (augmented) cloud, one rendered view's image embedding, one prompt's text.
+
+    The view and the prompt template are drawn per sample from (seed, epoch, index), so the choice
+    is reproducible and independent of workers, like the point augmentations.
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        indices: np.ndarray,
+        image_emb: np.ndarray,
+        text_emb: Tensor,
+        class_rows: dict[int, int],
+        seed: int = 0,
+    ) -> None:
+        super().__init__(base, indices)
+        if len(image_emb) != len(self.indices):
+            raise ValueError(f"{len(image_emb)} image embeddings for {len(self.indices)} training shapes")
+        self.image_emb, self.text_emb, self.class_rows, self.seed = image_emb, text_emb, class_rows, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.epoch = int(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = super().__getitem__(i)
+        rng = np.random.default_rng([self.seed, self.epoch, int(i), 7])
+        v = int(rng.integers(self.image_emb.shape[1]))
+        t = int(rng.integers(self.text_emb.shape[1]))
+        s["image_emb"] = np.array(self.image_emb[i, v], dtype=np.float32)
+        s["text_emb"] = self.text_emb[self.class_rows[int(s["label"])], t].numpy()
+        s["has_text"] = np.ones((), dtype=np.float32)
+        return s
+
+
+def _pick_pseudo_unseen(seen: list[str], k: int, seed: int) -> list[str]:
+    if not 0 <= k < len(seen):
+        raise ValueError(f"data.pseudo_unseen must be in [0, {len(seen) - 1}], got {k}")
+    rng = np.random.default_rng([seed, 1234])
+    return sorted(rng.choice(seen, size=k, replace=False).tolist()) if k else []
+
+
+@register_task("pretrain")
+class PretrainTask(Task):
+    """Holds everything one pretraining run builds, so evaluation can reuse it after training."""
+
+    Config = PretrainConfig
+
+    # -- data ----------------------------------------------------------------------------------
+    def __init__(self, cfg: PretrainConfig) -> None:
+        from svl.data.datasets import build_dataset
+
+        super().__init__(cfg)
+        seed_everything(cfg.seed)
+        d = cfg.data
+        if d.dataset != "modelnet40_zsl":
+            raise ValueError(
+                f"data.dataset={d.dataset!r}: the pretraining task runs on 'modelnet40_zsl' "
+                "(its zero-shot split defines trained, pseudo-unseen and unseen classes)"
+            )
+        kw = {"root": d.root, "seed": cfg.seed}
+        self.train_aug = build_dataset(d.dataset, "train", num_points=d.num_points, augment=d.augment, **kw)
+        self.train_plain = build_dataset(d.dataset, "train", **kw)
+        self.val_plain = build_dataset(d.dataset, "val", **kw)
+        self.classes = list(self.train_plain.classes)
+        self.seen = list(self.train_plain.seen_classes)
+        self.unseen = list(self.train_plain.unseen_classes)
+        self.pseudo = _pick_pseudo_unseen(self.seen, d.pseudo_unseen, cfg.seed)
+        self.trained = [c for c in self.seen if c not in self.pseudo]
+        self._split_train_val()
+        log.info(
+            "zero-shot split: %d trained classes (%d shapes), %d pseudo-unseen, %d unseen; val %d shapes",
+            len(self.trained), len(self.train_idx), len(self.pseudo), len(self.unseen), len(self.val_labels),
+        )  # fmt: skip
+
+    def _split_train_val(self) -> None:
+        """Training shapes of trained classes; validation = held-out shapes of trained classes plus
+        shapes of the pseudo-unseen classes (never trained on), capped per class. No test shape."""
+        d, seed = self.cfg.data, self.cfg.seed
+        cid = {c: i for i, c in enumerate(self.classes)}
+        trained_ids = list({cid[c] for c in self.trained})
+        tr_labels = self.train_plain.labels()
+        self.train_idx = cap_per_class(
+            np.flatnonzero(np.isin(tr_labels, trained_ids)), tr_labels, d.train_per_class
+        )
+        va_labels = self.val_plain.labels()
+        val_trained = np.flatnonzero(np.isin(va_labels, trained_ids))
+        calib = []
+        for c in self.pseudo:
+            idx = np.flatnonzero(tr_labels == cid[c])
+            calib.append(np.random.default_rng([seed, cid[c]]).permutation(idx)[: d.calib_per_class])
+        self.val_sets = [Subset(self.val_plain, val_trained)]
+        if calib:
+            self.val_sets.append(Subset(self.train_plain, np.sort(np.concatenate(calib))))
+        self.val_labels = np.concatenate([s.labels() for s in self.val_sets])
+        self.val_classes = self.trained + self.pseudo
+
+    # -- teachers ------------------------------------------------------------------------------
+    def teacher_targets(self) -> None:
+        """Prompt embeddings of every class name and description; image embeddings of rendered views."""
+        from svl.teachers import create_teacher, embed_dataset_views
+        from svl.vocab import class_texts, load_templates
+
+        t0 = time.perf_counter()
+        tc = self.cfg.teacher
+        self.text_teacher = create_teacher(tc.text)
+        self.templates = load_templates()
+        names = class_texts(self.classes, "names")
+        prompts = [tpl.format(n) for n in names for tpl in self.templates]
+        emb = self.text_teacher.embed_texts(prompts).view(len(names), len(self.templates), -1)
+        self.prompt_emb = emb  # (40, templates, Dt) for every class; training reads trained rows only
+        self.name_emb = torch.nn.functional.normalize(emb.mean(1), dim=-1)
+        self.desc_emb = self.text_teacher.embed_texts(class_texts(self.classes, "descriptions"))
+        secs = time.perf_counter() - t0
+        log.info("text teacher %s: %d prompts in %.1fs", self.text_teacher.id, len(prompts), secs)
+        t0 = time.perf_counter()
+        views = Subset(self.train_plain, self.train_idx)
+        self.image_emb = embed_dataset_views(
+            views, teacher=tc.image, num_views=tc.views, batch_size=tc.image_batch_size
+        )
+        self.image_dim = int(self.image_emb.shape[-1])
+        log.info(
+            "image teacher %s: %s in %.1fs", tc.image, tuple(self.image_emb.shape), time.perf_counter() - t0
+        )
+
+    # -- model ---------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        from svl.train.losses import TripleAlignment
+
+        lc = self.cfg.loss
+        if lc.text_proj not in ("learned", "identity"):
+            raise ValueError(f"loss.text_proj must be 'learned' or 'identity', got {lc.text_proj!r}")
+        text_dim = int(self.prompt_emb.shape[-1])
+        if lc.text_proj == "identity" and self.cfg.model.out_dim != text_dim:
+            raise ValueError(
+                f"loss.text_proj=identity needs model.out_dim == the text teacher's dim ({text_dim}), "
+                f"got model.out_dim={self.cfg.model.out_dim}"
+            )
+        model = TripleAlignment(
+            self.cfg.model.build(),
+            text_dim=text_dim,
+            image_dim=self.image_dim,
+            logit_scale_init=lc.logit_scale_init,
+            learn_scale=lc.learn_scale,
+            l_text=lc.l_text,
+            l_image=lc.l_image,
+            l_mse=lc.l_mse,
+        )
+        if lc.text_proj == "identity":
+            with torch.no_grad():
+                model.text_proj.weight.copy_(torch.eye(text_dim))
+                model.text_proj.bias.zero_()
+            model.text_proj.requires_grad_(False)
+        return model
+
+    def meta(self) -> dict[str, Any]:
+        from svl.models import Contract
+
+        m, d, tc = self.cfg.model, self.cfg.data, self.cfg.teacher
+        contract = Contract(
+            gravity_axis="z",
+            color="none",
+            num_points=d.num_points,
+            voxel_size=m.voxel_size,
+            T=m.T,
+            D=m.D,
+            teacher=tc.text,
+            embed_dim=m.out_dim,
+            normals=False,
+        )
+        return {
+            "kind": "svl-pretrain",
+            "model": m.name,
+            "model_cfg": m.builder_kwargs(),
+            "teachers": {"text": tc.text, "image": tc.image},
+            "contract": contract.to_dict(),
+            "zsl": {"trained_classes": self.trained, "pseudo_unseen_classes": self.pseudo},
+        }
+
+    def setup(self) -> TrainParts:
+        from svl.data import collate_points
+
+        self.teacher_targets()
+        rows = {self.classes.index(c): self.classes.index(c) for c in self.trained}
+        train_set = AlignmentSet(
+            self.train_aug, self.train_idx, self.image_emb, self.prompt_emb, rows, seed=self.cfg.seed
+        )
+        self.model = self.build_model()
+        return TrainParts(
+            self.model, train_set, collate_points, self.meta(), batch_sampler_fn=self._batch_sampler_fn()
+        )
+
+    def _batch_sampler_fn(self) -> Any:
+        """Hard negatives: batches made of groups of nearest neighbours in image-embedding space."""
+        if not self.cfg.loss.hard_negatives:
+            return None
+        from svl.train.sampler import KNNGroupedBatchSampler
+
+        feats = np.asarray(self.image_emb, dtype=np.float32).mean(1)
+        tc, group = self.cfg.train, self.cfg.loss.hard_negative_group
+
+        def batch_sampler_fn(rank: int, world: int) -> Any:
+            return KNNGroupedBatchSampler(feats, tc.batch_size, group, tc.seed, rank, world)
+
+        return batch_sampler_fn
+
+    # -- validation ----------------------------------------------------------------------------
+    def _val_scores(self, model: nn.Module, class_emb: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Folded-head-equivalent scores (raw embedding . W) over trained + pseudo-unseen classes."""
+        z = torch.cat([encode(model.encoder, s, desc="val") for s in self.val_sets])
+        rows = [self.classes.index(c) for c in self.val_classes]
+        with torch.no_grad():
+            W = model.embed_text(class_emb[rows])
+        labels = np.asarray([self.val_classes.index(self.classes[y]) for y in self.val_labels])
+        return (z @ W.T).numpy(), labels
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        from svl.eval.zeroshot import class_mean_accuracy, gzsl_metrics
+
+        s, y = self._val_scores(model, self.name_emb)
+        k = len(self.trained)
+        tr = y < k
+        out = {"seen_top1": float((s[tr, :k].argmax(1) == y[tr]).mean())}
+        if self.pseudo:
+            ps = ~tr
+            out["pseudo_unseen_top1"] = float((s[ps, k:].argmax(1) == (y[ps] - k)).mean())
+            out["pseudo_unseen_mean"] = class_mean_accuracy(s[ps, k:].argmax(1), y[ps] - k, len(self.pseudo))
+            out["gzsl_H_uncalibrated"] = gzsl_metrics(s, y, np.arange(len(self.val_classes)) < k)["H"]
+            out["score"] = 0.5 * (out["seen_top1"] + out["pseudo_unseen_top1"])
+        else:
+            out["score"] = out["seen_top1"]
+        return out
+
+    # -- final evaluation ----------------------------------------------------------------------
+    def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """Calibrate on validation, then report ZSL / GZSL on the test split via the folded head."""
+        from svl.checkpoint import load_checkpoint, load_state_into
+
+        best = summary.get("best_path") or summary["last"]
+        tensors, meta = load_checkpoint(best)
+        load_state_into(self.model, tensors, where=best)
+        self.model.eval()
+        modes = {"names": self.name_emb, "descriptions": self.desc_emb}
+        gammas = self._calibrate(modes)
+        final = self._save_final(tensors, meta, gammas)
+        result: dict[str, Any] = {"checkpoint": str(final), "best_step": summary.get("best_step")}
+        if not self.cfg.evaluate_test:
+            return result
+        test, y = self._test_set()
+        heads: dict[str, nn.Module] = {}
+        for mode, emb in modes.items():
+            heads[mode], result[mode] = self._evaluate_mode(mode, emb, tensors, final, test, y, gammas[mode])
+        if self.cfg.energy:  # the deployed path: spiking encoder + folded 40-way head
+            result["energy"] = self._energy(heads["names"], test)
+        return result
+
+    def _calibrate(self, modes: dict[str, Tensor]) -> dict[str, float]:
+        """Calibrated-stacking gamma per text mode, chosen on validation (pseudo-unseen play unseen)."""
+        from svl.eval.zeroshot import choose_calibration
+
+        val_mask = np.arange(len(self.val_classes)) < len(self.trained)
+        gammas = {}
+        for mode, emb in modes.items():
+            s, y = self._val_scores(self.model, emb)
+            gammas[mode] = choose_calibration(s, y, val_mask) if self.pseudo else 0.0
+        return gammas
+
+    def _save_final(self, tensors: dict[str, Tensor], meta: dict[str, Any], gammas: dict[str, float]) -> Any:
+        from svl.checkpoint import save_checkpoint
+
+        meta = dict(meta)
+        meta["zsl"] = {
+            **meta.get("zsl", {}),
+            "gamma": gammas["names"],
+            "gamma_descriptions": gammas["descriptions"],
+        }
+        final = self.out / "final.safetensors"
+        save_checkpoint(final, tensors, meta)
+        return final
+
+    def _test_set(self) -> tuple[Any, np.ndarray]:
+        from svl.data.datasets import build_dataset
+
+        test = build_dataset(self.cfg.data.dataset, "test", root=self.cfg.data.root, seed=self.cfg.seed)
+        y = test.labels()
+        if self.cfg.data.test_per_class:
+            test = Subset(test, cap_per_class(np.arange(len(y)), y, self.cfg.data.test_per_class))
+            y = y[test.indices]
+        return test, y
+
+    def _evaluate_mode(
+        self,
+        mode: str,
+        emb: Tensor,
+        tensors: dict[str, Tensor],
+        final: Any,
+        test: Any,
+        y: np.ndarray,
+        gamma: float,
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """Fold one text mode's class weights into the encoder, save its head, score the test split."""
+        from svl.checkpoint import read_checkpoint_meta
+        from svl.eval.zeroshot import gzsl_metrics, topk_accuracy
+        from svl.models.heads import build_class_weights, fold_head, head_metadata, save_head
+        from svl.vocab import class_texts
+
+        W = build_class_weights(tensors, emb)
+        folded = fold_head(copy.deepcopy(self.model.encoder).eval(), W)
+        t0 = time.perf_counter()
+        scores = encode(folded, test, desc=f"test ({mode})").numpy()
+        secs = time.perf_counter() - t0
+        # Cosine reference: the folded head must pick the same class as similarity against W.
+        z = encode(self.model.encoder, test, desc="test (reference)")
+        cos = torch.nn.functional.normalize(z, dim=-1) @ W.T
+        agree = float((cos.argmax(1).numpy() == scores.argmax(1)).mean())
+        tmpl = self.templates if mode == "names" else ["{}"]
+        meta = head_metadata(
+            self.classes,
+            class_texts(self.classes, mode),
+            self.text_teacher.id,
+            tmpl,
+            mode,
+            final,
+            read_checkpoint_meta(final),
+        )
+        save_head(self.out / f"head_modelnet40_{mode}.safetensors", folded.head, W, meta)
+        unseen_rows = [self.classes.index(c) for c in self.unseen]
+        is_unseen = np.isin(y, unseen_rows)
+        zsl = topk_accuracy(scores[is_unseen][:, unseen_rows], np.searchsorted(unseen_rows, y[is_unseen]))
+        # Seen/unseen are the benchmark's 30/10 classes; the bias goes on the trained classes.
+        trained_mask = np.array([c in self.trained for c in self.classes])
+        bench_seen = np.array([c in self.seen for c in self.classes])
+        return folded, {
+            "zsl_top1": zsl["top1"],
+            "zsl_top3": zsl.get("top3"),
+            "zsl_top5": zsl.get("top5"),
+            "gzsl": gzsl_metrics(scores, y, bench_seen, 0.0, bias_mask=trained_mask),
+            "gzsl_calibrated": gzsl_metrics(scores, y, bench_seen, gamma, bias_mask=trained_mask),
+            "gamma": gamma,
+            "folded_vs_cosine_agreement": agree,
+            "test_seconds": secs,
+        }
+
+    def _energy(self, encoder: nn.Module, test: Any) -> dict[str, float]:
+        from svl.data import collate_points
+        from svl.energy import measure_energy
+
+        batch = collate_points([test[i] for i in range(0, len(test), max(1, len(test) // 16))][:16])
+        rep = measure_energy(encoder.eval(), batch.to(next(encoder.parameters()).device))
+        return {
+            "energy_snn_mj": rep.energy_snn_mj,
+            "energy_ann_mj": rep.energy_ann_mj,
+            "ratio": rep.ratio,
+            "sops": rep.sops,
+            "ann_flops": rep.ann_flops,
+        }
+
+    def format_results(self, result: dict[str, Any]) -> str:
+        return format_results(result)
+
+
+def format_results(result: dict[str, Any]) -> str:
+    """The result table printed at the end of `svl pretrain` (and saved as results.txt)."""
+    lines = ["", "Zero-shot on ModelNet40 (test split; unseen = the 10 ModelNet10 classes)", ""]
+    hdr = (
+        f"{'text':<13}{'ZSL top-1':>10}{'top-5':>8}   {'GZSL seen':>9}{'unseen':>8}{'H':>7}   "
+        f"{'calibrated: seen':>16}{'unseen':>8}{'H':>7}{'gamma':>8}"
+    )
+    lines += [hdr, "-" * len(hdr)]
+    for mode in TEXT_MODES:
+        r = result.get(mode)
+        if not r:
+            continue
+        g0, g1 = r["gzsl"], r["gzsl_calibrated"]
+        lines.append(
+            f"{mode:<13}{100 * r['zsl_top1']:>10.2f}{100 * (r['zsl_top5'] or 0):>8.2f}   "
+            f"{100 * g0['seen']:>9.2f}{100 * g0['unseen']:>8.2f}{100 * g0['H']:>7.2f}   "
+            f"{100 * g1['seen']:>16.2f}{100 * g1['unseen']:>8.2f}{100 * g1['H']:>7.2f}{r['gamma']:>8.3f}"
+        )
+    if "energy" in result:
+        e = result["energy"]
+        lines += [
+            "",
+            f"energy per cloud: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
+            f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f})",
+        ]
+    if "names" in result:
+        agree = 100 * result["names"]["folded_vs_cosine_agreement"]
+        lines.append(f"folded Rep-VLI head vs cosine argmax agreement: {agree:.2f}%")
+    lines.append(f"checkpoint: {result.get('checkpoint')}")
+    return "\n".join(lines)

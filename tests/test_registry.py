@@ -1,0 +1,97 @@
+"""The one Registry class: registration, helpful errors, and plugins through entry points."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from svl.registry import PluginWarning, Registry
+
+
+def test_register_get_create_and_names() -> None:
+    reg: Registry = Registry("widget")
+
+    @reg.register()
+    def small(size: int = 1) -> dict:
+        return {"size": size}
+
+    reg.register("big", lambda: {"size": 9})
+    assert reg.names() == ["big", "small"] and reg.names("s*") == ["small"]
+    assert "small" in reg and len(reg) == 2 and list(reg) == ["big", "small"]
+    assert reg.create("small", size=3) == {"size": 3}
+    assert reg.get("big")() == {"size": 9}
+
+
+def test_unknown_names_list_what_is_registered_and_suggest() -> None:
+    reg: Registry = Registry("widget", hint="see widgets()")
+    reg.register("e3dsnn_t", object())
+    reg.register("e3dsnn_s", object())
+    with pytest.raises(
+        ValueError,
+        match=r"unknown widget 'e3dsnn_x'; did you mean .*registered: e3dsnn_s, e3dsnn_t \(see widgets\(\)\)",
+    ):
+        reg.get("e3dsnn_x")
+
+
+def test_a_second_entry_under_one_name_is_refused() -> None:
+    reg: Registry = Registry("widget")
+    reg.register("a", 1)
+    reg.register("a", 1)  # the same object again is fine (module reloads)
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a", 2)
+    reg.register("a", 2, override=True)
+    assert reg.get("a") == 2
+
+
+def _install_plugin(tmp_path: Path, group: str, lines: str, module: str) -> None:
+    """A real installed distribution (dist-info with entry_points.txt) on sys.path."""
+    (tmp_path / "svl_test_plugin.py").write_text(textwrap.dedent(module))
+    info = tmp_path / "svl_test_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: svl-test-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{group}]\n{lines}\n")
+
+
+def test_entry_point_plugins_register_without_editing_svl(tmp_path: Path, monkeypatch) -> None:
+    _install_plugin(
+        tmp_path,
+        "svl.test_widgets",
+        "tiny = svl_test_plugin:build_tiny\nbroken = svl_test_plugin:missing",
+        """
+        def build_tiny():
+            return "tiny widget"
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg: Registry = Registry("widget", group="svl.test_widgets")
+    with pytest.warns(PluginWarning, match="broken"):
+        assert reg.create("tiny") == "tiny widget"
+    assert reg.names() == ["tiny"]
+    sys.modules.pop("svl_test_plugin", None)
+
+
+def test_model_registry_takes_plugins_from_the_svl_models_group(tmp_path: Path, monkeypatch) -> None:
+    from svl.models import MODELS, create_model
+
+    _install_plugin(
+        tmp_path,
+        "svl.models",
+        "plugin_pointnet = svl_test_plugin:build",
+        """
+        from svl.models import create_model
+
+        def build(**kw):
+            return create_model("spike_pointnet", **kw)
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(MODELS, "_plugins_loaded", False)
+    try:
+        m = create_model("plugin_pointnet", out_dim=7)
+        assert m.out_dim == 7
+    finally:
+        MODELS.unregister("plugin_pointnet")
+        sys.modules.pop("svl_test_plugin", None)

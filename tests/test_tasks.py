@@ -1,0 +1,149 @@
+"""The tasks layer: a new job is one Task class + one registry entry, run by `run_task` on the Trainer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from svl.checkpoint import save_checkpoint
+from svl.tasks import TASKS, ModelSection, Subset, Task, TrainParts, load_task_config, register_task, run_task
+from svl.tasks.base import load_init, write_results
+from svl.train.trainer import TrainConfig
+
+
+@dataclass
+class ToyConfig:
+    task: str = "toy_classify"
+    model: ModelSection = field(default_factory=lambda: ModelSection(name="spike_pointnet", out_dim=4))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(epochs=2, batch_size=4, lr=1e-3, select_metric="acc")
+    )
+    out_dir: str = "runs/toy"
+    root: str | None = None
+
+
+class _Classifier(nn.Module):
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, batch):
+        logits = self.encoder(batch)
+        return {"loss": nn.functional.cross_entropy(logits, batch.labels), "logits_mean": logits.mean()}
+
+
+class ToyTask(Task):
+    """Four ModelNet40 classes, eight clouds each: the smallest complete recipe."""
+
+    Config = ToyConfig
+
+    def __init__(self, cfg: ToyConfig) -> None:
+        from svl.data import build_dataset
+
+        super().__init__(cfg)
+        ds = build_dataset("modelnet40", "test", root=cfg.root, num_points=128)
+        y = ds.labels()
+        idx = np.concatenate([np.flatnonzero(y == c)[:8] for c in range(4)])
+        self.data = Subset(ds, idx)  # labels 0..3: the first four classes, as the 4-way head wants
+
+    def setup(self) -> TrainParts:
+        from svl.data import collate_points
+
+        self.model = _Classifier(self.cfg.model.build())
+        return TrainParts(self.model, self.data, collate_points, {"model": self.cfg.model.name})
+
+    def _accuracy(self, model: nn.Module) -> float:
+        from svl.tasks import encode
+
+        logits = encode(model.encoder, self.data, batch_size=16)
+        return float((logits.argmax(1).numpy() == self.data.labels()).mean())
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        return {"acc": self._accuracy(model)}
+
+    def evaluate(self, summary: dict) -> dict:
+        return {"oa": self._accuracy(self.model)}
+
+    def format_results(self, result: dict) -> str:
+        return f"toy accuracy {100 * result['oa']:.1f}"
+
+
+@pytest.fixture
+def toy_task():
+    register_task("toy_classify")(ToyTask)
+    yield ToyTask
+    TASKS.unregister("toy_classify")
+
+
+def _cfg(tmp_path: Path, shared_data: Path, *over: str) -> ToyConfig:
+    return load_task_config(
+        "toy_classify", None, [f"out_dir={tmp_path / 'run'}", f"root={shared_data}", *over]
+    )[1]
+
+
+def test_a_registered_task_trains_evaluates_and_writes_results(tmp_path, shared_data, toy_task) -> None:
+    cfg = _cfg(tmp_path, shared_data)
+    result = run_task(cfg)
+    out = tmp_path / "run"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["task"] == "toy_classify" and 0.0 <= saved["oa"] <= 1.0
+    assert saved["train"]["step"] == 2 * (32 // 4)
+    assert (out / "results.txt").read_text().startswith("toy accuracy")
+    assert "task: toy_classify" in (out / "config.yaml").read_text()
+    assert (out / "best.safetensors").is_file() and (out / "last.safetensors").is_file()
+    assert result["table"] == ToyTask.format_results(None, result)  # type: ignore[arg-type]
+
+
+def test_a_folder_holding_a_run_is_refused_unless_resumed(tmp_path, shared_data, toy_task) -> None:
+    run_task(_cfg(tmp_path, shared_data, "train.epochs=1"))
+    before = (tmp_path / "run" / "results.json").read_bytes()
+    with pytest.raises(ValueError, match="--resume"):
+        run_task(_cfg(tmp_path, shared_data, "train.epochs=1"))
+    assert (tmp_path / "run" / "results.json").read_bytes() == before  # nothing of the first run lost
+    resumed = run_task(_cfg(tmp_path, shared_data, "train.epochs=2"), resume=True)
+    assert resumed["train"]["step"] == 2 * (32 // 4)
+
+
+def test_load_task_config_picks_the_task_from_the_config(tmp_path, toy_task) -> None:
+    from svl.tasks.pretrain import PretrainConfig
+
+    cls, cfg = load_task_config("pretrain", None, ["task=toy_classify", "train.epochs=3"])
+    assert cls is ToyTask and isinstance(cfg, ToyConfig) and cfg.train.epochs == 3
+    yaml = tmp_path / "toy.yaml"
+    yaml.write_text("task: toy_classify\ntrain:\n  batch_size: 2\n")
+    cls, cfg = load_task_config("pretrain", yaml, [])
+    assert cls is ToyTask and cfg.train.batch_size == 2
+    cls, cfg = load_task_config("pretrain", None, [])
+    assert isinstance(cfg, PretrainConfig) and cfg.task == "pretrain"
+    with pytest.raises(ValueError, match="unknown task 'nope'.*registered: .*pretrain"):
+        load_task_config("pretrain", None, ["task=nope"])
+
+
+def test_model_init_loads_encoder_weights_and_refuses_another_architecture(tmp_path) -> None:
+    torch.manual_seed(1)
+    src = ModelSection(name="spike_pointnet", out_dim=4).build()
+    run_ckpt = tmp_path / "pretrain.safetensors"  # a pretraining run keeps the encoder under "encoder."
+    tensors = {f"encoder.{k}": v for k, v in src.state_dict().items()} | {
+        "text_proj.weight": torch.ones(4, 2)
+    }
+    save_checkpoint(run_ckpt, tensors, {"model": "spike_pointnet"})
+    torch.manual_seed(2)
+    dst = ModelSection(name="spike_pointnet", out_dim=4, init=str(run_ckpt)).build()
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="holds a 'spike_pointnet' encoder, but model.name is 'e3dsnn_t'"):
+        load_init(ModelSection(name="e3dsnn_t").build(), run_ckpt, "e3dsnn_t")
+    with pytest.raises(FileNotFoundError, match="model.init"):
+        ModelSection(name="spike_pointnet", init=str(tmp_path / "none.safetensors")).build()
+
+
+def test_write_results_turns_non_finite_numbers_into_null(tmp_path) -> None:
+    paths = write_results(tmp_path, {"oa": float("nan"), "x": np.float32(0.5), "l": (1, 2)}, "table\n")
+    assert json.loads(paths["json"].read_text()) == {"oa": None, "x": 0.5, "l": [1, 2]}
+    assert paths["table"].read_text() == "table\n"
