@@ -296,3 +296,63 @@ def write_ply() -> PlyWriter:
     nrm = (nrm / np.linalg.norm(nrm, axis=1, keepdims=True)).astype(np.float32)
     rgb8 = rng.integers(0, 256, size=(50, 3)).astype(np.uint8)
     return PlyWriter(xyz, nrm, rgb8)
+
+
+# ----------------------------------------------------------------------------- small files
+@dataclass(frozen=True)
+class CubeMesh:
+    """A unit cube centred at 0: 8 vertices, 6 quads (and the 12 triangles that split them)."""
+
+    v: np.ndarray
+    quads: list[list[int]]
+
+    @property
+    def tris(self) -> list[list[int]]:
+        return [[q[0], q[k], q[k + 1]] for q in self.quads for k in (1, 2)]
+
+
+@pytest.fixture(scope="session")
+def cube_mesh() -> CubeMesh:
+    v = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)], np.float64)
+    return CubeMesh(v, [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]])
+
+
+def lzf_literals(data: bytes) -> bytes:
+    """A valid LZF stream made only of literal runs (<= 32 bytes each)."""
+    out = bytearray()
+    for i in range(0, len(data), 32):
+        chunk = data[i : i + 32]
+        out += bytes([len(chunk) - 1]) + chunk
+    return bytes(out)
+
+
+def _write_pcd(path: Path, mode: str, xyz: np.ndarray, rgb8: np.ndarray) -> Path:
+    """A PCD file (ascii, binary or binary_compressed) of points xyz with packed colours rgb8."""
+    packed = (rgb8[:, 0].astype(np.uint32) << 16) | (rgb8[:, 1].astype(np.uint32) << 8) | rgb8[:, 2]
+    rgbf = packed.view(np.float32)
+    head = (
+        "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F F\nCOUNT 1 1 1 1\n"
+        f"WIDTH {len(xyz)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(xyz)}\nDATA {mode}\n"
+    )
+    with open(path, "wb") as fh:
+        fh.write(head.encode())
+        if mode == "ascii":
+            for p, c in zip(xyz, packed):
+                fh.write(
+                    " ".join(repr(float(v)) for v in (*p, np.uint32(c).view(np.float32))).encode() + b"\n"
+                )
+        elif mode == "binary":
+            arr = np.empty(len(xyz), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
+            arr["x"], arr["y"], arr["z"], arr["rgb"] = *xyz.T, rgbf
+            fh.write(arr.tobytes())
+        else:
+            raw = b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in (*xyz.T, rgbf))
+            comp = lzf_literals(raw)
+            fh.write(struct.pack("<II", len(comp), len(raw)) + comp)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_pcd() -> Callable[[Path, str, np.ndarray, np.ndarray], Path]:
+    """`write_pcd(path, mode, xyz, rgb8)`: a PCD file, mode ascii | binary | binary_compressed."""
+    return _write_pcd

@@ -104,7 +104,7 @@ def test_transforms():
 
 
 def test_dataloader_workers_are_deterministic(shared_data):
-    ds = build_dataset("modelnet40", "test", num_points=256, augment=True, seed=3)
+    ds = build_dataset("modelnet40", "test", root=shared_data, num_points=256, augment=True, seed=3)
     sub = torch.utils.data.Subset(ds, range(16))
 
     def run(workers):
@@ -112,6 +112,7 @@ def test_dataloader_workers_are_deterministic(shared_data):
         return [b.xyz for b in dl]
 
     a, b = run(0), run(2)
+    assert len(a) == len(b) == 2
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     ds.set_epoch(1)
     assert not torch.equal(run(0)[0], a[0])  # a new epoch gives new augmentations

@@ -11,7 +11,7 @@ from svl.data.datasets import MODELNET10_CLASSES, build_dataset, class_prompt_na
 
 
 def test_modelnet40_real(shared_data):
-    ds = build_dataset("modelnet40", "test")
+    ds = build_dataset("modelnet40", "test", root=shared_data)
     assert len(ds) == 2468 and ds.classes == load_class_names("modelnet40")
     s = ds[0]
     assert s["xyz"].shape == (1024, 3) and s["index"] == 0 and "rgb" not in s
@@ -21,7 +21,10 @@ def test_modelnet40_real(shared_data):
 
 
 def test_zero_shot_split(shared_data):
-    splits = {sp: build_dataset("modelnet40_zsl", sp) for sp in ("train", "val", "test_unseen", "test")}
+    splits = {
+        sp: build_dataset("modelnet40_zsl", sp, root=shared_data)
+        for sp in ("train", "val", "test_unseen", "test")
+    }
     ds = splits["test"]
     assert len(ds) == 2468 and len(splits["test_unseen"]) == 908
     assert ds.unseen_classes == list(MODELNET10_CLASSES) and len(ds.seen_classes) == 30
@@ -30,13 +33,13 @@ def test_zero_shot_split(shared_data):
     assert not set(tr.labels()) & unseen and not set(va.labels()) & unseen
     assert set(splits["test_unseen"].labels()) == unseen
     assert not set(tr.indices) & set(va.indices)
-    full = build_dataset("modelnet40", "train").labels()
+    full = build_dataset("modelnet40", "train", root=shared_data).labels()
     seen_total = int(np.isin(full, sorted(unseen), invert=True).sum())
     assert len(tr) + len(va) == seen_total
     per = np.bincount(va.labels(), minlength=40)[sorted(set(range(40)) - unseen)]
     tot = np.bincount(full, minlength=40)[sorted(set(range(40)) - unseen)]
     assert np.all(np.abs(per - 0.1 * tot) <= 1)
-    again = build_dataset("modelnet40_zsl", "val")
+    again = build_dataset("modelnet40_zsl", "val", root=shared_data)
     assert np.array_equal(again.indices, va.indices)  # fixed split
 
 

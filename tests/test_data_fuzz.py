@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_data_io import CUBE_QUADS, CUBE_V, XYZ, write_pcd, write_ply
 
 from svl.data.events import EVENT_DTYPE, read_aedat31, read_event_array, write_aedat31
 from svl.data.readers import load_points
 
 
-def _valid_files(tmp):
+# A unit cube: 8 corners and 6 quads (the mesh test_data_io.py samples).
+def _valid_files(tmp, write_ply, write_pcd, cube_mesh):
+    CUBE_V, CUBE_QUADS = cube_mesh.v, cube_mesh.quads
+    xyz = write_ply.xyz
     files = {
         "ply_bin": write_ply(tmp / "a.ply", "binary_little_endian", rgb=True, normals=True),
         "ply_ascii": write_ply(tmp / "b.ply", "ascii", rgb=True),
-        "pcd_bin": write_pcd(tmp / "a.pcd", "binary"),
-        "pcd_comp": write_pcd(tmp / "b.pcd", "binary_compressed"),
+        "pcd_bin": write_pcd(tmp / "a.pcd", "binary", xyz, write_ply.rgb8),
+        "pcd_comp": write_pcd(tmp / "b.pcd", "binary_compressed", xyz, write_ply.rgb8),
     }
     (tmp / "c.obj").write_text(
         "".join(f"v {x} {y} {z}\n" for x, y, z in CUBE_V)
@@ -26,9 +28,9 @@ def _valid_files(tmp):
         + "".join(f"{x} {y} {z}\n" for x, y, z in CUBE_V)
         + "".join(f"4 {' '.join(map(str, q))}\n" for q in CUBE_QUADS)
     )
-    (tmp / "c.xyz").write_text("\n".join(" ".join(map(repr, r)) for r in XYZ.tolist()))
-    np.save(tmp / "c.npy", XYZ)
-    np.savez(tmp / "c.npz", xyz=XYZ)
+    (tmp / "c.xyz").write_text("\n".join(" ".join(map(repr, r)) for r in xyz.tolist()))
+    np.save(tmp / "c.npy", xyz)
+    np.savez(tmp / "c.npz", xyz=xyz)
     files.update(
         obj=tmp / "c.obj", off=tmp / "c.off", xyz=tmp / "c.xyz", npy=tmp / "c.npy", npz=tmp / "c.npz"
     )
@@ -44,9 +46,10 @@ def _expect_value_error(fn, path):
         pytest.fail(f"{path.name}: {type(e).__name__} instead of ValueError: {e}")
 
 
-def test_truncated_and_random_bytes_point_readers(tmp_path):
+def test_truncated_and_random_bytes_point_readers(tmp_path, write_ply, write_pcd, cube_mesh):
     rng = np.random.default_rng(0)
-    files = _valid_files(tmp_path)
+    files = _valid_files(tmp_path, write_ply, write_pcd, cube_mesh)
+    assert len(files) == 9
     for name, path in files.items():
         data = path.read_bytes()
         load_points(path, 64)  # the intact file reads

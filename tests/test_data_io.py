@@ -11,61 +11,19 @@ import pytest
 from svl.data.axes import rotate_up_to_z
 from svl.data.readers import load_points, lzf_decompress
 
-RNG = np.random.default_rng(0)
-XYZ = RNG.normal(size=(50, 3)).astype(np.float32)
-NRM = (lambda v: v / np.linalg.norm(v, axis=1, keepdims=True))(RNG.normal(size=(50, 3))).astype(np.float32)
-RGB8 = RNG.integers(0, 256, size=(50, 3)).astype(np.uint8)
-
-
-def write_ply(path: Path, fmt: str, rgb: bool = False, normals: bool = False, faces=None, xyz=XYZ) -> Path:
-    props = [("x", "f4"), ("y", "f4"), ("z", "f4")]
-    if normals:
-        props += [("nx", "f4"), ("ny", "f4"), ("nz", "f4")]
-    if rgb:
-        props += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    names = {"f4": "float", "u1": "uchar"}
-    head = [f"ply\nformat {fmt} 1.0\ncomment made by svl tests\nelement vertex {len(xyz)}"]
-    head += [f"property {names[t]} {n}" for n, t in props]
-    if faces is not None:
-        head += [f"element face {len(faces)}", "property list uchar int vertex_indices"]
-    head += ["end_header\n"]
-    arr = np.empty(len(xyz), dtype=[(n, t) for n, t in props])
-    arr["x"], arr["y"], arr["z"] = xyz.T
-    if normals:
-        arr["nx"], arr["ny"], arr["nz"] = NRM[: len(xyz)].T
-    if rgb:
-        arr["red"], arr["green"], arr["blue"] = RGB8[: len(xyz)].T
-    with open(path, "wb") as fh:
-        fh.write("\n".join(head).encode())
-        if fmt == "ascii":
-            for row in arr:
-                fh.write((" ".join(repr(v.item()) for v in row) + "\n").encode())
-            for f in faces if faces is not None else []:
-                fh.write(f"{len(f)} {' '.join(map(str, f))}\n".encode())
-        else:
-            bo = "<" if fmt == "binary_little_endian" else ">"
-            fh.write(arr.astype(arr.dtype.newbyteorder(bo)).tobytes())
-            for f in faces if faces is not None else []:
-                fh.write(struct.pack(f"{bo}B{len(f)}i", len(f), *f))
-    return path
-
 
 @pytest.mark.parametrize("fmt", ["ascii", "binary_little_endian", "binary_big_endian"])
 @pytest.mark.parametrize("rgb,normals", [(False, False), (True, False), (False, True), (True, True)])
-def test_ply_roundtrip(tmp_path, fmt, rgb, normals):
+def test_ply_roundtrip(tmp_path, write_ply, fmt, rgb, normals):
     s = load_points(write_ply(tmp_path / "a.ply", fmt, rgb, normals))
-    np.testing.assert_allclose(s["xyz"], XYZ, rtol=1e-6)
+    np.testing.assert_allclose(s["xyz"], write_ply.xyz, rtol=1e-6)
     assert ("rgb" in s) == rgb and ("normals" in s) == normals
     if rgb:
-        np.testing.assert_allclose(s["rgb"], RGB8 / 255.0, atol=1e-6)
+        np.testing.assert_allclose(s["rgb"], write_ply.rgb8 / 255.0, atol=1e-6)
         assert s["meta"]["rgb_source_scale"] == "0-255"
     if normals:
-        np.testing.assert_allclose(s["normals"], NRM, atol=1e-6)
+        np.testing.assert_allclose(s["normals"], write_ply.normals, atol=1e-6)
     assert s["xyz"].dtype == np.float32 and s["meta"]["num_points"] == 50
-
-
-CUBE_V = np.array([[x, y, z] for x in (-0.5, 0.5) for y in (-0.5, 0.5) for z in (-0.5, 0.5)], np.float64)
-CUBE_QUADS = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
 
 
 def _check_cube(s, n):
@@ -80,7 +38,8 @@ def _check_cube(s, n):
     assert np.allclose(np.abs(s["normals"]).max(1), 1, atol=1e-6)
 
 
-def test_obj_off_stl_meshes(tmp_path):
+def test_obj_off_stl_meshes(tmp_path, cube_mesh):
+    CUBE_V, CUBE_QUADS = cube_mesh.v, cube_mesh.quads
     obj = tmp_path / "cube.obj"
     obj.write_text(
         "# cube\n"
@@ -142,7 +101,8 @@ def test_mesh_sampling_against_trimesh(tmp_path):
     assert np.allclose(np.abs(b["normals"][np.arange(len(axis)), axis]), 1, atol=1e-5)
 
 
-def test_ply_mesh_is_sampled_and_as_mesh_false_keeps_vertices(tmp_path):
+def test_ply_mesh_is_sampled_and_as_mesh_false_keeps_vertices(tmp_path, write_ply, cube_mesh):
+    CUBE_V, CUBE_QUADS = cube_mesh.v, cube_mesh.quads
     tris = [[q[0], q[k], q[k + 1]] for q in CUBE_QUADS for k in (1, 2)]
     p = write_ply(tmp_path / "m.ply", "binary_little_endian", faces=tris, xyz=CUBE_V.astype(np.float32))
     _check_cube(load_points(p, 3000), 3000)
@@ -151,94 +111,62 @@ def test_ply_mesh_is_sampled_and_as_mesh_false_keeps_vertices(tmp_path):
     _check_cube(load_points(pa, 3000), 3000)
 
 
-def test_text_formats(tmp_path):
-    (tmp_path / "a.xyz").write_text("\n".join(" ".join(map(repr, r)) for r in XYZ.tolist()))
-    np.testing.assert_allclose(load_points(tmp_path / "a.xyz")["xyz"], XYZ, rtol=1e-6)
+def test_text_formats(tmp_path, write_ply):
+    xyz, nrm, rgb8 = write_ply.xyz, write_ply.normals, write_ply.rgb8
+    (tmp_path / "a.xyz").write_text("\n".join(" ".join(map(repr, r)) for r in xyz.tolist()))
+    np.testing.assert_allclose(load_points(tmp_path / "a.xyz")["xyz"], xyz, rtol=1e-6)
     # 6 columns whose last triple is unit length -> normals (modelnet40_normal_resampled layout)
-    rows = np.concatenate([XYZ, NRM], 1)
+    rows = np.concatenate([xyz, nrm], 1)
     (tmp_path / "n.txt").write_text("\n".join(",".join(map(repr, r)) for r in rows.tolist()))
     s = load_points(tmp_path / "n.txt")
-    np.testing.assert_allclose(s["normals"], NRM, atol=1e-6)
+    np.testing.assert_allclose(s["normals"], nrm, atol=1e-6)
     assert "rgb" not in s
     # 6 columns with 0-255 values -> rgb; header names win
-    rows = np.concatenate([XYZ, RGB8.astype(np.float32)], 1)
+    rows = np.concatenate([xyz, rgb8.astype(np.float32)], 1)
     (tmp_path / "c.csv").write_text(
         "x,y,z,red,green,blue\n" + "\n".join(",".join(map(repr, r)) for r in rows.tolist())
     )
     s = load_points(tmp_path / "c.csv")
-    np.testing.assert_allclose(s["rgb"], RGB8 / 255.0, atol=1e-6)
+    np.testing.assert_allclose(s["rgb"], rgb8 / 255.0, atol=1e-6)
     # explicit columns: skip a column
-    rows = np.concatenate([XYZ, np.ones((50, 1)), NRM], 1)
+    rows = np.concatenate([xyz, np.ones((50, 1)), nrm], 1)
     (tmp_path / "i.txt").write_text("\n".join(" ".join(map(repr, r)) for r in rows.tolist()))
     s = load_points(tmp_path / "i.txt", columns="xyz_nxnynz")
-    np.testing.assert_allclose(s["normals"], NRM, atol=1e-6)
+    np.testing.assert_allclose(s["normals"], nrm, atol=1e-6)
 
 
-def test_npy_npz(tmp_path):
-    np.save(tmp_path / "a.npy", XYZ)
-    np.testing.assert_array_equal(load_points(tmp_path / "a.npy")["xyz"], XYZ)
-    np.save(tmp_path / "stack.npy", np.stack([XYZ, XYZ * 2]))
+def test_npy_npz(tmp_path, write_ply):
+    xyz, nrm, rgb8 = write_ply.xyz, write_ply.normals, write_ply.rgb8
+    np.save(tmp_path / "a.npy", xyz)
+    np.testing.assert_array_equal(load_points(tmp_path / "a.npy")["xyz"], xyz)
+    np.save(tmp_path / "stack.npy", np.stack([xyz, xyz * 2]))
     with pytest.raises(ValueError, match="pass index"):
         load_points(tmp_path / "stack.npy")
-    np.testing.assert_allclose(load_points(tmp_path / "stack.npy", index=1)["xyz"], XYZ * 2)
-    np.savez(tmp_path / "b.npz", points=XYZ, colors=RGB8)
+    np.testing.assert_allclose(load_points(tmp_path / "stack.npy", index=1)["xyz"], xyz * 2)
+    np.savez(tmp_path / "b.npz", points=xyz, colors=rgb8)
     s = load_points(tmp_path / "b.npz")
-    np.testing.assert_allclose(s["rgb"], RGB8 / 255.0)
-    np.save(tmp_path / "d.npy", np.array({"xyz": XYZ, "rgb": RGB8 / 255.0}, dtype=object))
+    np.testing.assert_allclose(s["rgb"], rgb8 / 255.0)
+    np.save(tmp_path / "d.npy", np.array({"xyz": xyz, "rgb": rgb8 / 255.0}, dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
         load_points(tmp_path / "d.npy")
-    np.testing.assert_allclose(load_points(tmp_path / "d.npy", allow_pickle=True)["rgb"], RGB8 / 255.0)
+    np.testing.assert_allclose(load_points(tmp_path / "d.npy", allow_pickle=True)["rgb"], rgb8 / 255.0)
     st = np.zeros(50, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("nx", "f4"), ("ny", "f4"), ("nz", "f4")])
-    st["x"], st["y"], st["z"] = XYZ.T
-    st["nx"], st["ny"], st["nz"] = NRM.T
+    st["x"], st["y"], st["z"] = xyz.T
+    st["nx"], st["ny"], st["nz"] = nrm.T
     np.save(tmp_path / "s.npy", st)
-    np.testing.assert_allclose(load_points(tmp_path / "s.npy")["normals"], NRM)
-
-
-def lzf_literals(data: bytes) -> bytes:
-    """A valid LZF stream made only of literal runs (<= 32 bytes each)."""
-    out = bytearray()
-    for i in range(0, len(data), 32):
-        chunk = data[i : i + 32]
-        out += bytes([len(chunk) - 1]) + chunk
-    return bytes(out)
-
-
-def write_pcd(path: Path, mode: str) -> Path:
-    packed = (RGB8[:, 0].astype(np.uint32) << 16) | (RGB8[:, 1].astype(np.uint32) << 8) | RGB8[:, 2]
-    rgbf = packed.view(np.float32)
-    head = (
-        "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F F\nCOUNT 1 1 1 1\n"
-        f"WIDTH {len(XYZ)}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(XYZ)}\nDATA {mode}\n"
-    )
-    with open(path, "wb") as fh:
-        fh.write(head.encode())
-        if mode == "ascii":
-            for p, c in zip(XYZ, packed):
-                fh.write(
-                    " ".join(repr(float(v)) for v in (*p, np.uint32(c).view(np.float32))).encode() + b"\n"
-                )
-        elif mode == "binary":
-            arr = np.empty(len(XYZ), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")])
-            arr["x"], arr["y"], arr["z"], arr["rgb"] = *XYZ.T, rgbf
-            fh.write(arr.tobytes())
-        else:
-            raw = b"".join(np.ascontiguousarray(a, "<f4").tobytes() for a in (*XYZ.T, rgbf))
-            comp = lzf_literals(raw)
-            fh.write(struct.pack("<II", len(comp), len(raw)) + comp)
-    return path
+    np.testing.assert_allclose(load_points(tmp_path / "s.npy")["normals"], nrm)
 
 
 @pytest.mark.parametrize("mode", ["binary", "binary_compressed"])
-def test_pcd(tmp_path, mode):
-    s = load_points(write_pcd(tmp_path / f"{mode}.pcd", mode))
-    np.testing.assert_allclose(s["xyz"], XYZ, rtol=1e-6)
-    np.testing.assert_allclose(s["rgb"], RGB8 / 255.0, atol=1e-6)
+def test_pcd(tmp_path, write_ply, mode, write_pcd):
+    s = load_points(write_pcd(tmp_path / f"{mode}.pcd", mode, write_ply.xyz, write_ply.rgb8))
+    np.testing.assert_allclose(s["xyz"], write_ply.xyz, rtol=1e-6)
+    np.testing.assert_allclose(s["rgb"], write_ply.rgb8 / 255.0, atol=1e-6)
 
 
-def test_pcd_ascii(tmp_path):
-    s = load_points(write_pcd(tmp_path / "a.pcd", "ascii"))
-    np.testing.assert_allclose(s["xyz"], XYZ, rtol=1e-6)
+def test_pcd_ascii(tmp_path, write_ply, write_pcd):
+    s = load_points(write_pcd(tmp_path / "a.pcd", "ascii", write_ply.xyz, write_ply.rgb8))
+    np.testing.assert_allclose(s["xyz"], write_ply.xyz, rtol=1e-6)
 
 
 def test_lzf_backreference():
@@ -261,15 +189,16 @@ def test_up_axis_rotation(tmp_path):
         load_points(tmp_path / "a.npy", up_axis="w")
 
 
-def test_num_points_resampling(tmp_path):
-    np.save(tmp_path / "a.npy", XYZ)
+def test_num_points_resampling(tmp_path, write_ply):
+    xyz = write_ply.xyz
+    np.save(tmp_path / "a.npy", xyz)
     s = load_points(tmp_path / "a.npy", num_points=20, seed=3)
     assert s["xyz"].shape == (20, 3)
-    assert {tuple(r) for r in s["xyz"].tolist()} <= {tuple(r) for r in XYZ.tolist()}
+    assert {tuple(r) for r in s["xyz"].tolist()} <= {tuple(r) for r in xyz.tolist()}
     assert load_points(tmp_path / "a.npy", num_points=80)["xyz"].shape == (80, 3)
 
 
-def test_bad_input_messages(tmp_path):
+def test_bad_input_messages(tmp_path, write_ply):
     with pytest.raises(FileNotFoundError, match="missing.ply"):
         load_points(tmp_path / "missing.ply")
     (tmp_path / "a.foo").write_text("1 2 3")
@@ -309,7 +238,8 @@ def test_reader_table_lists_every_format():
     assert set(list_readers()) == exts
 
 
-def test_register_reader_adds_a_format_with_one_function(tmp_path):
+def test_register_reader_adds_a_format_with_one_function(tmp_path, write_ply):
+    xyz = write_ply.xyz
     from svl.data.readers import READERS, BadFile, ReadOptions, register_reader
 
     def read_tsv3(path: Path, opts: ReadOptions) -> dict:
@@ -320,9 +250,9 @@ def test_register_reader_adds_a_format_with_one_function(tmp_path):
 
     register_reader(".TSV3", read_tsv3, format="tsv3")
     try:
-        (tmp_path / "a.tsv3").write_text("\n".join("\t".join(map(repr, r)) for r in XYZ.tolist()))
+        (tmp_path / "a.tsv3").write_text("\n".join("\t".join(map(repr, r)) for r in xyz.tolist()))
         s = load_points(tmp_path / "a.tsv3", up_axis="y")
-        np.testing.assert_allclose(s["xyz"], rotate_up_to_z(XYZ, "y"), rtol=1e-6)
+        np.testing.assert_allclose(s["xyz"], rotate_up_to_z(xyz, "y"), rtol=1e-6)
         assert s["meta"]["format"] == "tsv3" and s["meta"]["num_points"] == 50
         (tmp_path / "b.tsv3").write_text("1\t2\n")
         with pytest.raises(ValueError, match=r"b\.tsv3: every row needs 3"):

@@ -149,7 +149,7 @@ def test_bad_input_names_the_file():
 
 def test_raw_units_do_not_change_the_prepared_cloud(shared_data):
     """A real ModelNet40 cloud in millimetres and shifted prepares to the cloud it was."""
-    raw = build_dataset("modelnet40", "test", transforms=[])[123]
+    raw = build_dataset("modelnet40", "test", root=shared_data, transforms=[])[123]
     xyz = raw["xyz"]
     assert xyz.shape == (1024, 3)
     moved = xyz.astype(np.float64) * 1000.0 + [250.0, -4000.0, 1234.5]
@@ -160,3 +160,19 @@ def test_raw_units_do_not_change_the_prepared_cloud(shared_data):
     assert np.allclose(
         b["prepared"]["center"], np.asarray(a["prepared"]["center"]) * 1000 + [250, -4000, 1234.5]
     )
+
+
+def test_prepare_is_a_dataset_transform(shared_data):
+    from svl.data import build_dataset, collate_points
+
+    contract = {"gravity_axis": "z", "color": "none", "num_points": 512}
+    ds = build_dataset(
+        "modelnet40", "test", root=shared_data, transforms=[{"name": "prepare", "contract": contract}]
+    )
+    a, b = ds[3], ds[3]
+    assert a["xyz"].shape == (512, 3) and np.array_equal(a["xyz"], b["xyz"])  # seeded per index
+    assert np.linalg.norm(a["xyz"], axis=1).max() == pytest.approx(1.0, abs=1e-6)
+    assert np.allclose(a["xyz"].mean(0), 0.0, atol=1e-5)
+    assert a["prepared"]["num_points"] == 512 and a["prepared"]["up_axis"] == "z"
+    batch = collate_points([ds[i] for i in range(4)])
+    assert batch.xyz.shape == (4, 512, 3) and bool((batch.feats[..., 3:] == 0.4).all())

@@ -83,6 +83,7 @@ def test_binary_mode_counts_equal_integer_counts():
     binary = measure_energy(net, x)
     assert isinstance(net.s2, SpikeTrain)
     assert binary.sops == integer.sops > 0
+    assert len(binary.layers) == len(integer.layers) == 3
     assert [r.sops_ps for r in binary.layers] == [r.sops_ps for r in integer.layers]
     assert binary.energy_snn_mj == pytest.approx(integer.energy_snn_mj)
 
@@ -156,9 +157,10 @@ class _SparseNet(nn.Module):
         return self.down(s2)
 
 
-def test_sparse_conv_counts_match_brute_force():
+def test_sparse_conv_counts_match_brute_force(random_sites):
     torch.manual_seed(5)
-    coords = torch.cat([torch.randint(0, 2, (40, 1)), torch.randint(0, 5, (40, 3))], 1).unique(dim=0)
+    coords = random_sites(batch=2, grid=5, p=0.15, seed=5)  # ~40 sites in two 5^3 grids
+    assert all(int((coords[:, 0] == b).sum()) > 0 for b in range(2))  # both samples have sites
     st = SparseTensor(torch.randn(len(coords), 4), coords, batch_size=2)
     net = _SparseNet().eval()
     rep = measure_energy(net, st)
@@ -270,6 +272,7 @@ def test_release_convention_reproduces_published_flops(E, release_flops):
     assert rep.ann_flops == pytest.approx(release_flops, rel=0.03)
     assert rep.energy_ann_mj == pytest.approx(release_flops * 4.6e-9, rel=0.03)
     stem = rep.layers[:3]
+    assert len(stem) == 3
     assert all(r.counted and r.c_in == E and r.c_out == E for r in stem)  # the first counted as E->E
     assert not rep.layers[3].counted
     # The release's pairs are the stem's real kernel-map pairs: (2 * P * E^2 - N) x 3.

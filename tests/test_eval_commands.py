@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,55 +11,36 @@ import torch
 import torch.nn.functional as F
 
 from svl.checkpoint import save_checkpoint
-from svl.cli import main
 from svl.models.heads import build_class_weights, build_head_file, load_head, load_zeroshot_model
 
-REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = ["a point cloud model of {}.", "a photo of a {}."]
 
 
-def _clouds(root: Path, n: int = 8) -> tuple[torch.Tensor, np.ndarray]:
-    with np.load(root / "modelnet40" / "modelnet40_pcd1024_test.npz") as z:
-        idx = np.linspace(0, len(z["labels"]) - 1, n).astype(int)
-        return torch.from_numpy(z["points"][idx].copy()), z["labels"][idx]
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> dict:
+def run(tmp_path_factory, shared_data, model_checkpoint) -> dict:
     """A pretraining-style checkpoint (e3dsnn_t encoder + text projection) and a head for ModelNet40."""
-    from svl.models import create_model
-    from svl.utils import data_root
-
-    root = data_root(required=False)
-    if root is None:
-        pytest.skip("shared data not found (set SVL_DATA)")
     d = tmp_path_factory.mktemp("zs")
-    torch.manual_seed(0)
-    cfg = {"out_dim": 384}
-    enc = create_model("e3dsnn_t", **cfg).eval()
     g = torch.Generator().manual_seed(0)
-    tensors = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
-    tensors["text_proj.weight"] = torch.randn(384, 384, generator=g) / 20
-    tensors["text_proj.bias"] = torch.zeros(384)
-    meta = {"model": "e3dsnn_t", "model_cfg": cfg, "teachers": {"text": "minilm"}, "step": 0}
-    ckpt = save_checkpoint(d / "ckpt.safetensors", tensors, meta)
-    names = (root / "labels" / "modelnet40_shape_names.txt").read_text().split()
+    proj = {"text_proj.weight": torch.randn(384, 384, generator=g) / 20, "text_proj.bias": torch.zeros(384)}
+    enc, ckpt = model_checkpoint(
+        d / "ckpt.safetensors",
+        "e3dsnn_t",
+        seed=0,
+        prefix="encoder.",
+        extra=proj,
+        meta={"teachers": {"text": "minilm"}, "step": 0},
+        out_dim=384,
+    )
+    tensors = {f"encoder.{k}": v for k, v in enc.state_dict().items()} | proj  # as the file holds them
+    names = (shared_data / "labels" / "modelnet40_shape_names.txt").read_text().split()
     head, hmeta = build_head_file(ckpt, names, d / "head.safetensors", templates=TEMPLATES, device="cpu")
-    return {
-        "dir": d,
-        "ckpt": ckpt,
-        "head": head,
-        "names": names,
-        "root": root,
-        "enc": enc,
-        "tensors": tensors,
-    }
+    return {"dir": d, "ckpt": ckpt, "head": head, "names": names, "enc": enc, "tensors": tensors}
 
 
-def test_e3dsnn_folded_argmax_equals_cosine_argmax(run) -> None:
+def test_e3dsnn_folded_argmax_equals_cosine_argmax(run, modelnet_clouds) -> None:
     from svl.data.batch import collate_points
 
-    xyz, _ = _clouds(run["root"])
+    xyz, _ = modelnet_clouds(8)
 
     batch = collate_points([{"xyz": x, "label": 0, "index": i} for i, x in enumerate(xyz)])
     model, names, meta = load_zeroshot_model(run["ckpt"], run["head"])
@@ -82,22 +61,22 @@ def test_e3dsnn_folded_argmax_equals_cosine_argmax(run) -> None:
     torch.testing.assert_close(build_class_weights(run["tensors"], emb), W, rtol=1e-4, atol=1e-5)
 
 
-def test_zeroshot_command_writes_report(run, capsys) -> None:
+def test_zeroshot_command_writes_report(run, run_cli) -> None:
     out = run["dir"] / "report"
-    rc = main(
-        ["zeroshot", "--checkpoint", str(run["ckpt"]), "--head", str(run["head"]), "--data", "modelnet40",
-         "--limit", "16", "--batch-size", "8", "--device", "cpu", "-o", str(out)]
+    rc, stdout, err = run_cli(
+        "zeroshot", "--checkpoint", run["ckpt"], "--head", run["head"], "--data", "modelnet40",
+        "--limit", "16", "--batch-size", "8", "--device", "cpu", "-o", out,
     )  # fmt: skip
-    assert rc == 0
+    assert rc == 0, err
     rep = json.loads((out / "zeroshot.json").read_text())
     assert rep["num_samples"] == 16 and rep["num_classes"] == 40
     assert 0.0 <= rep["top1"] <= rep["top3"] <= rep["top5"] <= 1.0
     assert (out / "zeroshot_confusion.png").stat().st_size > 1000
-    assert "top1=" in capsys.readouterr().out
+    assert "top1=" in stdout
 
 
-def test_classify_loads_no_text_model(run) -> None:
-    xyz, _ = _clouds(run["root"], 2)
+def test_classify_loads_no_text_model(run, modelnet_clouds, run_python) -> None:
+    xyz, _ = modelnet_clouds(2)
     files = []
     for i, x in enumerate(xyz):
         f = run["dir"] / f"cloud{i}.npy"
@@ -112,10 +91,10 @@ def test_classify_loads_no_text_model(run) -> None:
         "print('LOADED', bad)\n"
         "sys.exit(rc)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert res.returncode == 0, res.stderr
-    assert "LOADED []" in res.stdout
-    out = json.loads(res.stdout[: res.stdout.index("LOADED")])
+    rc, stdout, stderr = run_python("-c", code)
+    assert rc == 0, stderr
+    assert "LOADED []" in stdout
+    out = json.loads(stdout[: stdout.index("LOADED")])
     assert [r["file"] for r in out] == files
     for r in out:
         assert r["label"] in run["names"] and len(r["top"]) == 5
@@ -123,27 +102,17 @@ def test_classify_loads_no_text_model(run) -> None:
         assert r["top"][0]["score"] >= r["top"][-1]["score"]
 
 
-def test_bad_inputs_give_clear_errors(run, tmp_path, capsys) -> None:
-    args = [
-        "classify",
-        "--checkpoint",
-        str(tmp_path / "nope.safetensors"),
-        "--head",
-        str(run["head"]),
-        "x.npy",
-    ]
-    assert main(args) == 2
-    assert "nope.safetensors does not exist" in capsys.readouterr().err
-    args = [
-        "classify",
-        "--checkpoint",
-        str(run["ckpt"]),
-        "--head",
-        str(tmp_path / "nohead.safetensors"),
-        "x.npy",
-    ]
-    assert main(args) == 2
-    assert "nohead.safetensors does not exist" in capsys.readouterr().err
+def test_bad_inputs_give_clear_errors(run, tmp_path, run_cli) -> None:
+    rc, _, err = run_cli(
+        "classify", "--checkpoint", tmp_path / "nope.safetensors", "--head", run["head"], "x.npy"
+    )
+    assert rc == 2
+    assert "nope.safetensors does not exist" in err
+    rc, _, err = run_cli(
+        "classify", "--checkpoint", run["ckpt"], "--head", tmp_path / "nohead.safetensors", "x.npy"
+    )
+    assert rc == 2
+    assert "nohead.safetensors does not exist" in err
     # a head built for another checkpoint: same weights but a different file (different step)
     tensors = dict(run["tensors"])
     other = save_checkpoint(
@@ -157,33 +126,37 @@ def test_bad_inputs_give_clear_errors(run, tmp_path, capsys) -> None:
         load_zeroshot_model(run["ckpt"], other)
 
 
-def test_classify_prepares_y_up_files_in_raw_units_like_the_dataset(run, capsys) -> None:
+def test_classify_prepares_y_up_files_in_raw_units_like_the_dataset(run, modelnet_clouds, run_cli) -> None:
     """A y-up file in millimetres, shifted, gets the label of the same cloud stored z-up and normalised."""
-    xyz, _ = _clouds(run["root"], 2)
+    xyz, _ = modelnet_clouds(2)
     raw = run["dir"] / "raw_yup.npy"
     z_up = xyz[0].numpy()
     np.save(raw, (z_up[:, [0, 2, 1]] * np.array([1.0, 1.0, -1.0]) * 1000.0 + 250.0).astype(np.float32))
     ref = run["dir"] / "ref.npy"
     np.save(ref, z_up)
-    base = ["classify", "--checkpoint", str(run["ckpt"]), "--head", str(run["head"]), "--device", "cpu"]
-    assert main([*base, "--json", str(ref)]) == 0
-    want = json.loads(capsys.readouterr().out)[0]
-    assert main([*base, "--json", "--up-axis", "y", str(raw)]) == 0
-    got = json.loads(capsys.readouterr().out)[0]
+    base = ["classify", "--checkpoint", run["ckpt"], "--head", run["head"], "--device", "cpu"]
+    rc, out, err = run_cli(*base, "--json", ref)
+    assert rc == 0, err
+    want = json.loads(out)[0]
+    rc, out, err = run_cli(*base, "--json", "--up-axis", "y", raw)
+    assert rc == 0, err
+    got = json.loads(out)[0]
     assert got["prepared"]["up_axis"] == "y" and got["prepared"]["gravity_axis"] == "z"
     assert got["prepared"]["scale"] > 100  # millimetres divided out
     assert got["label"] == want["label"]
+    assert len(got["top"]) == len(want["top"]) == 5
     for a, b in zip(got["top"], want["top"]):
         assert a["class"] == b["class"] and a["score"] == pytest.approx(b["score"], rel=1e-3, abs=1e-3)
-    assert main([*base, str(ref)]) == 0
-    assert "z-up (assumed; pass --up-axis y for y-up files)" in capsys.readouterr().err
+    rc, _, err = run_cli(*base, ref)
+    assert rc == 0
+    assert "z-up (assumed; pass --up-axis y for y-up files)" in err
 
 
-def test_classify_warns_on_a_degenerate_cloud(run, capsys) -> None:
+def test_classify_warns_on_a_degenerate_cloud(run, run_cli) -> None:
     f = run["dir"] / "three_points.npy"
     np.save(f, np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]] * 20, dtype=np.float32))
-    assert main(["classify", "--checkpoint", str(run["ckpt"]), "--head", str(run["head"]), str(f)]) == 0
-    err = capsys.readouterr().err
+    rc, _, err = run_cli("classify", "--checkpoint", run["ckpt"], "--head", run["head"], f)
+    assert rc == 0
     assert "svl: warning:" in err and "three_points.npy" in err and "degenerate" in err
 
 
@@ -204,3 +177,11 @@ def test_gzsl_masks_follow_benchmark_split_and_bias_only_trained_classes() -> No
     other = class_mask(classes, ["airplane", "chair"])
     seen, bias = gzsl_masks(classes, other, bench_seen, present)
     assert seen.tolist() == [True, False, False, False, False, True] and bias is None
+
+
+def test_a_truncated_checkpoint_is_reported_as_truncated(run, tmp_path, run_cli) -> None:
+    cut = tmp_path / "cut.safetensors"
+    data = Path(run["ckpt"]).read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    code, _, err = run_cli("classify", "--checkpoint", cut, "--head", run["head"], "x.npy")
+    assert code == 2 and "cut.safetensors is truncated" in err and "sha256" not in err

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -58,15 +57,9 @@ class TinyDenseEncoder(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def clouds() -> torch.Tensor:
-    from svl.utils import data_root
-
-    root = data_root(required=False)
-    if root is None:
-        pytest.skip("shared data not found (set SVL_DATA)")
-    with np.load(root / "modelnet40" / "modelnet40_pcd1024_test.npz") as z:
-        idx = np.arange(0, 2468, 200)[:12]
-        return torch.from_numpy(z["points"][idx, ::2].copy())  # 12 real clouds, 512 points
+def clouds(modelnet_clouds) -> torch.Tensor:
+    """12 real clouds spread over the test split, every other point (512)."""
+    return modelnet_clouds(12)[0][:, ::2].contiguous()
 
 
 def _class_weights(k: int, out_dim: int, seed: int = 0) -> torch.Tensor:

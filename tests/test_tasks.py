@@ -147,3 +147,33 @@ def test_write_results_turns_non_finite_numbers_into_null(tmp_path) -> None:
     paths = write_results(tmp_path, {"oa": float("nan"), "x": np.float32(0.5), "l": (1, 2)}, "table\n")
     assert json.loads(paths["json"].read_text()) == {"oa": None, "x": 0.5, "l": [1, 2]}
     assert paths["table"].read_text() == "table\n"
+
+
+def test_svl_pretrain_prints_its_config_and_refuses_a_folder_holding_a_run(tmp_path, run_cli) -> None:
+    code, out, _ = run_cli("pretrain", "--print-config", "train.epochs=2")
+    assert code == 0 and "task: pretrain" in out and "epochs: 2" in out
+    held = tmp_path / "earlier"
+    held.mkdir()
+    (held / "config.yaml").write_text("task: pretrain\n")
+    (held / "results.json").write_text("{}")
+    code, _, err = run_cli("pretrain", f"out_dir={held}")
+    assert code == 2 and "svl: error:" in err and "--resume" in err and "--overwrite" in err
+    assert (held / "results.json").read_text() == "{}"
+    code, _, err = run_cli("pretrain", "task=nope")
+    assert code == 2 and "unknown task 'nope'" in err
+
+
+def test_an_interrupted_run_prints_how_to_resume(tmp_path, run_cli, monkeypatch) -> None:
+    import signal
+
+    from svl.train.trainer import TrainingInterrupted
+
+    def interrupted(cfg, task=None, resume=False, overwrite=False):
+        raise TrainingInterrupted(22, Path(cfg.out_dir) / "last.safetensors", signal.SIGTERM)
+
+    monkeypatch.setattr("svl.tasks.run_task", interrupted)
+    monkeypatch.setattr("sys.argv", ["svl", "pretrain", f"out_dir={tmp_path}", "train.epochs=3"])
+    code, _, err = run_cli("pretrain", f"out_dir={tmp_path}", "train.epochs=3")
+    assert code == 128 + signal.SIGTERM
+    assert f"interrupted at step 22; checkpoint saved to {tmp_path / 'last.safetensors'}" in err
+    assert f"resume with: svl pretrain out_dir={tmp_path} train.epochs=3 --resume" in err

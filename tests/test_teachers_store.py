@@ -13,7 +13,6 @@ from svl.teachers.store import (
     embed_dataset_views,
     embed_texts_cached,
 )
-from svl.utils import data_root
 
 
 class PixelStatsTeacher(Teacher):
@@ -147,12 +146,10 @@ def test_bad_dataset_items(tmp_path):
         embed_dataset_views(bad, t, store=EmbeddingStore(tmp_path))
 
 
-def test_real_modelnet_views_with_efficientnet(tmp_path):
-    root = data_root()
-    path = None if root is None else root / "modelnet40/modelnet40_pcd1024_test.npz"
-    if path is None or not path.is_file():
-        pytest.skip("shared ModelNet40 data not available")
-    pts = np.load(path)["points"][[0, 1, 2, 1000]]  # 3 airplanes + one other class
+def test_real_modelnet_views_with_efficientnet(tmp_path, shared_data):
+    with np.load(shared_data / "modelnet40" / "modelnet40_pcd1024_test.npz") as z:
+        pts, labels = z["points"][[0, 1, 2, 1000]], z["labels"][[0, 1, 2, 1000]]  # 3 airplanes + another
+    assert labels[:3].tolist() == [0, 0, 0] and labels[3] != 0
     ds = ListDataset(list(pts))
     from svl.teachers import create_teacher
 
@@ -209,9 +206,7 @@ def test_concurrent_builders_compute_once(tmp_path):
     assert np.array_equal(outs[0], full) and np.array_equal(outs[1], full)
 
 
-def test_svl_embed_cli_points(tmp_path, capsys):
-    from svl.cli import main
-
+def test_svl_embed_cli_points(tmp_path, run_cli):
     rng = np.random.default_rng(0)
     pts = (rng.random((3, 256, 3), dtype=np.float32) - 0.5) * np.array([1.0, 0.3, 0.6], np.float32)
     np.savez(tmp_path / "clouds.npz", points=pts)
@@ -224,17 +219,20 @@ def test_svl_embed_cli_points(tmp_path, capsys):
         "--grid",
         str(tmp_path / "g.png"),
     ]
-    assert main(args) == 0
-    out = capsys.readouterr().out
+    rc, out, err = run_cli(*args)
+    assert rc == 0, err
     assert "(3, 2, 1280)" in out and (tmp_path / "g.png").is_file()
     e = np.load(tmp_path / "e.npy")
     assert e.shape == (3, 2, 1280) and np.allclose(np.linalg.norm(e, axis=-1), 1, atol=1e-5)
     cache_line = [ln for ln in out.splitlines() if ln.startswith("cache: ")]
-    assert main(args[:-2]) == 0  # second run: same entry, served from the store
-    assert [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cache: ")] == cache_line
+    assert cache_line  # the first run reported its cache entry
+    rc, out, err = run_cli(*args[:-2])  # second run: same entry, served from the store
+    assert rc == 0, err
+    assert [ln for ln in out.splitlines() if ln.startswith("cache: ")] == cache_line
     assert len(list((tmp_path / "store").glob("*.npy"))) == 1
-    assert main(["embed", "--points", str(tmp_path / "missing.npz")]) == 2
-    assert "missing.npz: point file not found" in capsys.readouterr().err
+    rc, _, err = run_cli("embed", "--points", tmp_path / "missing.npz")
+    assert rc == 2
+    assert "missing.npz: point file not found" in err
 
 
 class _NamedTeacher(PixelStatsTeacher):

@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         print(f"svl: interrupted at step {e.step}; checkpoint saved to {e.path}", file=sys.stderr)
         print(f"resume with: {_resume_command(args, cfg.out_dir)}", file=sys.stderr)
-        return 130
+        return e.exit_code
     if "table" in result:
         print(result["table"])
         print(f"results: {cfg.out_dir}/results.json   wall time: {result['wall_seconds'] / 60:.1f} min")

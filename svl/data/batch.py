@@ -2,7 +2,7 @@
 
 A sample is a dict: ``xyz (N, 3)``, optional ``rgb (N, 3)`` in [0, 1], ``normals (N, 3)``, ``label``,
 ``index`` and optional extras (numeric arrays, stacked into ``extras``). Features are
-``xyz + rgb`` (missing colour = `MISSING_COLOR`, SPEC §3), ``+ normals`` when asked. A sample may
+``xyz + rgb`` (missing colour = `MISSING_COLOR`, docs/SPEC.md §3), ``+ normals`` when asked. A sample may
 carry its own ``feats (N, C)`` (event streams: xyz + polarity), which then wins. ``steps (T, N, C)``
 (multi-step event inputs) is collated to ``extras["steps"] (T, B, N, C)``, the layout models read.
 """

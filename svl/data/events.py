@@ -1,4 +1,4 @@
-"""Event-camera streams (SPEC §8): readers, windowing, spatio-temporal points, T-step binning.
+"""Event-camera streams (docs/SPEC.md §8): readers, windowing, spatio-temporal points, T-step binning.
 
 Events are numpy structured arrays with tonic's dtype ``EVENT_DTYPE`` = x int16, y int16,
 t int64 (microseconds), p bool (polarity, True = ON). A window becomes a point cloud with

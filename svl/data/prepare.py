@@ -18,9 +18,9 @@ import numpy as np
 
 from svl.data.axes import parse_axis, rotate_axis
 from svl.data.batch import MISSING_COLOR
-from svl.data.transforms import RandomSample, unit_sphere
+from svl.data.transforms import RandomSample, register_transform, unit_sphere
 
-__all__ = ["MIN_DISTINCT_POINTS", "DegenerateCloudWarning", "prepare"]
+__all__ = ["MIN_DISTINCT_POINTS", "DegenerateCloudWarning", "PrepareForContract", "prepare"]
 
 MIN_DISTINCT_POINTS = 8  # fewer distinct points than this hold no shape a label could describe
 _COLOR_MODES = ("none", "rgb01", "rgb255")
@@ -128,6 +128,28 @@ def prepare(
         "distinct_points": int(distinct),
     }
     return out
+
+
+@register_transform("prepare")
+class PrepareForContract:
+    """`prepare` as a dataset transform, so a dataset of raw files (any units, y-up, 0-255 colour)
+    yields what a checkpoint expects: ``{"name": "prepare", "contract": {...}, "up_axis": "y"}``.
+
+    The resampling seed is drawn from the transform's generator, which the datasets seed per
+    (seed, epoch, index), so a run stays repeatable.
+    """
+
+    def __init__(
+        self, contract: Any = None, up_axis: str | None = None, num_points: int | None = None
+    ) -> None:
+        self.contract, self.up_axis, self.num_points = contract, up_axis, num_points
+
+    def __call__(self, sample: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        seed = int(rng.integers(2**31))
+        return prepare(sample, self.contract, up_axis=self.up_axis, num_points=self.num_points, seed=seed)
+
+    def __repr__(self) -> str:
+        return f"PrepareForContract(contract={self.contract!r}, up_axis={self.up_axis!r})"
 
 
 def _checked_xyz(xyz: Any, where: str) -> np.ndarray:

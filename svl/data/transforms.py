@@ -5,7 +5,7 @@ Randomness comes only from ``rng``, which datasets derive from (seed, epoch, ind
 sample gets the same augmentation whatever the number of DataLoader workers (deterministic).
 Build pipelines by name: ``build_transforms(["normalize", {"name": "fps", "num_points": 1024}])``.
 
-The OpenShape training augmentations (SPEC §4) are ``point_dropout`` (max ratio 0.875, dropped
+The OpenShape training augmentations (docs/SPEC.md §4) are ``point_dropout`` (max ratio 0.875, dropped
 points replaced by the first point), ``random_scale`` U(0.8, 1.25), ``random_shift`` U(-0.1, 0.1),
 ``rotation_jitter`` (angles N(0, 0.06) clipped to 0.18 rad per axis), ``rotate_gravity`` (uniform
 rotation about z, the gravity axis) and ``color_drop`` (rgb := MISSING_COLOR with p = 0.5);
@@ -116,7 +116,7 @@ class _Base:
 
 @register_transform("normalize")
 class NormalizeUnitSphere(_Base):
-    """Centre at the bounding-box centre (or mean) and scale to max radius 1 (SPEC §3 convention)."""
+    """Centre at the bounding-box centre (or mean) and scale to max radius 1 (docs/SPEC.md §3 convention)."""
 
     def __init__(self, center: str = "mean") -> None:
         if center not in ("mean", "bbox"):
@@ -333,7 +333,7 @@ class ColorDrop(_Base):
 
 @register_transform("openshape_augment")
 class OpenShapeAugment(Compose):
-    """SPEC §4 training augmentation: dropout, scale, shift, jitter, gravity rotation, colour drop."""
+    """docs/SPEC.md §4 training augmentation: dropout, scale, shift, jitter, gravity rotation, colour drop."""
 
     def __init__(self, color_drop: float = 0.5) -> None:
         super().__init__(

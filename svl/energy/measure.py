@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from svl.data.batch import MISSING_COLOR
 from svl.energy.meter import CONVENTIONS, measure_energy
 from svl.energy.report import EnergyReport, EnergyTable, merge_reports
 
@@ -42,14 +43,14 @@ def random_voxel_input(
 
 
 def random_cloud(n_points: int, channels: int = 6, batch_size: int = 1, seed: int = 0) -> torch.Tensor:
-    """Random clouds (B, N, C) in the unit ball: xyz, then the missing-colour constant 0.4 as features."""
+    """Random clouds (B, N, C) in the unit ball: xyz, then the missing-colour constant as features."""
     if n_points < 1 or channels < 3:
         raise ValueError(f"a random cloud needs >= 1 point and >= 3 channels, got {n_points}, {channels}")
     g = torch.Generator().manual_seed(seed)
     d = torch.randn(batch_size, n_points, 3, generator=g)
     r = torch.rand(batch_size, n_points, 1, generator=g) ** (1 / 3)
     xyz = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12) * r
-    return torch.cat([xyz, torch.full((batch_size, n_points, channels - 3), 0.4)], -1)
+    return torch.cat([xyz, torch.full((batch_size, n_points, channels - 3), MISSING_COLOR)], -1)
 
 
 def sparse_point_batch(st: Any) -> Any:

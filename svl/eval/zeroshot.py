@@ -41,6 +41,7 @@ __all__ = [
     "zsl_section",
 ]
 
+
 # ----------------------------------------------------------------------------- input checks
 def _as_scores(scores: Any) -> np.ndarray:
     if hasattr(scores, "detach"):  # torch tensor without importing torch

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from svl.data.batch import MISSING_COLOR
 from svl.registry import Registry
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "get_pretrained",
     "list_models",
     "list_pretrained",
+    "load_weights",
     "model_entrypoint",
     "register_model",
     "register_pretrained",
@@ -42,7 +44,7 @@ __all__ = [
 
 COLOR_MODES = ("none", "rgb01", "rgb255")
 _COLOR_TEXT = {
-    "none": "no colour (constant 0.4 in the colour channels)",
+    "none": f"no colour (constant {MISSING_COLOR} in the colour channels)",
     "rgb01": "RGB in [0, 1]",
     "rgb255": "RGB in [0, 255]",
 }
@@ -130,7 +132,7 @@ def _explain(name: str, want: Any, got: Any) -> str:
         elif want == "rgb255" and got == "rgb01":
             hint = " (multiply colours by 255)"
         elif want == "none":
-            hint = " (replace colours by the constant 0.4)"
+            hint = f" (replace colours by the constant {MISSING_COLOR})"
         elif got == "none":
             hint = " (the model was trained with colour; expect lower accuracy without it)"
         return f"color: model expects {_COLOR_TEXT[want]}, data gives {_COLOR_TEXT[got]}{hint}"
@@ -258,7 +260,11 @@ def _is_path(pretrained: str | os.PathLike[str]) -> bool:
     )
 
 
-def _load_weights(model: nn.Module, path: Path, arch: str) -> dict[str, Any]:
+def load_weights(model: nn.Module, path: str | os.PathLike[str], arch: str) -> dict[str, Any]:
+    """Load an svl checkpoint's weights (a bare model, or a run's ``encoder.*``) into ``model``.
+
+    Refuses a checkpoint of another architecture; returns the checkpoint meta.
+    """
     from svl.checkpoint import load_checkpoint, load_state_into
 
     tensors, meta = load_checkpoint(path)
@@ -344,7 +350,7 @@ def create_model(
         raise ValueError(f"bad options for model {arch!r}: {e}") from None
     contract = default_contract(model)
     if path is not None:
-        meta = _load_weights(model, path, arch)
+        meta = load_weights(model, path, arch)
         if entry is not None:
             contract = entry.contract
         elif meta.get("contract") is not None:
@@ -388,7 +394,8 @@ class Inputs:
 def unpack_inputs(batch: Any, in_channels: int, T: int = 1, dtype: torch.dtype | None = None) -> Inputs:
     """Accept a PointBatch (duck-typed: ``xyz``, ``feats``, ``sparse``, ``extras``) or a Tensor (B, N, C).
 
-    A 3-channel input gets the constant colour 0.4 appended when the model wants 6 channels (docs/SPEC.md §3).
+    A 3-channel input gets the constant colour MISSING_COLOR appended when the model wants 6 channels
+    (docs/SPEC.md §3).
     With ``T > 1`` a ``(T, B, N, C)`` tensor in ``batch.extras["steps"]`` gives per-step features;
     otherwise the same features are repeated over time by the model. Floating inputs are cast to
     ``dtype`` (the model's parameter dtype) so a float64 model runs end to end in float64.
@@ -416,7 +423,7 @@ def unpack_inputs(batch: Any, in_channels: int, T: int = 1, dtype: torch.dtype |
     if dtype is not None:
         xyz, feats = xyz.to(dtype), feats.to(dtype)
     if feats.shape[-1] == 3 and in_channels == 6:
-        feats = torch.cat([feats, torch.full_like(feats, 0.4)], -1)
+        feats = torch.cat([feats, torch.full_like(feats, MISSING_COLOR)], -1)
     if sparse is None and feats.shape[-1] != in_channels:
         raise ValueError(f"model expects {in_channels} input channels, got {feats.shape[-1]}")
     return Inputs(xyz=xyz, feats=feats, sparse=sparse, steps=steps is not None)

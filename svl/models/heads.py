@@ -288,12 +288,16 @@ def load_zeroshot_model(
 
     Imports no text model. A head built for another checkpoint -> ValueError naming both hashes.
     """
+    from svl.models._registry import create_model
+
     ckpt = Path(checkpoint)
     if not ckpt.exists():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
     tensors, meta = load_head(head)
+    # Load first: a damaged checkpoint (truncated, corrupt) must be reported as such, not as a head
+    # built for another encoder (its hash differs too).
+    model = create_model(None, pretrained=ckpt).eval()
     _check_encoder_hash(ckpt, meta, str(head))
-    model, _, _ = load_encoder(ckpt)
     attach_head(model, (tensors, meta))
     return model.eval(), list(meta["class_names"]), dict(meta)
 

@@ -98,19 +98,16 @@ def load_init(model: nn.Module, path: str | os.PathLike[str], arch: str) -> dict
 
     A checkpoint of another architecture is refused with both names; returns the checkpoint meta.
     """
-    from svl.checkpoint import load_checkpoint, load_state_into
+    from svl.checkpoint import read_checkpoint_meta
+    from svl.models._registry import load_weights
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model.init: checkpoint {p} does not exist")
-    tensors, meta = load_checkpoint(p)
-    held = meta.get("model")
+    held = read_checkpoint_meta(p).get("model")
     if held is not None and held != arch:
         raise ValueError(f"model.init: {p} holds a {held!r} encoder, but model.name is {arch!r}")
-    if any(k.startswith("encoder.") for k in tensors):
-        tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    load_state_into(model, tensors, where=str(p))
-    return meta
+    return load_weights(model, p, arch)
 
 
 # ----------------------------------------------------------------------------- data helpers

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from svl.data.batch import MISSING_COLOR
 from svl.utils import atomic_write, cache_dir, get_logger, progress
 
 from .base import Teacher, create_teacher
@@ -297,7 +298,7 @@ def _stack_batch(
     xs, cs = [], []
     for x, c in samples:
         if c is None and any_rgb:
-            c = np.full_like(x, 0.4)  # svl convention for missing colour
+            c = np.full_like(x, MISSING_COLOR)
         if x.shape[0] < n:
             idx = np.resize(np.arange(x.shape[0]), n)
             x = x[idx]
