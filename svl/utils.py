@@ -15,6 +15,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -324,17 +325,58 @@ def progress_bars_enabled(stream: IO[Any] | None = None) -> bool:
         return False
 
 
-def progress(iterable: Iterable[T], **kwargs: Any) -> Iterable[T]:
-    """A tqdm bar that shows only on a terminal (SVL_PROGRESS=1 forces it on, =0 off)."""
+def progress(iterable: Iterable[T], *, log_every: float | None = 60.0, **kwargs: Any) -> Iterable[T]:
+    """A tqdm bar that shows only on a terminal (SVL_PROGRESS=1 forces it on, =0 off).
+
+    Where bars are off (a log file, a batch job), a loop that runs longer than `log_every` seconds
+    logs a line at most that often (done/total, elapsed, ETA), so a first run that embeds thousands
+    of views is not silent for minutes. `log_every=None`, or `disable=True` from the caller (e.g. on
+    DDP ranks other than 0), keeps it quiet.
+    """
     from tqdm.auto import tqdm
 
+    silenced = kwargs.get("disable") is True
     flag = os.environ.get("SVL_PROGRESS")
     if flag is not None and "disable" not in kwargs:
         kwargs["disable"] = flag.strip().lower() in _OFF
     kwargs.setdefault("disable", None)  # tqdm: None = disable when not a tty
     kwargs.setdefault("mininterval", 1.0)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, **kwargs)
+    bar = tqdm(iterable, **kwargs)
+    if not bar.disable or silenced or log_every is None:
+        return bar
+    return _LoggedBar(bar, str(kwargs.get("desc") or "progress"), float(log_every))
+
+
+class _LoggedBar:
+    """A disabled tqdm bar that logs progress at most every `every` seconds while iterated."""
+
+    def __init__(self, bar: Any, desc: str, every: float) -> None:
+        self.bar, self.desc, self.every = bar, desc, every
+
+    def __getattr__(self, name: str) -> Any:  # disable, total, set_postfix, close... of the bar
+        return getattr(self.bar, name)
+
+    def __len__(self) -> int:
+        return len(self.bar)
+
+    def __iter__(self) -> Iterator[Any]:
+        log = get_logger("svl.progress")
+        total = self.bar.total
+        t0 = last = time.perf_counter()
+        try:
+            for i, item in enumerate(self.bar, 1):
+                yield item
+                now = time.perf_counter()
+                if now - last < self.every:
+                    continue
+                last = now
+                elapsed = now - t0
+                done = f"{i}/{total}" if total else str(i)
+                eta = f", ETA {elapsed / i * (total - i):.0f}s" if total else ""
+                log.info("%s: %s (%.0fs elapsed%s)", self.desc, done, elapsed, eta)
+        finally:
+            self.bar.close()
 
 
 def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:

@@ -300,3 +300,21 @@ def test_file_sha256(tmp_path: Path) -> None:
     assert file_sha256(tmp_path / "x", chunk_size=1000) == hashlib.sha256(data).hexdigest()
     with pytest.raises(FileNotFoundError, match="nope"):
         file_sha256(tmp_path / "nope")
+
+
+def test_progress_off_a_terminal_logs_long_loops(monkeypatch, caplog) -> None:
+    import logging
+
+    from svl.utils import progress
+
+    monkeypatch.setenv("SVL_PROGRESS", "0")
+    with caplog.at_level(logging.INFO, logger="svl.progress"):
+        assert list(progress(range(5), desc="embed views", log_every=0.0)) == list(range(5))
+    lines = [r.getMessage() for r in caplog.records if r.name == "svl.progress"]
+    assert len(lines) == 5 and lines[0].startswith("embed views: 1/5") and "ETA" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="svl.progress"):
+        assert list(progress(range(3), desc="quiet", log_every=None)) == [0, 1, 2]
+        assert list(progress(range(3), desc="rank 1", disable=True, log_every=0.0)) == [0, 1, 2]
+        assert list(progress(range(3), desc="fast loop")) == [0, 1, 2]  # under a minute: no line
+    assert not [r for r in caplog.records if r.name == "svl.progress"]

@@ -767,7 +767,8 @@ class Trainer:
         stop = False
         if self.pos < self.steps_per_epoch:  # == only after an interrupt on an epoch's last step
             self._begin_epoch()
-            bar_kw: dict[str, Any] = {} if self.is_main else {"disable": True}
+            # Off a terminal the epoch line (_log_epoch) reports instead of periodic loop lines.
+            bar_kw: dict[str, Any] = {"log_every": None} if self.is_main else {"disable": True}
             bar = progress(
                 self._loader(), total=len(self.batches), desc=f"epoch {self.epoch + 1}/{cfg.epochs}", **bar_kw
             )
