@@ -7,8 +7,8 @@ import time
 import numpy as np
 import torch
 
+from svl.data import build_dataset
 from svl.data.batch import collate_points
-from svl.data.datasets import build_dataset
 from svl.data.transforms import farthest_point_sample
 
 

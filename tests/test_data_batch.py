@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from svl.data import build_dataset
 from svl.data.batch import Collate, collate_points
-from svl.data.datasets import build_dataset
 from svl.data.transforms import build_transforms, farthest_point_sample, list_transforms
 
 

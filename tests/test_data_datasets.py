@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from svl.data.datasets import MODELNET10_CLASSES, build_dataset, class_prompt_name, load_class_names
+from svl.data import build_dataset
+from svl.vocab import MODELNET10_CLASSES, display_name, load_class_names
 
 
 def test_modelnet40_real(shared_data):
@@ -44,7 +45,7 @@ def test_zero_shot_split(shared_data):
 
 
 def test_class_names():
-    assert class_prompt_name("night_stand") == "night stand"
+    assert display_name("night_stand") == "night stand"
     assert len(load_class_names("objaverse_lvis")) == 1156
     assert load_class_names("scanobjectnn")[:3] == ["bag", "bin", "box"]
 

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from svl.data.datasets import build_dataset
+from svl.data import build_dataset
 from svl.data.events import (
     EVENT_DTYPE,
     bin_events,

@@ -33,8 +33,8 @@ def test_e3dsnn_release_convention_within_3_percent(name):
 
 
 def _modelnet_batch(root, n: int = 2):
+    from svl.data import build_dataset
     from svl.data.batch import collate_points
-    from svl.data.datasets import build_dataset
 
     ds = build_dataset("modelnet40", "test", root=root)
     return collate_points([ds[i] for i in range(n)])

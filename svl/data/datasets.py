@@ -25,54 +25,23 @@ from typing import Any
 
 import numpy as np
 
-# build_dataset, list_datasets: re-exported for `from svl.data.datasets import build_dataset` callers
-from svl.data.base import PointDataset, build_dataset, list_datasets, register_dataset, resolve_root
+from svl.data.base import PointDataset, register_dataset, resolve_root
 from svl.data.readers import load_points
 from svl.data.transforms import Compose
+from svl.vocab import MODELNET10_CLASSES, display_name, load_class_names
 
 __all__ = [
-    "MODELNET10_CLASSES",
     "PointDataset",
-    "build_dataset",
-    "class_prompt_name",
-    "list_datasets",
-    "load_class_names",
     "register_dataset",
     "resolve_root",
 ]
 
-MODELNET10_CLASSES = (
-    "bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet",
-)  # fmt: skip
 SCANOBJECTNN_VARIANTS = {
     # variant -> (folder, file suffix)
     "OBJ_ONLY": ("main_split_nobg", ""),
     "OBJ_BG": ("main_split", ""),
     "PB_T50_RS": ("main_split", "_augmentedrot_scale75"),
 }
-_LABEL_DIR = Path(__file__).with_name("labels")
-
-
-# ----------------------------------------------------------------------------- names and roots
-def class_prompt_name(name: str) -> str:
-    """Human-readable class name for prompts: 'night_stand' -> 'night stand', 'tv_stand' -> 'tv stand'."""
-    return " ".join(str(name).replace("_", " ").split())
-
-
-def load_class_names(which: str) -> list[str]:
-    """Shipped category lists: 'modelnet40', 'scanobjectnn', 'modelnet40_openshape',
-    'scanobjnn_openshape', 'objaverse_lvis' (1156 LVIS categories, OpenShape order)."""
-    if which == "modelnet40":
-        return (_LABEL_DIR / "modelnet40_shape_names.txt").read_text().split()
-    if which == "scanobjectnn":
-        return (_LABEL_DIR / "scanobjectnn_shape_names_ext.txt").read_text().split()
-    labels = json.loads((_LABEL_DIR / "uni3d_labels.json").read_text())
-    key = {"objaverse_lvis": "objaverse_lvis_openshape"}.get(which, which)
-    if key not in labels:
-        raise ValueError(
-            f"unknown class list {which!r}; known: modelnet40, scanobjectnn, {', '.join(labels)}"
-        )
-    return list(labels[key])
 
 
 class ArrayDataset(PointDataset):
@@ -486,7 +455,7 @@ def _build_openshape_modelnet40(split: str, root: Any, transforms: Compose, seed
     classes = load_class_names("modelnet40_openshape")
     if len(meta) != len(pcs):
         raise ValueError(f"{folder}: {len(meta)} split entries for {len(pcs)} clouds")
-    lab = np.asarray([classes.index(class_prompt_name(m["category"])) for m in meta])
+    lab = np.asarray([classes.index(display_name(m["category"])) for m in meta])
     xyz = np.stack([np.asarray(p["xyz"], np.float32) for p in pcs])
     rgb = np.stack([np.asarray(p["rgb"], np.float32) / 255.0 for p in pcs]) if "rgb" in pcs[0] else None
     return ArrayDataset(xyz, lab, classes, split, transforms, seed, rgb=rgb, swap_yz=True,

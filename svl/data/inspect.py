@@ -58,7 +58,7 @@ def file_info(path: str | Path, index: int | None = None) -> dict[str, Any]:
 
 def dataset_info(spec: str, root: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """Per-split sizes and class counts of a registered dataset ('name' or 'name:split')."""
-    from svl.data.datasets import build_dataset
+    from svl.data import build_dataset
 
     name, _, split = spec.partition(":")
     splits = [split] if split else (
@@ -102,7 +102,7 @@ def load_sample(
         from svl.data.readers import load_points
 
         return load_points(spec, index=index, up_axis=up_axis), Path(spec).name
-    from svl.data.datasets import build_dataset
+    from svl.data import build_dataset
 
     name, _, split = spec.partition(":")
     kwargs = {"variant": variant} if variant else {}

@@ -105,8 +105,8 @@ def _is_voxel_model(model: nn.Module) -> bool:
 
 def dataset_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
     """``batches`` collated batches of a seeded random subset of a registered dataset's split."""
+    from svl.data import build_dataset
     from svl.data.batch import collate_points
-    from svl.data.datasets import build_dataset
 
     ds = build_dataset(dataset, split)
     n = min(len(ds), batch_size * batches)

@@ -406,7 +406,7 @@ def write_report(
 
 def read_class_list(spec: str) -> list[str]:
     """Class names from a file (.txt one per line, or a .json list) or a dataset: NAME[:seen|:unseen]."""
-    from svl.data.datasets import build_dataset
+    from svl.data import build_dataset
     from svl.vocab import read_list_file
 
     p = Path(spec)
@@ -479,7 +479,7 @@ def calibrate_gamma(
     unseen; returns (gamma, {"samples", "pseudo_unseen", "seen", "unseen", "H"} on that split)."""
     import torch
 
-    from svl.data.datasets import build_dataset
+    from svl.data import build_dataset
     from svl.eval.classify import predict_scores
     from svl.vocab import name_key
 
@@ -524,7 +524,7 @@ def evaluate_checkpoint(
     import torch
 
     from svl.checkpoint import read_checkpoint_meta
-    from svl.data.datasets import build_dataset
+    from svl.data import build_dataset
     from svl.eval.classify import predict_scores
     from svl.models.heads import load_zeroshot_model
 

@@ -153,7 +153,7 @@ class PretrainTask(Task):
 
     # -- data ----------------------------------------------------------------------------------
     def __init__(self, cfg: PretrainConfig) -> None:
-        from svl.data.datasets import build_dataset
+        from svl.data import build_dataset
 
         super().__init__(cfg)
         seed_everything(cfg.seed)
@@ -384,7 +384,7 @@ class PretrainTask(Task):
         return final
 
     def _test_set(self) -> tuple[Any, np.ndarray]:
-        from svl.data.datasets import build_dataset
+        from svl.data import build_dataset
 
         test = build_dataset(self.cfg.data.dataset, "test", root=self.cfg.data.root, seed=self.cfg.seed)
         y = test.labels()
