@@ -71,6 +71,20 @@ def test_cli_energy_writes_json_and_plot(tmp_path, run_cli):
     assert run_cli("energy", "--model", "no_such_model", "--random-points", "10")[0] == 2
 
 
+def test_cli_energy_output_folder_matches_the_single_files(tmp_path, run_cli):
+    args = ("energy", "--model", "e3dsnn_t", "--random-points", "2000")
+    assert run_cli(*args, "--json", tmp_path / "one.json")[0] == 0
+    rc, stdout, err = run_cli(*args, "-o", tmp_path / "report")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "report" / "energy.json").read_text()) == json.loads(
+        (tmp_path / "one.json").read_text()
+    )
+    assert (tmp_path / "report" / "energy.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = run_cli(*args, "--output", tmp_path / "afile")
+    assert rc == 2 and "must be a folder" in err
+
+
 def test_cli_energy_overrides_e_mac(tmp_path, run_cli):
     out = tmp_path / "e.json"
     args = ["energy", "--model", "e3dsnn_t", "--random-points", "500", "--energy", "int8", "--e-mac", "2.0"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 # ----------------------------------------------------------------------------- svl energy
@@ -26,12 +27,19 @@ def run_energy_command(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(report.table())
-    if args.json:
-        report.to_json(args.json)
-        print(f"wrote {args.json}")
-    if args.plot:
-        report.plot(args.plot)
-        print(f"wrote {args.plot}")
+    json_path, plot_path = args.json, args.plot
+    if args.output:  # the spelling every command shares: a folder with both files
+        out = Path(args.output)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"{out}: -o/--output must be a folder (it exists and is a file)")
+        out.mkdir(parents=True, exist_ok=True)
+        json_path, plot_path = json_path or out / "energy.json", plot_path or out / "energy.png"
+    if json_path:
+        report.to_json(str(json_path))
+        print(f"wrote {json_path}")
+    if plot_path:
+        report.plot(str(plot_path))
+        print(f"wrote {plot_path}")
     return 0
 
 
@@ -69,6 +77,9 @@ def _add_energy(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--e-ac", type=float, default=None, help="override E_AC in pJ")
     p.add_argument("--mode", default="integer", choices=("integer", "binary"), help="spike mode to run in")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "-o", "--output", metavar="DIR", default=None, help="write energy.json and energy.png into DIR"
+    )
     p.add_argument("--json", metavar="OUT.json", default=None, help="write the report as JSON")
     p.add_argument("--plot", metavar="OUT.png", default=None, help="bar chart of energy and firing rate")
     p.set_defaults(func=run_energy_command)
