@@ -113,7 +113,9 @@ def test_openshape_train_and_lvis(tmp_path):
     (root / "meta_data" / "split" / "train.json").write_text(json.dumps(items))
     ds = build_dataset("openshape", "train", root=tmp_path, num_points=128, augment=True)
     s = ds[0]
-    assert s["xyz"].shape == (128, 3) and s["image_emb"].shape == (13, 16) and s["has_text"]
+    assert s["xyz"].shape == (128, 3) and s["image_emb"].shape == (16,) and s["has_text"]
+    targets = np.concatenate([shapes[0]["image_feat"], shapes[0]["thumbnail_feat"][None]])
+    assert np.abs(targets - s["image_emb"]).max(1).min() == 0  # one view (or the thumbnail), not a mean
     np.testing.assert_allclose(s["text_emb"], shapes[0]["text_feat"][0]["original"].reshape(-1), rtol=1e-6)
     b = collate_points([ds[i] for i in range(3)])
     assert b.extras["has_text"].tolist() == [True, True, False] and b.labels is None
@@ -176,3 +178,115 @@ def test_import_svl_data_is_cheap(run_python):
     code_, out, err = run_python("-c", code)
     assert code_ == 0, err
     assert out.strip() == "[]"
+
+
+def _full_openshape_shape(path, rng, dim=8):
+    """A shape with every OpenShape text source: name, BLIP and MSFT captions, two retrieved texts."""
+    f = lambda: {"original": rng.normal(size=(1, dim)), "prompt_avg": rng.normal(size=(1, dim))}  # noqa: E731
+    d = {
+        "xyz": rng.normal(size=(64, 3)).astype(np.float32),
+        "rgb": rng.integers(0, 256, (64, 3)).astype(np.float32),
+        "image_feat": rng.normal(size=(12, dim)).astype(np.float32),
+        "thumbnail_feat": rng.normal(size=(dim,)).astype(np.float32),
+        "text": ["a chair"],
+        "text_feat": [f()],
+        "blip_caption": "a wooden chair",
+        "blip_caption_feat": f(),
+        "msft_caption": "a chair with four legs",
+        "msft_caption_feat": f(),
+        "retrieval_text": ["office chair", "stool"],
+        "retrieval_text_feat": [f(), f()],
+    }
+    np.save(path, np.array(d, dtype=object))
+    return d
+
+
+def test_openshape_targets_are_drawn_as_the_official_trainer_draws_them(tmp_path):
+    from svl.data.datasets import load_openshape_shape
+
+    d = _full_openshape_shape(tmp_path / "s.npy", np.random.default_rng(0))
+    texts, thumbs = [], 0
+    for k in range(400):
+        s = load_openshape_shape(tmp_path / "s.npy", np.random.default_rng([k]))
+        texts.append(s["text"])
+        thumbs += bool(np.array_equal(s["image_emb"], d["thumbnail_feat"]))
+        if s["text"].startswith("a wooden"):
+            np.testing.assert_allclose(
+                s["text_emb"], d["blip_caption_feat"]["original"].reshape(-1), rtol=1e-6
+            )
+        if s["text"] == "stool":  # retrieved texts always use their 'original' feature
+            np.testing.assert_allclose(
+                s["text_emb"], d["retrieval_text_feat"][1]["original"].reshape(-1), rtol=1e-6
+            )
+    counts = {t: texts.count(t) for t in set(texts)}
+    assert set(counts) == {"a chair", "a wooden chair", "a chair with four legs", "office chair", "stool"}
+    assert 100 <= counts["a chair"] <= 170  # one of three sources: ~1/3
+    assert 40 <= counts["a wooden chair"] <= 95 and 40 <= counts["stool"] <= 95  # ~1/6 each
+    assert 160 <= thumbs <= 240  # Objaverse: thumbnail half the time
+    others = [
+        load_openshape_shape(tmp_path / "s.npy", np.random.default_rng([k]), objaverse=False)
+        for k in range(50)
+    ]
+    assert not any(np.array_equal(o["image_emb"], d["thumbnail_feat"]) for o in others)
+    named = [
+        load_openshape_shape(tmp_path / "s.npy", np.random.default_rng([k]), keep_name=False)["text"]
+        for k in range(60)
+    ]
+    assert "a chair" not in named  # the GPT filter's "N" drops the name text only
+    pa = load_openshape_shape(
+        tmp_path / "s.npy", np.random.default_rng([0]), text_sources=("text",), text_version="prompt_avg"
+    )
+    np.testing.assert_allclose(pa["text_emb"], d["text_feat"][0]["prompt_avg"].reshape(-1), rtol=1e-6)
+
+
+def test_openshape_gpt_filter_and_sources_from_the_split(tmp_path):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "openshape"
+    (root / "objs").mkdir(parents=True)
+    (root / "meta_data" / "split").mkdir(parents=True)
+    for i in range(2):
+        _full_openshape_shape(root / "objs" / f"u{i}.npy", rng)
+    items = [{"id": "u0", "data_path": "objs/u0.npy", "dataset": "Objaverse"},
+             {"id": "u1", "data_path": "objs/u1.npy", "dataset": "ShapeNet"}]  # fmt: skip
+    (root / "meta_data" / "split" / "train.json").write_text(json.dumps(items))
+    (tmp_path / "gpt.json").write_text(json.dumps({"u0": {"flag": "N"}, "u1": {"flag": "Y"}}))
+    ds = build_dataset(
+        "openshape", "train", root=tmp_path, transforms=[], gpt_filter=str(tmp_path / "gpt.json")
+    )
+    assert ds.sources == ["Objaverse", "ShapeNet"] and ds.dropped_names == {"u0"}
+    seen0 = set()
+    for epoch in range(30):
+        ds.set_epoch(epoch)
+        seen0.add(ds[0]["text"])
+    assert "a chair" not in seen0 and len(seen0) >= 3
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="GPT-filter"):
+        build_dataset("openshape", "train", root=tmp_path, gpt_filter=str(tmp_path / "bad.json"))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d.pop("image_feat"), "missing 'image_feat'"),
+        (lambda d: d["image_feat"].__setitem__((0, 0), np.nan), "'image_feat' is empty or holds NaN"),
+        (
+            lambda d: d.__setitem__("blip_caption_feat", {"original": np.full((1, 8), np.nan)}),
+            "blip_caption_feat",
+        ),
+        (lambda d: d.__setitem__("text_feat", [{"original": np.ones((1, 5))}]), "text features are 5-d"),
+        (lambda d: d.__setitem__("text_feat", []), "1 'text' entries but 0 'text_feat'"),
+    ],
+)
+def test_openshape_bad_features_name_the_file_and_key(tmp_path, change, message):
+    from svl.data.datasets import load_openshape_shape
+
+    d = _full_openshape_shape(tmp_path / "ok.npy", np.random.default_rng(2))
+    change(d)
+    np.save(tmp_path / "bad.npy", np.array(d, dtype=object))
+    errors = set()
+    for k in range(40):  # every draw must fail the same way, whatever source it picks
+        try:
+            load_openshape_shape(tmp_path / "bad.npy", np.random.default_rng([k]))
+        except ValueError as e:
+            errors.add(str(e))
+    assert errors and any(message in e and "bad.npy" in e for e in errors), errors

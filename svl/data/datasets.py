@@ -327,18 +327,70 @@ def _build_scanobjectnn(
 
 
 # ----------------------------------------------------------------------------- OpenShape format
-def _text_feat(entry: Any) -> np.ndarray | None:
-    """OpenShape text features are arrays or {'original': arr, 'prompt_avg': arr} dicts."""
-    if entry is None:
-        return None
+OPENSHAPE_TEXT_SOURCES = ("text", "caption", "retrieval_text")
+
+
+def _feature(entry: Any, version: str, path: Path, key: str) -> np.ndarray:
+    """One OpenShape feature vector: an array, or a {'original': arr, 'prompt_avg': arr} dict."""
     if isinstance(entry, dict):
-        entry = entry.get("original", entry.get("prompt_avg"))
+        if version not in entry:
+            raise ValueError(f"{path}: '{key}' has no '{version}' feature (it has {sorted(entry)})")
+        entry = entry[version]
     arr = np.asarray(entry, dtype=np.float32).reshape(-1)
-    return arr if arr.size else None
+    if arr.size == 0 or not np.isfinite(arr).all():
+        raise ValueError(f"{path}: '{key}' is empty or holds NaN/inf values")
+    return arr
 
 
-def load_openshape_shape(path: Path, rng: np.random.Generator) -> dict[str, Any]:
-    """One OpenShape per-shape npy dict -> sample (y-up swapped to z-up, image/text extras)."""
+def _openshape_texts(
+    d: dict[str, Any], path: Path, rng: np.random.Generator, objaverse: bool, version: str,
+    sources: Sequence[str], keep_name: bool,
+) -> list[tuple[str, np.ndarray]]:  # fmt: skip
+    """The candidate (text, feature) pairs of one shape, one per source, as OpenShape's trainer
+    draws them: Objaverse's first name (unless the GPT filter dropped it) or a random name elsewhere;
+    a BLIP or an MSFT caption (50/50); one random retrieved text (its 'original' feature)."""
+    out = []
+    names, feats = list(d.get("text") or []), list(d.get("text_feat") or [])
+    if "text" in sources and names and keep_name:
+        if len(names) != len(feats):
+            raise ValueError(f"{path}: {len(names)} 'text' entries but {len(feats)} 'text_feat' entries")
+        k = 0 if objaverse else int(rng.integers(len(names)))
+        out.append((str(names[k]), _feature(feats[k], version, path, "text_feat")))
+    if "caption" in sources:
+        key = "blip_caption" if rng.random() < 0.5 else "msft_caption"
+        if d.get(key) is not None and len(d[key]) > 0:
+            if d.get(f"{key}_feat") is None:
+                raise ValueError(f"{path}: '{key}' has no '{key}_feat'")
+            out.append((str(d[key]), _feature(d[f"{key}_feat"], version, path, f"{key}_feat")))
+    ret, ret_f = list(d.get("retrieval_text") or []), list(d.get("retrieval_text_feat") or [])
+    if "retrieval_text" in sources and ret:
+        if len(ret) != len(ret_f):
+            raise ValueError(f"{path}: {len(ret)} 'retrieval_text' but {len(ret_f)} 'retrieval_text_feat'")
+        k = int(rng.integers(len(ret)))
+        out.append((str(ret[k]), _feature(ret_f[k], "original", path, "retrieval_text_feat")))
+    return out
+
+
+def load_openshape_shape(
+    path: Path,
+    rng: np.random.Generator,
+    *,
+    objaverse: bool = True,
+    text_sources: Sequence[str] = OPENSHAPE_TEXT_SOURCES,
+    text_version: str = "original",
+    keep_name: bool = True,
+) -> dict[str, Any]:
+    """One OpenShape per-shape npy dict -> sample: y-up swapped to z-up, one text and one image target.
+
+    Targets are drawn as OpenShape's trainer draws them (`rng` seeded per sample and epoch): one
+    candidate text per source (see `_openshape_texts`), then one of them uniformly; the image is
+    Objaverse's thumbnail with p = 0.5, else one random rendered view (other sources: a random view).
+    `keep_name=False` drops the name text (the GPT-filter flag "N"). Bad features (missing keys,
+    NaN, ragged dimensions) raise a ValueError naming the file and the key.
+    """
+    bad = [t for t in text_sources if t not in OPENSHAPE_TEXT_SOURCES]
+    if bad:
+        raise ValueError(f"unknown OpenShape text sources {bad}; use some of {OPENSHAPE_TEXT_SOURCES}")
     try:
         d = np.load(path, allow_pickle=True).item()  # trusted dataset files (OpenShape release)
     except Exception as e:  # noqa: BLE001 - corrupt archive of any kind
@@ -352,36 +404,28 @@ def load_openshape_shape(path: Path, rng: np.random.Generator) -> dict[str, Any]
     if d.get("rgb") is not None:
         rgb = np.asarray(d["rgb"], np.float32)
         s["rgb"] = rgb / 255.0 if rgb.size and rgb.max() > 1 else rgb
-    views = []
-    if d.get("image_feat") is not None:
-        views.append(np.asarray(d["image_feat"], np.float32).reshape(-1, np.shape(d["image_feat"])[-1]))
-    if d.get("thumbnail_feat") is not None:
-        views.append(np.asarray(d["thumbnail_feat"], np.float32).reshape(1, -1))
-    if views:
-        s["image_emb"] = np.concatenate(views)
-    texts, feats = [], []
-    sources = (
-        ("text", "text_feat"),
-        ("blip_caption", "blip_caption_feat"),
-        ("msft_caption", "msft_caption_feat"),
-        ("retrieval_text", "retrieval_text_feat"),
-    )
-    for tkey, fkey in sources:
-        t, f = d.get(tkey), d.get(fkey)
-        if t is None or f is None:
-            continue
-        if isinstance(t, str):
-            t, f = [t], [f]
-        for ti, fi in zip(list(t), list(f)):
-            v = _text_feat(fi)
-            if ti and v is not None:
-                texts.append(str(ti))
-                feats.append(v)
-    if feats:
-        k = int(rng.integers(len(feats)))
-        s["text_emb"], s["text"], s["has_text"] = feats[k], texts[k], True
-    elif views:
-        s["text_emb"], s["text"], s["has_text"] = np.zeros(views[0].shape[-1], np.float32), "", False
+    if d.get("image_feat") is None:
+        raise ValueError(f"{path}: missing 'image_feat' (the rendered-view features of the shape)")
+    views = np.asarray(d["image_feat"], np.float32)
+    views = views.reshape(-1, views.shape[-1]) if views.ndim else views.reshape(0, 0)
+    if views.size == 0 or not np.isfinite(views).all():
+        raise ValueError(f"{path}: 'image_feat' is empty or holds NaN/inf values")
+    if objaverse and d.get("thumbnail_feat") is not None and rng.random() < 0.5:
+        s["image_emb"] = _feature(d["thumbnail_feat"], "original", path, "thumbnail_feat")
+    else:
+        s["image_emb"] = views[int(rng.integers(len(views)))]
+    cands = _openshape_texts(d, path, rng, objaverse, text_version, text_sources, keep_name)
+    for _, f in cands:
+        if f.shape != s["image_emb"].shape:
+            raise ValueError(
+                f"{path}: text features are {f.shape[0]}-d but image features {s['image_emb'].shape[0]}-d "
+                "(OpenShape stores both from one CLIP model)"
+            )
+    if cands:
+        s["text"], s["text_emb"] = cands[int(rng.integers(len(cands)))]
+        s["has_text"] = True
+    else:
+        s["text_emb"], s["text"], s["has_text"] = np.zeros_like(s["image_emb"]), "", False
     return s
 
 
@@ -391,10 +435,15 @@ class OpenShapeDataset(PointDataset):
     name = "openshape"
 
     def __init__(
-        self, files: list[Path], classes, labels, split, transforms, seed, ids=None, name="openshape"
-    ):
+        self, files: list[Path], classes, labels, split, transforms, seed, ids=None, name="openshape",
+        sources: Sequence[str] | None = None, dropped_names: set[str] | None = None,
+        text_sources: Sequence[str] = OPENSHAPE_TEXT_SOURCES, text_version: str = "original",
+    ):  # fmt: skip
         super().__init__(split, classes, transforms, seed)
         self.files, self._labels, self.ids, self.name = files, labels, ids, name
+        self.sources = list(sources) if sources is not None else ["Objaverse"] * len(files)
+        self.dropped_names = dropped_names or set()
+        self.text_sources, self.text_version = tuple(text_sources), text_version
 
     def __len__(self) -> int:
         return len(self.files)
@@ -405,7 +454,15 @@ class OpenShapeDataset(PointDataset):
         return np.asarray(self._labels, np.int64)
 
     def _load(self, i: int) -> dict[str, Any]:
-        s = load_openshape_shape(self.files[i], np.random.default_rng([self.seed, self.epoch, i, 1]))
+        uid = self.ids[i] if self.ids is not None else None
+        s = load_openshape_shape(
+            self.files[i],
+            np.random.default_rng([self.seed, self.epoch, i, 1]),
+            objaverse=self.sources[i] == "Objaverse",
+            text_sources=self.text_sources,
+            text_version=self.text_version,
+            keep_name=uid not in self.dropped_names,
+        )
         if self._labels is not None:
             s["label"] = int(self._labels[i])
         return s
@@ -421,10 +478,18 @@ def _locate(root: Path, data_path: str) -> Path:
 
 @register_dataset("openshape")
 def _build_openshape(
-    split: str, root: Any, transforms: Compose, seed: int, split_file: str | None = None
+    split: str,
+    root: Any,
+    transforms: Compose,
+    seed: int,
+    split_file: str | None = None,
+    gpt_filter: str | None = None,
+    text_sources: Sequence[str] = OPENSHAPE_TEXT_SOURCES,
+    text_version: str = "original",
 ) -> PointDataset:
-    """Training data: `split_file` (OpenShape json list of {'data_path', ...}) or
-    root/meta_data/split/<split>.json, else every *.npy under root/<split>."""
+    """Training data: `split_file` (OpenShape json list of {'data_path', 'id', 'dataset'}) or
+    root/meta_data/split/<split>.json, else every *.npy under root/<split>. `gpt_filter`: OpenShape's
+    GPT-4 filtering json ({uid: {"flag": "Y"|"N"}}); shapes flagged "N" lose their name text."""
     base = resolve_root(root, "openshape")
     sf = Path(split_file) if split_file else base / "meta_data" / "split" / f"{split}.json"
     if sf.exists():
@@ -434,13 +499,28 @@ def _build_openshape(
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{sf}: not an OpenShape split list of {{'data_path': ...}} ({e})") from None
         ids = [it.get("id", it.get("uid")) for it in items]
+        sources = [str(it.get("dataset", "Objaverse")) for it in items]
     else:
         folder = base / split
         files = sorted(Path(f) for f in glob.glob(str(folder / "**" / "*.npy"), recursive=True))
         if not files:
             raise FileNotFoundError(f"openshape/{split}: neither {sf} nor any .npy under {folder}")
         ids = [f.stem for f in files]
-    return OpenShapeDataset(files, [], None, split, transforms, seed, ids=ids)
+        sources = ["Objaverse"] * len(files)
+    dropped: set[str] = set()
+    if gpt_filter:
+        gp = Path(gpt_filter)
+        try:
+            flags = json.loads(gp.read_text())
+            dropped = {uid for uid, v in flags.items() if isinstance(v, dict) and v.get("flag") == "N"}
+        except (OSError, json.JSONDecodeError, AttributeError) as e:
+            raise ValueError(
+                f"{gp}: not an OpenShape GPT-filter json of {{uid: {{'flag': ...}}}} ({e})"
+            ) from None
+    return OpenShapeDataset(
+        files, [], None, split, transforms, seed, ids=ids, sources=sources, dropped_names=dropped,
+        text_sources=text_sources, text_version=text_version,
+    )  # fmt: skip
 
 
 @register_dataset("openshape_modelnet40")
