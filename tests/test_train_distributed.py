@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train_trainer import ToyPairs, collate, make_cfg, make_model  # noqa: E402
 
-from svl.train import Trainer  # noqa: E402
+from svl.train import Trainer, clip_loss  # noqa: E402
 from svl.train.trainer import TrainingInterrupted  # noqa: E402
 
 GLOBAL_B = 8
@@ -34,6 +34,14 @@ def _rows(batch: dict, lo: int, hi: int) -> dict:
 
 def _trainer_cfg(batch_size: int):
     return make_cfg(epochs=2, batch_size=batch_size, max_steps=4, log_every_steps=1, warmup_epochs=0.5)
+
+
+def _grouped_pairs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A global batch of unit rows with repeated group ids (3 classes over 8 samples)."""
+    g = torch.Generator().manual_seed(3)
+    a = torch.nn.functional.normalize(torch.randn(GLOBAL_B, 8, generator=g), dim=-1)
+    b = torch.nn.functional.normalize(torch.randn(GLOBAL_B, 8, generator=g), dim=-1)
+    return a, b, torch.tensor([0, 1, 0, 2, 1, 0, 2, 2])
 
 
 def _worker(out: Path) -> None:
@@ -54,6 +62,17 @@ def _worker(out: Path) -> None:
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     if D.is_main():
         torch.save({"vals": vals, "grads": grads}, out / "grads.pt")
+    # 1b) multi-positive InfoNCE (same-group positives) over the gathered global batch
+    a, b, g = _grouped_pairs()
+    rows = slice(rank * local_b, (rank + 1) * local_b)
+    a_local = a[rows].clone().requires_grad_(True)
+    loss_mp, acc_mp = clip_loss(a_local, b[rows], 5.0, None, g[rows])
+    loss_mp.backward()
+    grad_a = [torch.zeros_like(a_local.grad) for _ in range(world)]
+    torch.distributed.all_gather(grad_a, a_local.grad)
+    mp = D.all_reduce_mean({"loss": float(loss_mp), "acc": float(acc_mp)})
+    if D.is_main():
+        torch.save({"vals": mp, "grad_a": torch.cat(grad_a) / world}, out / "multi_positive.pt")
     # 2) the Trainer end to end (sampler split, DDP, checkpoint on rank 0 only)
     trainer = Trainer(
         make_model(bn=False, dropout=0.0),
@@ -117,6 +136,16 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     assert set(got["grads"]) == {n for n, p in named.items() if p.grad is not None}
     for n, g in got["grads"].items():
         torch.testing.assert_close(g, named[n].grad, rtol=1e-4, atol=1e-6, msg=n)
+
+    # 1b) multi-positive InfoNCE: DDP share-of-mean == one process on the whole batch
+    mp = torch.load(tmp_path / "multi_positive.pt")
+    a, b, g = _grouped_pairs()
+    a = a.clone().requires_grad_(True)
+    loss, acc = clip_loss(a, b, 5.0, None, g)
+    loss.backward()
+    assert mp["vals"]["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert mp["vals"]["acc"] == pytest.approx(float(acc), abs=1e-6)
+    torch.testing.assert_close(mp["grad_a"], a.grad, rtol=1e-4, atol=1e-6)  # what DDP averages
 
     # 2) Trainer: ranks stay in sync and match a single process with twice the batch
     w0 = torch.load(tmp_path / "weights_rank0.pt")

@@ -182,3 +182,61 @@ def test_logit_scale_clamped_and_multiview_images(make_batch) -> None:
         "image_proj.weight",
         "encoder.net.0.weight",
     } <= set(sd)
+
+
+def _np_multi_positive(a: np.ndarray, b: np.ndarray, s: float, groups: np.ndarray) -> tuple[float, float]:
+    """Multi-positive InfoNCE written out: each row's target is uniform over its same-group columns."""
+    logits = s * a @ b.T
+    pos = (groups[:, None] == groups[None, :]).astype(float)
+    total, hits = 0.0, 0.0
+    for z in (logits, logits.T):  # pos is symmetric, so both directions use it
+        lsm = _np_log_softmax(z)
+        for i in range(len(z)):
+            total += -np.sum(pos[i] * lsm[i]) / pos[i].sum()
+            hits += pos[i, z[i].argmax()]
+    n = len(a)
+    return 0.5 * total / n, 0.5 * hits / n
+
+
+def test_multi_positive_clip_loss_matches_a_written_out_reference() -> None:
+    g = torch.Generator().manual_seed(4)
+    a = nn.functional.normalize(torch.randn(6, 5, generator=g), dim=1)
+    b = nn.functional.normalize(torch.randn(6, 5, generator=g), dim=1)
+    groups = torch.tensor([3, 3, 1, 7, 1, 3])
+    loss, acc = clip_loss(a, b, 4.0, None, groups)
+    ref, ref_acc = _np_multi_positive(a.double().numpy(), b.double().numpy(), 4.0, groups.numpy())
+    assert loss.item() == pytest.approx(ref, rel=1e-5) and acc.item() == pytest.approx(ref_acc)
+    # all groups distinct: exactly the one-positive InfoNCE
+    plain, plain_acc = clip_loss(a, b, 4.0)
+    distinct, distinct_acc = clip_loss(a, b, 4.0, None, torch.arange(6))
+    assert distinct.item() == pytest.approx(plain.item(), rel=1e-6) and distinct_acc == plain_acc
+    # a mask drops samples as rows and as columns, groups included
+    mask = torch.tensor([True, False, True, True, True, False])
+    masked, _ = clip_loss(a, b, 4.0, mask, groups)
+    keep = mask.numpy()
+    ref_m, _ = _np_multi_positive(
+        a.double().numpy()[keep], b.double().numpy()[keep], 4.0, groups.numpy()[keep]
+    )
+    assert masked.item() == pytest.approx(ref_m, rel=1e-5)
+    with pytest.raises(ValueError, match="groups must have shape"):
+        clip_loss(a, b, 4.0, None, torch.arange(5))
+
+
+def test_same_class_shapes_are_text_positives_with_text_positives_label(make_batch) -> None:
+    torch.manual_seed(0)
+    model = TripleAlignment(
+        MeanMLP(), text_dim=7, image_dim=9, l_image=0.0, l_mse=0.0, text_positives="label"
+    )
+    batch = make_batch()
+    batch.labels = torch.tensor([0, 0, 1, 0, 2])
+    out = model(batch)
+    m = batch.extras["has_text"].numpy()
+    z = model.embed_points(batch).detach().double().numpy()[m]
+    t = nn.functional.normalize(model.text_proj(batch.extras["text_emb"]), dim=1).detach().double().numpy()[m]
+    ref, _ = _np_multi_positive(z, t, 1 / 0.07, batch.labels.numpy()[m])
+    assert out["loss_text"].item() == pytest.approx(ref, rel=1e-4)
+    batch.labels = None
+    with pytest.raises(ValueError, match="needs batch.labels"):
+        model(batch)
+    with pytest.raises(ValueError, match="text_positives"):
+        TripleAlignment(MeanMLP(), text_dim=7, image_dim=9, text_positives="class")

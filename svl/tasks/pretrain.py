@@ -73,6 +73,10 @@ class LossSection:
     # the text teacher's space itself (needs model.out_dim == text dim); with few training classes a
     # learned projection is only constrained on their span, so unseen names can map anywhere.
     text_proj: str = "learned"
+    # "sample": each shape's own text is its only positive (the published default). "label": shapes of
+    # one class are positives of each other's class-name text (multi-positive InfoNCE), instead of
+    # being pushed apart as negatives. Not yet the default: it waits for its 3-seed ablation.
+    text_positives: str = "sample"
 
 
 def _default_train() -> TrainConfig:
@@ -250,6 +254,7 @@ class PretrainTask(Task):
             l_text=lc.l_text,
             l_image=lc.l_image,
             l_mse=lc.l_mse,
+            text_positives=lc.text_positives,
         )
         if lc.text_proj == "identity":
             with torch.no_grad():

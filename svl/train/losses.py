@@ -37,7 +37,11 @@ def _check_pair(a: Tensor, b: Tensor, mask: Tensor | None) -> None:
 
 
 def clip_loss(
-    a: Tensor, b: Tensor, logit_scale: Tensor | float, mask: Tensor | None = None
+    a: Tensor,
+    b: Tensor,
+    logit_scale: Tensor | float,
+    mask: Tensor | None = None,
+    groups: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Symmetric InfoNCE between L2-normalised rows of `a` and `b` (CLIP: cross-entropy both ways).
 
@@ -46,6 +50,11 @@ def clip_loss(
     are scored against the gathered global columns, and loss/acc are this rank's share of the
     global mean (mean over ranks = the single-process value on the concatenated batch). With no
     valid sample anywhere the loss is a graph-connected zero and acc is 0.
+
+    `groups` (B,) int: samples with equal ids (e.g. class labels, when the text targets are class
+    names) are positives of each other, not negatives. The loss is then multi-positive InfoNCE: a
+    cross-entropy against the uniform distribution over each row's positives (UniCL); a row counts
+    as correct when its argmax is any positive. With all ids distinct it equals plain InfoNCE.
     Returns (loss, top-1 accuracy averaged over both directions, no grad).
     """
     _check_pair(a, b, mask)
@@ -70,15 +79,35 @@ def clip_loss(
     a_cols, b_cols = a_all[m_all].float(), b_all[m_all].float()
     logits_ab = scale * a_rows @ b_cols.T
     logits_ba = scale * b_rows @ a_cols.T
+    share = world / n_global
+    if groups is not None:
+        return _multi_positive(logits_ab, logits_ba, groups, mask, m_all, share)
     ce = F.cross_entropy(logits_ab, target, reduction="sum") + F.cross_entropy(
         logits_ba, target, reduction="sum"
     )
-    share = world / n_global
     loss = 0.5 * ce * share
     with torch.no_grad():
         correct = (logits_ab.argmax(1) == target).sum() + (logits_ba.argmax(1) == target).sum()
         acc = 0.5 * correct.float() * share
     return loss, acc
+
+
+def _multi_positive(
+    logits_ab: Tensor, logits_ba: Tensor, groups: Tensor, mask: Tensor, m_all: Tensor, share: float
+) -> tuple[Tensor, Tensor]:
+    """Both directions of multi-positive InfoNCE: soft targets uniform over same-group columns."""
+    if groups.shape != mask.shape:
+        raise ValueError(f"clip_loss groups must have shape {tuple(mask.shape)}, got {tuple(groups.shape)}")
+    g_all = all_gather_no_grad(groups.to(mask.device).long())
+    g_rows, g_cols = groups.to(mask.device).long()[mask], g_all[m_all]
+    pos = (g_rows[:, None] == g_cols[None, :]).float()  # each row holds at least its own column
+    target = pos / pos.sum(1, keepdim=True)
+    ce = -(target * F.log_softmax(logits_ab, 1)).sum() - (target * F.log_softmax(logits_ba, 1)).sum()
+    with torch.no_grad():
+        hit_ab = pos.gather(1, logits_ab.argmax(1, keepdim=True)).sum()
+        hit_ba = pos.gather(1, logits_ba.argmax(1, keepdim=True)).sum()
+        acc = 0.5 * (hit_ab + hit_ba) * share
+    return 0.5 * ce * share, acc
 
 
 def _extras(batch: Any) -> dict[str, Tensor]:
@@ -109,6 +138,7 @@ class TripleAlignment(nn.Module):
         l_text: float = 1.0,
         l_image: float = 1.0,
         l_mse: float = 1.0,
+        text_positives: str = "sample",
     ) -> None:
         super().__init__()
         if embed_dim is None:
@@ -125,7 +155,11 @@ class TripleAlignment(nn.Module):
         # Stored as a log like CLIP, so the optimiser works on a scale-free quantity.
         self.logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init), dtype=torch.float32))
         self.embed_dim = int(embed_dim)
+        if text_positives not in ("sample", "label"):
+            raise ValueError(f"text_positives must be 'sample' or 'label', got {text_positives!r}")
         self.l_text, self.l_image, self.l_mse = float(l_text), float(l_image), float(l_mse)
+        # "label": shapes of one class are positives of each other's text (class-name targets).
+        self.text_positives = text_positives
         self.text_proj.requires_grad_(self.l_text > 0)
         self.image_proj.requires_grad_(self.l_image > 0 or self.l_mse > 0)
         self.logit_scale.requires_grad_(learn_scale and (self.l_text > 0 or self.l_image > 0))
@@ -163,7 +197,12 @@ class TripleAlignment(nn.Module):
             has_text = extras.get("has_text")
             if has_text is None:
                 has_text = torch.ones(n, dtype=torch.bool, device=z.device)
-            loss_t, acc_t = clip_loss(z, self.embed_text(extras["text_emb"]), scale, has_text.bool())
+            groups = None
+            if self.text_positives == "label":
+                groups = batch.get("labels") if isinstance(batch, dict) else getattr(batch, "labels", None)
+                if groups is None:
+                    raise ValueError("text_positives='label' needs batch.labels (the class of each shape)")
+            loss_t, acc_t = clip_loss(z, self.embed_text(extras["text_emb"]), scale, has_text.bool(), groups)
             total = total + self.l_text * loss_t
             out["loss_text"], out["acc_text"] = loss_t.detach(), acc_t
         if self.l_image > 0 or self.l_mse > 0:
