@@ -70,7 +70,7 @@ def _worker(out: Path) -> None:
     loss_mp.backward()
     grad_a = [torch.zeros_like(a_local.grad) for _ in range(world)]
     torch.distributed.all_gather(grad_a, a_local.grad)
-    mp = D.all_reduce_mean({"loss": float(loss_mp), "acc": float(acc_mp)})
+    mp = D.all_reduce_mean({"loss": float(loss_mp.detach()), "acc": float(acc_mp)})
     if D.is_main():
         torch.save({"vals": mp, "grad_a": torch.cat(grad_a) / world}, out / "multi_positive.pt")
     # 2) the Trainer end to end (sampler split, DDP, checkpoint on rank 0 only)
@@ -143,7 +143,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     a = a.clone().requires_grad_(True)
     loss, acc = clip_loss(a, b, 5.0, None, g)
     loss.backward()
-    assert mp["vals"]["loss"] == pytest.approx(float(loss), rel=1e-5)
+    assert mp["vals"]["loss"] == pytest.approx(float(loss.detach()), rel=1e-5)
     assert mp["vals"]["acc"] == pytest.approx(float(acc), abs=1e-6)
     torch.testing.assert_close(mp["grad_a"], a.grad, rtol=1e-4, atol=1e-6)  # what DDP averages
 
