@@ -26,15 +26,22 @@ def parse_overrides(cls: type[C] | C, args: argparse.Namespace) -> C:
 
     With `--print-config` the resolved YAML is printed and the command exits with 0.
     """
-    from svl.config import config_to_dict, load_config
+    from svl.config import load_config
 
     cfg = load_config(cls, getattr(args, "config", None), list(getattr(args, "overrides", None) or []))
     if getattr(args, "print_config", False):
-        from omegaconf import OmegaConf
-
-        sys.stdout.write(OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
+        print_config(cfg)
         raise SystemExit(0)
     return cfg
+
+
+def print_config(cfg: object) -> None:
+    """Write a resolved config to stdout as YAML (`--print-config`)."""
+    from omegaconf import OmegaConf
+
+    from svl.config import config_to_dict
+
+    sys.stdout.write(OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
 
 
 def resolve_device(name: str | None) -> str:

@@ -11,7 +11,7 @@ import argparse
 import shlex
 import sys
 
-from svl.cli._common import add_config_args
+from svl.cli._common import add_config_args, print_config
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": (
@@ -26,15 +26,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def _run(args: argparse.Namespace) -> int:
-    from omegaconf import OmegaConf
-
-    from svl.config import config_to_dict
     from svl.tasks import load_task_config, run_task
     from svl.train.trainer import TrainingInterrupted
 
     cls, cfg = load_task_config(args.default_task, args.config, list(args.overrides or []))
     if args.print_config:
-        sys.stdout.write(OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg))))
+        print_config(cfg)
         return 0
     resume: bool | str = args.resume if args.resume not in (None, "") else False
     try:

@@ -23,7 +23,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -274,9 +273,8 @@ def run_task(
     cls = TASKS.get(task or getattr(cfg, "task", "")) if not isinstance(task, type) else task
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
-    rank = D.init_distributed()[0]  # only rank 0 claims (and writes into) the run folder
-    claim = claim_run_dir(out, resume=bool(resume), overwrite=overwrite) if rank == 0 else nullcontext()
-    with claim:
+    D.init_distributed()  # join the process group first, so only rank 0 writes the config
+    with claim_run_dir(out, resume=bool(resume), overwrite=overwrite):  # rank 0 claims; others pass
         if D.is_main():
             save_config(cfg, out / "config.yaml")
         job = cls(cfg)
