@@ -58,6 +58,9 @@ class TeacherSection:
     image: str = "efficientnet-lite0"
     views: int = 4
     image_batch_size: int = 32
+    # "random": one rendered view's embedding per sample and epoch (OpenShape's draw); "mean": the
+    # average over the views, a less noisy target.
+    view_target: str = "random"
 
 
 @dataclass
@@ -120,8 +123,12 @@ class AlignmentSet(Subset):
         text_emb: Tensor,
         class_rows: dict[int, int],
         seed: int = 0,
+        view_target: str = "random",
     ) -> None:
         super().__init__(base, indices)
+        if view_target not in ("random", "mean"):
+            raise ValueError(f"teacher.view_target must be 'random' or 'mean', got {view_target!r}")
+        self.view_target = view_target
         if len(image_emb) != len(self.indices):
             raise ValueError(f"{len(image_emb)} image embeddings for {len(self.indices)} training shapes")
         self.image_emb, self.text_emb, self.class_rows, self.seed = image_emb, text_emb, class_rows, seed
@@ -136,7 +143,8 @@ class AlignmentSet(Subset):
         rng = np.random.default_rng([self.seed, self.epoch, int(i), 7])
         v = int(rng.integers(self.image_emb.shape[1]))
         t = int(rng.integers(self.text_emb.shape[1]))
-        s["image_emb"] = np.array(self.image_emb[i, v], dtype=np.float32)
+        views = self.image_emb[i]
+        s["image_emb"] = np.asarray(views[v] if self.view_target == "random" else views.mean(0), np.float32)
         s["text_emb"] = self.text_emb[self.class_rows[int(s["label"])], t].numpy()
         s["has_text"] = np.ones((), dtype=np.float32)
         return s
@@ -223,10 +231,12 @@ class PretrainTask(Task):
         secs = time.perf_counter() - t0
         log.info("text teacher %s: %d prompts in %.1fs", self.text_teacher.id, len(prompts), secs)
         t0 = time.perf_counter()
-        views = Subset(self.train_plain, self.train_idx)
-        self.image_emb = embed_dataset_views(
-            views, teacher=tc.image, num_views=tc.views, batch_size=tc.image_batch_size
-        )
+        # Without caps, embed every seen-class training shape once: runs with other seeds (other
+        # pseudo-unseen picks) then reuse one cache entry instead of rendering their own subset.
+        full = self.cfg.data.train_per_class is None
+        views = self.train_plain if full else Subset(self.train_plain, self.train_idx)
+        emb = embed_dataset_views(views, teacher=tc.image, num_views=tc.views, batch_size=tc.image_batch_size)
+        self.image_emb = emb[self.train_idx] if full else emb
         self.image_dim = int(self.image_emb.shape[-1])
         log.info(
             "image teacher %s: %s in %.1fs", tc.image, tuple(self.image_emb.shape), time.perf_counter() - t0
@@ -293,8 +303,9 @@ class PretrainTask(Task):
         self.teacher_targets()
         rows = {self.classes.index(c): self.classes.index(c) for c in self.trained}
         train_set = AlignmentSet(
-            self.train_aug, self.train_idx, self.image_emb, self.prompt_emb, rows, seed=self.cfg.seed
-        )
+            self.train_aug, self.train_idx, self.image_emb, self.prompt_emb, rows, seed=self.cfg.seed,
+            view_target=self.cfg.teacher.view_target,
+        )  # fmt: skip
         self.model = self.build_model()
         return TrainParts(
             self.model, train_set, collate_points, self.meta(), batch_sampler_fn=self._batch_sampler_fn()

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from svl.train.distributed import all_gather_no_grad, all_gather_sizes, all_gather_with_grad, get_rank
 from svl.train.distributed import get_world_size as _world
 
-__all__ = ["TripleAlignment", "clip_loss"]
+__all__ = ["TripleAlignment", "clip_loss", "squared_error"]
 
 MAX_LOGIT_SCALE = 100.0
 
@@ -108,6 +108,16 @@ def _multi_positive(
         hit_ba = pos.gather(1, logits_ba.argmax(1, keepdim=True)).sum()
         acc = 0.5 * (hit_ab + hit_ba) * share
     return 0.5 * ce * share, acc
+
+
+def squared_error(a: Tensor, b: Tensor) -> Tensor:
+    """MTA's point-to-image term: squared Euclidean distance per sample, averaged over the batch.
+
+    Summed over dimensions, not averaged (`F.mse_loss` would divide by D, about 1/384 of the weight
+    the paper's l3 = 1 intends). On L2-normalised rows it equals 2 - 2 cos(a, b), so it sits on the
+    InfoNCE terms' scale. Unnormalised it would be minimised by shrinking both sides to zero.
+    """
+    return (a.float() - b.float()).pow(2).sum(-1).mean()
 
 
 def _extras(batch: Any) -> dict[str, Tensor]:
@@ -216,7 +226,7 @@ class TripleAlignment(nn.Module):
                 total = total + self.l_image * loss_i
                 out["loss_image"], out["acc_image"] = loss_i.detach(), acc_i
             if self.l_mse > 0:
-                loss_m = F.mse_loss(z, img)
+                loss_m = squared_error(z, img)
                 total = total + self.l_mse * loss_m
                 out["loss_mse"] = loss_m.detach()
         out["loss"] = total
