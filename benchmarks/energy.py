@@ -2,9 +2,12 @@
 
 Firing rates of an untrained network mean little, so each model (and its ANN twin) is first trained
 briefly for classification (the encoder plus a linear probe, AdamW, a few hundred clouds), then
-measured on held-out test clouds with the exact counting convention.
+measured on held-out test clouds with the exact counting convention, in one unit for both sides
+(``--unit flops``, the default: ANN FLOPs and SOP = rate x FLOPs x T; ``--unit macs``: ANN MACs and
+synaptic events).
 
     .venv/bin/python benchmarks/energy.py --steps 30 --batch-size 8 --eval-batches 2
+    .venv/bin/python benchmarks/energy.py --models e3dsnn_t spike_pointnet   # only these models
     .venv/bin/python benchmarks/energy.py --release   # E-3DSNN release input: release vs exact counts
 """
 
@@ -61,6 +64,7 @@ def release_table(seed: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="*", default=None, help="default: every registered spiking model")
+    ap.add_argument("--unit", default="flops", choices=("flops", "macs"), help="what both sides count")
     ap.add_argument("--steps", type=int, default=30, help="training steps (batches) per model")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--eval-batches", type=int, default=2)
@@ -78,35 +82,44 @@ def main() -> None:
     test = dataset_batches("modelnet40", "test", args.batch_size, args.eval_batches, args.seed + 1)
     table = EnergyTable()
     results = []
-    print(f"{'model':<22} {'SNN mJ':>9} {'ANN-eq mJ':>10} {'SNN/ANN':>8} {'twin mJ':>9} {'SOPs':>10} "
-          f"{'MAC FLOPs':>10} {'loss':>12} {'s':>6}")  # fmt: skip
+    ops, mac = ("SOPs", "MAC FLOPs") if args.unit == "flops" else ("ACs", "MACs")
+    print(f"unit {args.unit}")
+    print(f"{'model':<22} {'SNN mJ':>9} {'ANN-eq mJ':>10} {'SNN/ANN':>8} {'twin mJ':>9} {ops:>10} "
+          f"{mac:>10} {'rate':>6} {'loss':>12} {'s':>6}")  # fmt: skip
     for name in names:
         seed_everything(args.seed)
         t0 = time.perf_counter()
         snn = create_model(name)
         first, last = train_briefly(snn, train, args.lr)
-        rep = merge_reports([measure_energy(snn, b, energy=table, name=name) for b in test])
+        rep = merge_reports([measure_energy(snn, b, energy=table, name=name, unit=args.unit) for b in test])
         twin_name = f"{name}_ann"
         twin_mj = float("nan")
         if twin_name in list_models():
             seed_everything(args.seed)
             twin = create_model(twin_name)
             train_briefly(twin, train, args.lr)
-            twin_rep = merge_reports([measure_energy(twin, b, energy=table, name=twin_name) for b in test])
+            twin_rep = merge_reports(
+                [measure_energy(twin, b, energy=table, name=twin_name, unit=args.unit) for b in test]
+            )
             twin_mj = twin_rep.energy_snn_mj  # a ReLU network: every layer is charged as MACs
         dt = time.perf_counter() - t0
         rates = [r.rate for r in rep.layers if r.rate is not None]
+        rate = sum(rates) / max(len(rates), 1)
         results.append(
             {
                 "model": name,
+                "unit": args.unit,
                 "energy_snn_mj": rep.energy_snn_mj,
                 "energy_ann_mj": rep.energy_ann_mj,
                 "ratio": rep.ratio,
                 "twin_energy_mj": twin_mj,
                 "sops": rep.sops,
+                "synaptic_events": rep.synaptic_events,
+                "mac_ops": rep.mac_ops,
                 "mac_flops": rep.mac_flops,
                 "ann_flops": rep.ann_flops,
-                "mean_firing_rate": sum(rates) / max(len(rates), 1),
+                "ann_macs": rep.ann_macs,
+                "mean_firing_rate": rate,
                 "points": rep.points,
                 "loss_first": first,
                 "loss_last5": last,
@@ -114,8 +127,8 @@ def main() -> None:
             }
         )
         print(f"{name:<22} {rep.energy_snn_mj:9.4f} {rep.energy_ann_mj:10.4f} {rep.ratio:8.4f} "
-              f"{twin_mj:9.4f} "
-              f"{rep.sops:10.3e} {rep.mac_flops:10.3e} {first:5.2f}->{last:5.2f} {dt:6.1f}")  # fmt: skip
+              f"{twin_mj:9.4f} {rep.sops:10.3e} {rep.mac_ops:10.3e} {rate:6.3f} "
+              f"{first:5.2f}->{last:5.2f} {dt:6.1f}")  # fmt: skip
     if args.json:
         from svl.utils import atomic_write
 

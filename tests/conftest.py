@@ -7,6 +7,7 @@ between test files); those without state return the helper function itself.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import subprocess
@@ -356,3 +357,101 @@ def _write_pcd(path: Path, mode: str, xyz: np.ndarray, rgb8: np.ndarray) -> Path
 def write_pcd() -> Callable[[Path, str, np.ndarray, np.ndarray], Path]:
     """`write_pcd(path, mode, xyz, rgb8)`: a PCD file, mode ascii | binary | binary_compressed."""
     return _write_pcd
+
+
+# ----------------------------------------------------------------------------- aligned data
+def _modelnet_split(shared_data: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(shared_data / "modelnet40" / f"modelnet40_pcd1024_{split}.npz") as z:
+        return z["points"], z["labels"]
+
+
+def build_openshape_layout(
+    root: Path, shared_data: Path, per_class: int = 2, dim: int = 1280, classes: int = 40, seed: int = 0
+) -> Path:
+    """An OpenShape-layout folder made from real ModelNet40 clouds (y-up, like the release).
+
+    Per shape: xyz, rgb, 12 view features + a thumbnail, names, BLIP/MSFT captions, retrieval texts,
+    each with features of the release's shapes ({'original', 'prompt_avg'} dicts, `dim`-d). Features
+    are a per-class direction plus noise, and meta_data/modelnet40/cat_name_pt_feat.npy holds the
+    class directions, so zero-shot through the class-name file has real signal to learn.
+    Also: meta_data/split/train.json, a GPT-filter json, and the ModelNet40 test set as
+    meta_data/modelnet40/test_pc.npy + test_split.json.
+    """
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(40, dim)).astype(np.float32)
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+
+    def feat(label: int, noise: float = 0.6) -> np.ndarray:
+        v = centers[label] + noise * rng.normal(size=dim).astype(np.float32) / np.sqrt(dim)
+        return (v / np.linalg.norm(v)).astype(np.float32)
+
+    pts, labels = _modelnet_split(shared_data, "train")
+    names = (shared_data / "labels" / "modelnet40_shape_names.txt").read_text().split()
+    items, flags = [], {}
+    (root / "objaverse").mkdir(parents=True, exist_ok=True)
+    (root / "shapenet").mkdir(parents=True, exist_ok=True)
+    for c in range(classes):
+        for k, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
+            uid = f"{names[c]}_{i:05d}"
+            src = "Objaverse" if k % 2 == 0 else "ShapeNet"
+            d = {
+                "xyz": pts[i][:, [0, 2, 1]].copy(),  # the release stores y-up
+                "rgb": np.full((len(pts[i]), 3), 102.0, np.float32),
+                "image_feat": np.stack([feat(c) for _ in range(12)]),
+                "text": [f"a {names[c]}", f"{names[c]} model"],
+                "text_feat": [{"original": feat(c, 0.3), "prompt_avg": feat(c, 0.2)} for _ in range(2)],
+                "blip_caption": f"a 3d rendering of a {names[c]}",
+                "blip_caption_feat": {"original": feat(c), "prompt_avg": feat(c)},
+                "msft_caption": f"a {names[c]} on a white background",
+                "msft_caption_feat": {"original": feat(c), "prompt_avg": feat(c)},
+                "retrieval_text": [f"photo of a {names[c]}"],
+                "retrieval_text_feat": [{"original": feat(c)}],
+            }
+            if src == "Objaverse":
+                d["thumbnail_feat"] = feat(c)
+            folder = "objaverse" if src == "Objaverse" else "shapenet"
+            np.save(root / folder / f"{uid}.npy", np.array(d, dtype=object), allow_pickle=True)
+            items.append({"data_path": f"/mnt/data/{folder}/{uid}.npy", "id": uid, "dataset": src})
+            flags[uid] = {"flag": "N" if i % 3 == 0 else "Y"}
+    split = root / "meta_data" / "split"
+    split.mkdir(parents=True, exist_ok=True)
+    (split / "train.json").write_text(json.dumps(items))
+    (root / "meta_data" / "gpt4_filtering.json").write_text(json.dumps(flags))
+    mn = root / "meta_data" / "modelnet40"
+    mn.mkdir(parents=True, exist_ok=True)
+    tp, tl = _modelnet_split(shared_data, "test")
+    keep = np.concatenate([np.flatnonzero(tl == c)[:3] for c in range(40)])
+    grey = np.full((1024, 3), 102.0, np.float32)
+    pcs = np.array([{"xyz": tp[i][:, [0, 2, 1]].copy(), "rgb": grey} for i in keep])
+    np.save(mn / "test_pc.npy", pcs, allow_pickle=True)
+    (mn / "test_split.json").write_text(json.dumps([{"category": names[tl[i]]} for i in keep]))
+    np.save(mn / "cat_name_pt_feat.npy", centers)
+    return root
+
+
+def build_captions_folder(root: Path, shared_data: Path, per_class: int = 2, classes: int = 10) -> Path:
+    """A user's folder: real ModelNet40 train clouds as .npy / .ply files plus captions.csv."""
+    pts, labels = _modelnet_split(shared_data, "train")
+    names = (shared_data / "labels" / "modelnet40_shape_names.txt").read_text().split()
+    root.mkdir(parents=True, exist_ok=True)
+    rows = ["file,caption"]
+    for c in range(classes):
+        for k, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
+            rel = f"{names[c]}/{i}.npy"
+            (root / names[c]).mkdir(exist_ok=True)
+            np.save(root / rel, pts[i] * 3.0 + 1.0)  # user units: not centred, not unit-sized
+            rows.append(f'{rel},"a 3D model of a {names[c].replace("_", " ")}"')
+            if k == 0:
+                rows.append(f"{rel},the {names[c].replace('_', ' ')} seen from the side")
+    (root / "captions.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def openshape_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    return build_openshape_layout(tmp_path_factory.mktemp("openshape"), shared_data)
+
+
+@pytest.fixture(scope="session")
+def captions_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    return build_captions_folder(tmp_path_factory.mktemp("captions"), shared_data)

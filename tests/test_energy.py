@@ -1,4 +1,8 @@
-"""Energy meter on dense and sparse spiking layers, checked against hand counts and SpikingJelly."""
+"""Energy meter on dense and sparse spiking layers, checked against hand counts and SpikingJelly.
+
+Hand counts are synaptic events (one accumulate per spike per synapse) and MACs; the default unit's
+SOPs follow from them in closed form (events x FLOPs / MACs, FLOPs = 2 MACs - outputs).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from torch import nn
 
 from svl.energy import EnergyTable, measure_energy, merge_reports, random_voxel_input
 from svl.sparse import SparseBatchNorm, SparseConv3d, SparseTensor, SubMConv3d
-from svl.spiking import ILIF, SConv2d, SLinear, SpikeTrain, set_spike_mode
+from svl.spiking import ILIF, SConv2d, SLinear, SpikeTrain, as_tensor, set_spike_mode
 
 
 class TinyCNN(nn.Module):
@@ -57,21 +61,33 @@ def test_dense_cnn_matches_closed_form():
     rep = measure_energy(net, x)
     rows = {r.name: r for r in rep.layers}
     s1, s2 = _counts(net.s1), _counts(net.s2)
-    # FLOPs = 2 * MACs - output sites, per sample.
-    assert rows["c1"].flops == 2 * (2 * 64 * 9 * 3 * 8 - 64)
-    assert rows["c2"].flops == 2 * (2 * 16 * 9 * 8 * 16 - 16)
-    assert rows["fc"].flops == 2 * (2 * 256 * 10 - 1)
-    assert not rows["c1"].spiking and rows["c1"].sops == 0
-    assert rows["c2"].sops == _hand_conv_sops(s1, 16, 3, 2, 1)
-    assert rows["fc"].sops == float(s2.sum()) * 10
+    # MACs = output positions x taps x C_in x C_out; FLOPs = 2 * MACs - output sites, per sample.
+    macs = {"c1": 64 * 9 * 3 * 8, "c2": 16 * 9 * 8 * 16, "fc": 256 * 10}
+    outs = {"c1": 64, "c2": 16, "fc": 1}
+    for k in macs:
+        assert rows[k].macs == 2 * macs[k]
+        assert rows[k].flops == 2 * (2 * macs[k] - outs[k])
+    assert not rows["c1"].spiking and rows["c1"].sops == rows["c1"].events == 0
+    assert rows["c2"].events == _hand_conv_sops(s1, 16, 3, 2, 1)
+    assert rows["fc"].events == float(s2.sum()) * 10
+    for k in ("c2", "fc"):  # SOP = rate x FLOPs x T with rate = events / MACs
+        assert rows[k].sops == pytest.approx(rows[k].events * (2 * macs[k] - outs[k]) / macs[k])
     assert rows["c2"].rate == pytest.approx(float(s1.sum()) / (2 * 8 * 64))
     assert 0.05 < rows["c2"].rate < 2.0
     ann = (rows["c1"].flops + rows["c2"].flops + rows["fc"].flops) / 2
     snn = (4.6 * rows["c1"].flops + 0.9 * (rows["c2"].sops + rows["fc"].sops)) / 2
-    assert rep.ann_flops == pytest.approx(ann)
+    assert rep.unit == "flops" and rep.ann_flops == rep.ann_ops == pytest.approx(ann)
     assert rep.energy_ann_mj == pytest.approx(ann * 4.6e-9)
     assert rep.energy_snn_mj == pytest.approx(snn * 1e-9)
     assert rep.ratio == pytest.approx(snn / (4.6 * ann))
+    # Per synaptic event: the ANN in MACs, the SNN in accumulates.
+    per_event = measure_energy(net, x, unit="macs")
+    ann_macs = sum(macs.values())
+    snn_ev = 4.6 * macs["c1"] + 0.9 * (rows["c2"].events + rows["fc"].events) / 2
+    assert per_event.ann_ops == per_event.ann_macs == ann_macs and per_event.ann_flops == rep.ann_flops
+    assert per_event.sops == per_event.synaptic_events == rep.synaptic_events
+    assert per_event.energy_ann_mj == pytest.approx(ann_macs * 4.6e-9)
+    assert per_event.energy_snn_mj == pytest.approx(snn_ev * 1e-9)
 
 
 def test_binary_mode_counts_equal_integer_counts():
@@ -97,7 +113,7 @@ def test_agrees_with_spikingjelly_synop_counter():
     with torch.no_grad(), op_counter.DispatchCounterMode([counter]):
         net(x)
     rep = measure_energy(net, x)
-    assert counter.get_total() == pytest.approx(rep.sops * rep.batch_size)
+    assert counter.get_total() == pytest.approx(rep.synaptic_events * rep.batch_size)
 
 
 def test_per_sample_split_equals_single_sample_runs():
@@ -124,7 +140,8 @@ def test_multistep_linear_counts_every_step():
     assert r0.steps == T and not r0.spiking
     assert r0.flops == B * (2 * 5 * 7 - 1)  # one step's ANN work
     assert r0.energy_pj == pytest.approx(4.6 * T * r0.flops)  # the real-valued layer runs every step
-    assert r2.sops == float(s.sum()) * 4
+    assert r2.events == float(s.sum()) * 4
+    assert r2.sops == pytest.approx(r2.events * (2 * 7 * 4 - 1) / (7 * 4))  # rate x FLOPs x T
     assert r2.rate == pytest.approx(float(s.sum()) / (T * B * 7))
 
 
@@ -171,13 +188,13 @@ def test_sparse_conv_counts_match_brute_force(random_sites):
     assert rows["stem"].flops == 2 * (2 * len(pairs) * 4 * 6 - n) and not rows["stem"].spiking
     s1 = _counts(net.s1).sum(1)
     assert rows["conv"].spiking and rows["conv"].pairs == len(pairs)
-    assert rows["conv"].sops == sum(float(s1[i]) for i, _ in pairs) * 5 > 0
-    assert rows["conv"].flops == 2 * len(pairs) * 6 * 5 - n
+    assert rows["conv"].events == sum(float(s1[i]) for i, _ in pairs) * 5 > 0
+    assert rows["conv"].flops == 2 * len(pairs) * 6 * 5 - n and rows["conv"].macs == len(pairs) * 6 * 5
     # Strided conv, kernel 2 stride 2: every input site lies in exactly one window.
     cells = {tuple(c[:1].tolist() + (c[1:] // 2).tolist()) for c in coords}
     assert rows["down"].pairs == n and rows["down"].out_sites == len(cells)
     assert rows["down"].flops == 2 * n * 5 * 3 - len(cells)
-    assert rows["down"].sops == float(_counts(net.s2).sum()) * 3
+    assert rows["down"].events == float(_counts(net.s2).sum()) * 3
     per = rep.per_sample()
     for b in range(2):
         nb = int((coords[:, 0] == b).sum())
@@ -189,6 +206,7 @@ def test_sparse_conv_counts_match_brute_force(random_sites):
     binary = measure_energy(net, st)
     assert isinstance(net.s2, SpikeTrain)
     assert binary.sops == rep.sops and binary.per_sample()["sops"] == per["sops"]
+    assert binary.per_sample()["synaptic_events"] == per["synaptic_events"]
 
 
 def test_json_table_plot(tmp_path):
@@ -201,6 +219,7 @@ def test_json_table_plot(tmp_path):
     for key in ("model", "points", "ann_flops", "sops", "energy_snn_mj", "energy_ann_mj", "ratio", "layers"):
         assert key in d
     assert d["model"] == "tiny" and len(d["layers"]) == 3
+    assert d["unit"] == "flops" and d["ann_ops"] == d["ann_flops"] and d["ann_macs"] < d["ann_flops"]
     assert {
         "layer",
         "type",
@@ -211,6 +230,8 @@ def test_json_table_plot(tmp_path):
         "flops",
         "firing_rate",
         "sops",
+        "macs",
+        "synaptic_events",
     } <= set(d["layers"][0])
     assert d["energy_table"] == {"name": "int8", "e_mac_pj": 0.23, "e_ac_pj": 0.03}
     assert d["energy_ann_mj"] == pytest.approx(d["ann_flops"] * 0.23e-9)
@@ -232,6 +253,13 @@ def test_bad_inputs():
         measure_energy(nn.ReLU(), torch.randn(2, 3))
     with pytest.raises(ValueError, match="only to E-3DSNN"):
         measure_energy(TinyCNN(), torch.randn(1, 3, 8, 8), convention="e3dsnn-release")
+    with pytest.raises(ValueError, match="unknown energy unit"):
+        measure_energy(TinyCNN(), torch.randn(1, 3, 8, 8), unit="joules")
+    with pytest.raises(ValueError, match="counts FLOPs"):
+        measure_energy(TinyCNN(), torch.randn(1, 3, 8, 8), convention="e3dsnn-release", unit="macs")
+    a = measure_energy(TinyCNN(), torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="units"):
+        merge_reports([a, measure_energy(TinyCNN(), torch.randn(1, 3, 8, 8), unit="macs")])
 
 
 def test_energy_table_preset_overrides():
@@ -307,9 +335,9 @@ def test_functional_attention_matmuls_are_counted():
     rep = measure_energy(att, x)
     rows = {r.name: r for r in rep.layers}
     kv, qkv = rows["_SpikeAttention.matmul1"], rows["_SpikeAttention.matmul2"]
-    assert kv.spiking and kv.sops == pytest.approx(float(att.kv.sum()))  # coincident spike pairs
+    assert kv.spiking and kv.events == pytest.approx(float(att.kv.sum()))  # coincident spike pairs
     assert kv.flops == 2 * (2 * 5 * 8 - 1) * 8  # per product: (2 k n - 1) m, k = tokens
-    assert qkv.spiking and qkv.sops == pytest.approx(float(att.qs.sum()) * 8)
+    assert qkv.spiking and qkv.events == pytest.approx(float(att.qs.sum()) * 8)
     assert not rows["q"].spiking and rows["proj"].spiking
     assert [r.name for r in rep.layers][:3] == ["q", "k", "v"]
     per = rep.per_sample()["sops"]
@@ -356,3 +384,63 @@ def test_measure_model_on_random_clouds_and_merge():
     assert merged.per_sample()["sops"] == pytest.approx(whole.per_sample()["sops"])
     with pytest.raises(ValueError, match="exactly one"):
         measure_model(net)
+
+
+def test_units_price_both_sides_alike():
+    """At firing rate 1 a spiking layer costs E_AC / E_MAC of its ANN work, whichever the unit."""
+    fc1, fc2 = SLinear(5, 7), SLinear(7, 3)
+    nn.init.zeros_(fc1.weight)
+    nn.init.constant_(fc1.bias, 2.0)  # every membrane is 2: one spike per neuron with D = 1
+    net = nn.Sequential(fc1, ILIF(D=1), fc2).eval()
+    x = torch.randn(2, 4, 5)  # 2 samples of 4 rows
+    work = {"flops": (4 * (2 * 5 * 7 - 1), 4 * (2 * 7 * 3 - 1)), "macs": (4 * 5 * 7, 4 * 7 * 3)}
+    for unit, (w1, w2) in work.items():
+        rep = measure_energy(net, x, unit=unit)
+        r1, r2 = rep.layers
+        assert not r1.spiking and r2.spiking and r2.rate == 1.0
+        assert r2.events == 2 * 4 * 7 * 3  # every spike reaches every output
+        assert rep.ann_ops == w1 + w2 and rep.sops == pytest.approx(w2)  # SOPs = the layer's ANN work
+        assert r2.energy_pj / 2 == pytest.approx(0.9 * w2)
+        assert rep.energy_snn_mj == pytest.approx((4.6 * w1 + 0.9 * w2) * 1e-9)
+        assert rep.energy_ann_mj == pytest.approx(4.6 * (w1 + w2) * 1e-9)
+        assert "unit " + unit in rep.table()
+
+
+class _SameValues(nn.Module):
+    """Identity rows reach some layers as input values and others as I-LIF spikes (the same numbers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sn = ILIF(D=4)
+        self.fc_real, self.fc_spk, self.fc_max, self.fc_mean = (SLinear(4, 3) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.sn(x)  # quantize(0 or 1) = 0 or 1: identical values, now spikes
+        counts = as_tensor(s)  # binary mode: the sum of the binary sub-steps, still spikes
+        assert torch.equal(counts, x)
+        eye = torch.eye(4)
+        y = (
+            self.fc_real(x)
+            + self.fc_spk(s)
+            + torch.matmul(x, eye)[..., :3]
+            + torch.matmul(counts, eye)[..., :3]
+        )
+        pooled = self.fc_max(counts.amax(-2)) + self.fc_mean(counts.mean(-2))  # max keeps spikes, mean not
+        return y + pooled.unsqueeze(-2)
+
+
+@pytest.mark.parametrize("mode", ["integer", "binary"])
+def test_spikes_are_known_by_provenance_not_value(mode):
+    net = set_spike_mode(_SameValues().eval(), mode)
+    x = torch.eye(4).repeat(2, 1, 1)  # 2 samples of one-hot rows: non-negative integers <= D
+    rows = {r.name: r for r in measure_energy(net, x).layers}
+    real = ("fc_real", "fc_mean", "_SameValues.matmul1")
+    assert {n for n, r in rows.items() if not r.spiking} == set(real)
+    for n in real:  # real-valued input is paid as MACs, every FLOP at E_MAC
+        assert rows[n].events == rows[n].sops == 0
+        assert rows[n].energy_pj == pytest.approx(4.6 * rows[n].flops)
+    # Hand counts: 8 spikes (4 per sample), each reaching 3 outputs (4 for x @ eye); max pooling of
+    # the one-hot rows gives 4 spikes per sample.
+    assert rows["fc_spk"].events == 8 * 3 and rows["fc_max"].events == 8 * 3
+    assert rows["_SameValues.matmul2"].events == 8 * 4
+    assert rows["fc_spk"].energy_pj == pytest.approx(0.9 * rows["fc_spk"].sops)

@@ -7,7 +7,14 @@ import json
 import pytest
 import torch
 
-from svl.energy import energy_report, measure_energy, measure_model, random_voxel_input, sparse_point_batch
+from svl.energy import (
+    energy_report,
+    measure_energy,
+    measure_model,
+    random_cloud,
+    random_voxel_input,
+    sparse_point_batch,
+)
 from svl.models import create_model
 from svl.spiking import set_spike_mode
 
@@ -51,8 +58,44 @@ def test_binary_mode_equals_integer_mode_on_e3dsnn(shared_data, calibrate_bn):
     assert binary.sops == integer.sops
     assert binary.per_sample()["sops"] == integer.per_sample()["sops"]
     assert binary.ann_flops == integer.ann_flops
+    for f in ("flops_ps", "macs_ps", "sops_ps", "events_ps"):
+        assert [getattr(r, f) for r in binary.layers] == [getattr(r, f) for r in integer.layers]
     per = integer.per_sample()
     assert sum(per["ann_flops"]) / 2 == pytest.approx(integer.ann_flops)
+
+
+def test_binary_mode_counts_matmuls_like_integer_mode(calibrate_bn):
+    """Functional matmuls on binary sub-steps (attention, PointNet's folded feature transform) count
+    the same FLOPs and SOPs as on integer spikes: D multiplies neither."""
+    from svl.models.pointformer import SpikePointFormer
+
+    torch.manual_seed(0)
+    B, G, dim, heads = 2, 16, 48, 4
+    models = {
+        "pointformer": SpikePointFormer(embed_dim=dim, depth=2, num_heads=heads, num_groups=G, group_size=8),
+        "pointnet": create_model("spike_pointnet"),
+    }
+    cloud = random_cloud(128, batch_size=B, seed=0)
+    reports = {}
+    for name, model in models.items():
+        calibrate_bn(model, cloud)
+        integer = measure_energy(model, cloud)
+        binary = measure_energy(set_spike_mode(model, "binary"), cloud)
+        mm = [r for r in integer.layers if r.kind == "attention"]
+        assert mm and any(r.spiking and r.events > 0 for r in mm), name
+        assert binary.sops == integer.sops > 0 and binary.ann_flops == integer.ann_flops
+        for f in ("flops_ps", "macs_ps", "sops_ps", "events_ps"):
+            assert [getattr(r, f) for r in binary.layers] == [getattr(r, f) for r in integer.layers], (
+                name,
+                f,
+            )
+        reports[name] = binary
+    # Closed form for the attention products per block: K^T V is (dh x tokens)(tokens x dh), Q (K^T V)
+    # is (tokens x dh)(dh x dh), once per sample and head; FLOPs (2 k n - 1) m, no factor D.
+    tokens, dh = 1 + G, dim // heads
+    rows = {r.name: r for r in reports["pointformer"].layers}
+    assert rows["blocks.0.attn.matmul1"].flops == B * heads * (2 * tokens * dh - 1) * dh
+    assert rows["blocks.0.attn.matmul2"].flops == B * heads * (2 * dh * dh - 1) * tokens
 
 
 def test_cli_energy_writes_json_and_plot(tmp_path, run_cli):
@@ -91,6 +134,25 @@ def test_cli_energy_overrides_e_mac(tmp_path, run_cli):
     rc, _, err = run_cli(*args, "--json", out)
     assert rc == 0, err
     assert json.loads(out.read_text())["energy_table"] == {"name": "custom", "e_mac_pj": 2.0, "e_ac_pj": 0.03}
+
+
+def test_cli_energy_unit_macs(tmp_path, run_cli):
+    args = ["energy", "--model", "e3dsnn_t", "--random-points", "1500"]
+    flops, macs = tmp_path / "f.json", tmp_path / "m.json"
+    assert run_cli(*args, "--json", flops)[0] == 0
+    rc, stdout, err = run_cli(*args, "--unit", "macs", "--json", macs)
+    assert rc == 0, err
+    f, m = json.loads(flops.read_text()), json.loads(macs.read_text())
+    assert (f["unit"], m["unit"]) == ("flops", "macs") and "unit macs" in stdout
+    assert m["ann_ops"] == m["ann_macs"] == f["ann_macs"] and f["ann_ops"] == f["ann_flops"] == m["ann_flops"]
+    assert m["sops"] == m["synaptic_events"] == f["synaptic_events"]
+    assert m["energy_ann_mj"] == pytest.approx(m["ann_macs"] * 4.6e-9)
+    # The first layer pays MACs; every other one adds E_AC per synaptic event.
+    first = m["layers"][0]
+    assert first["input"] == "real"
+    assert m["energy_snn_mj"] == pytest.approx((4.6 * first["macs"] + 0.9 * m["synaptic_events"]) * 1e-9)
+    rc, _, err = run_cli(*args, "--unit", "macs", "--convention", "e3dsnn-release")
+    assert rc == 2 and "counts FLOPs" in err
 
 
 def test_energy_report_builds_seeds_and_measures():

@@ -11,6 +11,9 @@ def run_energy_command(args: argparse.Namespace) -> int:
     """Handler of ``svl energy``: measure, print the table, write the JSON / PNG asked for."""
     from svl.energy import EnergyTable, energy_report
 
+    if args.unit != "flops" and args.convention != "exact":
+        raise ValueError(f"--convention {args.convention} counts FLOPs: use it with --unit flops")
+
     table = EnergyTable.preset(args.energy, e_mac=args.e_mac, e_ac=args.e_ac)
     report = energy_report(
         args.model,
@@ -25,6 +28,7 @@ def run_energy_command(args: argparse.Namespace) -> int:
         energy=table,
         mode=args.mode,
         seed=args.seed,
+        unit=args.unit,
     )
     print(report.table())
     json_path, plot_path = args.json, args.plot
@@ -49,7 +53,9 @@ def _add_energy(sub: argparse._SubParsersAction) -> None:
         help="per-layer FLOPs, synaptic operations and energy of a model (SNN vs ANN-equivalent)",
         description="Count FLOPs and synaptic operations per layer from a real forward pass (actual "
         "spike counts, real sparse kernel maps) and price them: E_MAC x FLOPs of real-valued-input "
-        "layers + E_AC x SOPs of spiking layers, against the ANN-equivalent E_MAC x FLOPs.",
+        "layers + E_AC x SOPs of spiking layers (SOP = rate x FLOPs x T), against the ANN-equivalent "
+        "E_MAC x FLOPs. --unit macs counts both sides per synaptic event instead: MACs for the ANN, "
+        "one accumulate per spike per synapse for the SNN.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", metavar="NAME", help="registered model name (see svl.list_models())")
@@ -71,6 +77,13 @@ def _add_energy(sub: argparse._SubParsersAction) -> None:
         default="exact",
         choices=("exact", "e3dsnn-release", "e3dsnn-release-intended"),
         help="exact (default) or count the way the E-3DSNN release does",
+    )
+    p.add_argument(
+        "--unit",
+        default="flops",
+        choices=("flops", "macs"),
+        help="what both sides count: flops (default, SPEC §7: ANN FLOPs, SOP = rate x FLOPs x T) or "
+        "macs (per synaptic event: ANN MACs, SNN accumulates); same SNN/ANN ratio, energies ~halve",
     )
     p.add_argument("--energy", default="fp32", choices=("fp32", "int8", "int32"), help="45 nm pJ table")
     p.add_argument("--e-mac", type=float, default=None, help="override E_MAC in pJ")

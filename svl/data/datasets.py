@@ -433,6 +433,7 @@ class OpenShapeDataset(PointDataset):
     """OpenShape training triplets: per-shape npy dicts located by a split json or a folder glob."""
 
     name = "openshape"
+    provides_targets = True  # samples carry text_emb / image_emb: no teacher runs at training time
 
     def __init__(
         self, files: list[Path], classes, labels, split, transforms, seed, ids=None, name="openshape",
@@ -452,6 +453,15 @@ class OpenShapeDataset(PointDataset):
         if self._labels is None:
             raise ValueError(f"{self.name}: this split has no labels")
         return np.asarray(self._labels, np.int64)
+
+    def check(self) -> int:
+        """Check every file's features before training (see `check_openshape_file`); returns their dim."""
+        from svl.utils import progress
+
+        dim = None
+        for f in progress(self.files, desc="check OpenShape files", unit="file"):
+            dim = check_openshape_file(f, dim)
+        return int(dim or 0)
 
     def _load(self, i: int) -> dict[str, Any]:
         uid = self.ids[i] if self.ids is not None else None
@@ -607,3 +617,201 @@ def _build_objaverse_lvis(
     if not files:
         raise FileNotFoundError(f"objaverse_lvis: no annotated shape found under {base}")
     return OpenShapeDataset(files, classes, labels, split, transforms, seed, ids=ids, name="objaverse_lvis")
+
+
+# -- aligned data: OpenShape file checks, a user's folder with captions ----------------------------
+OPENSHAPE_FEATURE_KEYS = (
+    "image_feat",
+    "thumbnail_feat",
+    "text_feat",
+    "blip_caption_feat",
+    "msft_caption_feat",
+    "retrieval_text_feat",
+)
+
+
+def check_openshape_file(path: Path, dim: int | None = None) -> int:
+    """Every feature of one OpenShape per-shape file, checked: present, finite, one dimension.
+
+    Returns that dimension. Training draws one text and one view per sample and epoch, so a bad
+    entry could otherwise surface hours into a run; this reads them all up front.
+    """
+    try:
+        d = np.load(path, allow_pickle=True).item()  # trusted dataset files (OpenShape release)
+    except Exception as e:  # noqa: BLE001 - corrupt archive of any kind
+        raise ValueError(f"{path}: not an OpenShape per-shape npy dict ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a dict (OpenShape per-shape format), got {type(d).__name__}")
+    for key in ("xyz", "image_feat"):
+        if d.get(key) is None:
+            raise ValueError(f"{path}: missing key '{key}'")
+    xyz = np.asarray(d["xyz"])
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or len(xyz) == 0 or not np.isfinite(xyz.astype(np.float64)).all():
+        raise ValueError(f"{path}: 'xyz' must be a finite non-empty (N, 3) array, got shape {xyz.shape}")
+    for key in OPENSHAPE_FEATURE_KEYS:
+        entry = d.get(key)
+        if entry is None:
+            continue
+        entries = list(entry) if key in ("text_feat", "retrieval_text_feat") else [entry]
+        if key == "image_feat":
+            arr = np.asarray(entry, np.float32)
+            entries = list(arr.reshape(-1, arr.shape[-1])) if arr.ndim and arr.size else []
+            if not entries:
+                raise ValueError(f"{path}: 'image_feat' is empty")
+        for e in entries:
+            versions = list(e.values()) if isinstance(e, dict) else [e]
+            for v in versions:
+                arr = np.asarray(v, np.float32).reshape(-1)
+                if arr.size == 0 or not np.isfinite(arr).all():
+                    raise ValueError(f"{path}: '{key}' is empty or holds NaN/inf values")
+                if dim is None:
+                    dim = int(arr.size)
+                elif arr.size != dim:
+                    raise ValueError(
+                        f"{path}: '{key}' is {arr.size}-d, expected {dim}-d like the other features"
+                    )
+    return int(dim) if dim is not None else 0
+
+
+def read_captions(path: Path) -> list[tuple[str, str, str | None]]:
+    """(file, caption, split or None) rows of a CSV (header with `file`, `caption`, optional `split`)
+    or JSON file ([{file, caption, split?}] or {file: caption | [captions]})."""
+    import csv
+
+    if not path.is_file():
+        raise FileNotFoundError(f"captions file {path} does not exist")
+    rows: list[tuple[str, str, str | None]] = []
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if isinstance(data, dict):
+            for f, caps in data.items():
+                listed = [caps] if isinstance(caps, str) else caps if isinstance(caps, list) else [None]
+                rows += [(str(f), c, None) for c in listed]
+        elif isinstance(data, list):
+            for k, it in enumerate(data):
+                if not isinstance(it, dict) or "file" not in it or "caption" not in it:
+                    raise ValueError(f"{path}: entry {k} must be an object with 'file' and 'caption'")
+                rows.append((str(it["file"]), it["caption"], it.get("split")))
+        else:
+            raise ValueError(f"{path}: expected a list of {{file, caption}} or a {{file: caption}} object")
+    else:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = [f.strip().lower() for f in reader.fieldnames or []]
+            if "file" not in fields or "caption" not in fields:
+                raise ValueError(
+                    f"{path}: the CSV header must name 'file' and 'caption' columns, got {fields}"
+                )
+            for k, rec in enumerate(reader, start=2):
+                rec = {str(a).strip().lower(): b for a, b in rec.items() if a is not None}
+                split = (rec.get("split") or "").strip() or None
+                rows.append((str(rec["file"] or "").strip(), rec["caption"], split))
+                if not rows[-1][0]:
+                    raise ValueError(f"{path}: line {k} has an empty 'file'")
+    for k, (f, c, _) in enumerate(rows):
+        if not isinstance(c, str) or not c.strip():
+            raise ValueError(f"{path}: the caption of {f!r} (entry {k + 1}) is empty or not a string")
+    if not rows:
+        raise ValueError(f"{path}: no captions")
+    return rows
+
+
+class CaptionedFolder(PointDataset):
+    """A user's point-cloud or mesh files with captions: pretraining pairs for the offline teachers.
+
+    Each sample is the file's cloud (up axis rotated to z, centred, scaled to the unit sphere) with
+    ``text`` (one of its captions, drawn per epoch) and ``text_id`` (that caption's row in `texts`).
+    """
+
+    name = "captions"
+
+    def __init__(
+        self, files: list[Path], captions: list[list[int]], texts: list[str], split: str, transforms: Compose,
+        seed: int, up_axis: str = "z", num_points: int = 10000,
+    ) -> None:  # fmt: skip
+        super().__init__(split, [], transforms, seed)
+        self.files, self.captions, self.texts = files, captions, texts
+        self.up_axis, self.num_points = up_axis, num_points
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def labels(self) -> np.ndarray:
+        raise ValueError(f"captions dataset ({self.files[0].parent}): captioned files have no class labels")
+
+    def _load(self, i: int) -> dict[str, Any]:
+        s = load_points(self.files[i], self.num_points, up_axis=self.up_axis, seed=self.seed + i)
+        xyz = s["xyz"] - s["xyz"].mean(0)
+        r = float(np.linalg.norm(xyz, axis=1).max())
+        out: dict[str, Any] = {"xyz": xyz / r if r > 0 else xyz}
+        if "rgb" in s:
+            out["rgb"] = s["rgb"]
+        ids = self.captions[i]
+        k = ids[int(np.random.default_rng([self.seed, self.epoch, i, 3]).integers(len(ids)))]
+        out["text"], out["text_id"] = self.texts[k], k
+        return out
+
+    def check(self) -> None:
+        """Read every file once, so an unreadable one stops the run before training, naming it."""
+        from svl.utils import progress
+
+        for i in progress(range(len(self)), desc="check files", unit="file"):
+            if not np.isfinite(self._load(i)["xyz"]).all():
+                raise ValueError(f"{self.files[i]}: the cloud holds NaN/inf coordinates")
+
+
+@register_dataset("captions")
+def _build_captions(
+    split: str,
+    root: Any,
+    transforms: Compose,
+    seed: int,
+    captions: str | None = None,
+    up_axis: str = "z",
+    num_points: int = 10000,
+) -> PointDataset:
+    """A folder of point-cloud / mesh files (any format `svl.data.load_points` reads) plus a captions
+    file (`captions=`, default root/captions.csv or .json). Rows with a `split` column go to that
+    split; rows without one belong to 'train'. Several rows may caption one file."""
+    if root is None:
+        raise ValueError("dataset 'captions' needs data.root: the folder holding the point-cloud files")
+    base = Path(root).expanduser()
+    if not base.is_dir():
+        raise FileNotFoundError(f"captions dataset: folder {base} does not exist")
+    if captions is None:
+        found = [base / n for n in ("captions.csv", "captions.json") if (base / n).is_file()]
+        if not found:
+            raise FileNotFoundError(
+                f"captions dataset: no captions.csv or captions.json in {base} (pass captions=)"
+            )
+        cap_path = found[0]
+    else:
+        cap_path = Path(captions).expanduser()
+        cap_path = cap_path if cap_path.is_absolute() or cap_path.exists() else base / cap_path
+    rows = [r for r in read_captions(cap_path) if (r[2] or "train") == split]
+    if not rows:
+        raise ValueError(f"{cap_path}: no captions for split {split!r}")
+    index: dict[str, int] = {}
+    files: list[Path] = []
+    caps: list[list[int]] = []
+    texts: list[str] = []
+    missing = []
+    for f, c, _ in rows:
+        p = Path(f) if Path(f).is_absolute() else base / f
+        if not p.is_file():
+            missing.append(f)
+            continue
+        if f not in index:
+            index[f] = len(files)
+            files.append(p)
+            caps.append([])
+        caps[index[f]].append(len(texts))
+        texts.append(c.strip())
+    if missing:
+        raise FileNotFoundError(
+            f"{cap_path}: {len(missing)} captioned file(s) not found under {base}: {missing[:5]}"
+        )
+    return CaptionedFolder(files, caps, texts, split, transforms, seed, up_axis, num_points)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from svl.data.batch import MISSING_COLOR
-from svl.energy.meter import CONVENTIONS, measure_energy
+from svl.energy.meter import CONVENTIONS, UNITS, measure_energy
 from svl.energy.report import EnergyReport, EnergyTable, merge_reports
 
 __all__ = [
@@ -130,8 +130,12 @@ def measure_model(
     mode: str = "integer",
     seed: int = 0,
     name: str | None = None,
+    unit: str = "flops",
 ) -> EnergyReport:
-    """Measure ``model`` on real data batches or on one random input (see random_voxel_input)."""
+    """Measure ``model`` on real data batches or on one random input (see random_voxel_input).
+
+    ``unit``: ``"flops"`` (docs/SPEC.md §7) or ``"macs"`` (per synaptic event), see measure_energy.
+    """
     from svl.spiking import set_spike_mode
 
     set_spike_mode(model, mode)
@@ -144,7 +148,9 @@ def measure_model(
             inputs = [random_cloud(random_points, batch_size=1, seed=seed)]
     else:
         inputs = dataset_batches(data, split, batch_size, batches, seed)
-    reports = [measure_energy(model, b, convention=convention, energy=energy, name=name) for b in inputs]
+    reports = [
+        measure_energy(model, b, convention=convention, energy=energy, name=name, unit=unit) for b in inputs
+    ]
     return merge_reports(reports)
 
 
@@ -162,6 +168,7 @@ def energy_report(
     energy: EnergyTable | None = None,
     mode: str = "integer",
     seed: int = 0,
+    unit: str = "flops",
 ) -> EnergyReport:
     """The report of a model given by registered name or checkpoint (+ head), see `build_model`.
 
@@ -169,6 +176,8 @@ def energy_report(
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}: use one of {CONVENTIONS}")
+    if unit not in UNITS:
+        raise ValueError(f"unknown energy unit {unit!r}: use one of {UNITS}")
     torch.manual_seed(seed)
     net = build_model(model, checkpoint, head)
     label = model or getattr(net, "name", None) or type(net).__name__
@@ -184,4 +193,5 @@ def energy_report(
         mode=mode,
         seed=seed,
         name=label,
+        unit=unit,
     )

@@ -3,17 +3,33 @@
 Published SNN energy figures are hard to reproduce because counters guess: they assume dense layers,
 a fixed firing rate or random inputs. This meter instead hooks every synaptic layer of a network,
 reads what actually flowed into it (spike counts per site and channel, the real sparse kernel map)
-and counts:
+and counts, per layer:
 
-- FLOPs (the ANN-equivalent work of one step): ``2 * pairs * C_in * C_out - N_out``, where ``pairs``
-  are the active (input site, output site) pairs of the kernel map for sparse convs, the rows for a
-  linear layer and output positions x kernel taps for a dense conv (``C_in`` per group).
-- SOPs (accumulates actually triggered by spikes): every integer spike ``s`` at input (site, channel)
-  adds the ``C_out`` weights it is wired to once per (input, output) pair it takes part in, ``s`` times
-  (an integer spike = ``s`` binary spikes over D sub-steps). In spike-driven (binary) mode the meter
-  counts the binary events themselves, which must give the same number.
-- Energy: layers whose input is real-valued (not spikes) are charged ``E_MAC * FLOPs`` per step, all
-  others ``E_AC * SOPs``; the ANN-equivalent energy is ``E_MAC * FLOPs`` of every layer.
+- MACs (one step's ANN-equivalent multiply-accumulates): ``pairs * C_in * C_out``, where ``pairs`` are
+  the active (input site, output site) pairs of the kernel map for sparse convs, the rows for a linear
+  layer and output positions x kernel taps for a dense conv (``C_in`` per group); FLOPs
+  ``2 * MACs - N_out`` (a multiply and an add per MAC, one add fewer per output).
+- Synaptic events (accumulates actually triggered by spikes, ACs): every integer spike ``s`` at input
+  (site, channel) adds the ``C_out`` weights it is wired to once per (input, output) pair it takes part
+  in, ``s`` times (an integer spike = ``s`` binary spikes over D sub-steps). In spike-driven (binary)
+  mode the meter counts the binary events themselves, which gives the same number.
+
+Which inputs are spikes is decided by provenance, never by value: the outputs of I-LIF neurons (and
+SpikeTrains) are tagged during the forward pass, and so is whatever is derived from them by ops that
+only move, select or max-pool values (reshapes, indexing, concatenation of spikes, max pooling, the
+sum of a SpikeTrain's binary sub-steps). An identity matrix or integer voxel features are not spikes.
+
+Both sides are priced in one unit (``unit``):
+
+- ``"flops"`` (default, docs/SPEC.md §7, the E-3DSNN / Spike-driven Transformer convention): the ANN
+  pays ``E_MAC * FLOPs``; the SNN pays ``E_MAC * FLOPs`` (every step) for layers whose input is real
+  valued and ``E_AC * SOPs`` for spiking layers, with ``SOP = rate x FLOPs x T`` and the rate measured
+  as synaptic events / (MACs x T), i.e. ``SOPs = events * FLOPs / MACs``.
+- ``"macs"`` (per synaptic event): the ANN pays ``E_MAC * MACs``, the SNN ``E_MAC * MACs`` for real-valued
+  input and ``E_AC`` per synaptic event. Every figure is about half the ``"flops"`` one.
+
+At the same firing rate both units give the same SNN / ANN ratio. (Until issue 13 the default charged
+the ANN per FLOP but the SNN per synaptic event, which flattered the SNN about 2x.)
 
 Membrane-side work (BatchNorm, residual additions to membranes, pooling) is not counted, as in the
 E-3DSNN / Spike-driven Transformer convention: BN folds into the weights at inference.
@@ -22,21 +38,39 @@ E-3DSNN / Spike-driven Transformer convention: BN folds into the weights at infe
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
 
-from svl.energy.report import EnergyReport, EnergyTable, LayerEnergy
+from svl.energy.report import UNITS, EnergyReport, EnergyTable, LayerEnergy
 from svl.spiking.neuron import ILIF, SpikeTrain
 
-__all__ = ["CONVENTIONS", "measure_energy"]
+__all__ = ["CONVENTIONS", "UNITS", "measure_energy"]
 
 # How layers are counted: our exact count, or the E-3DSNN release script's (as printed / as described).
 CONVENTIONS = ("exact", "e3dsnn-release", "e3dsnn-release-intended")
+
+# Ops that only move, select or max-pool values: applied to spikes (every floating-point tensor
+# argument tagged), their floating-point outputs are spikes of the same kind.
+_KEEPS_SPIKES = frozenset(
+    {
+        "view", "reshape", "flatten", "unflatten", "transpose", "swapaxes", "swapdims", "permute",
+        "movedim", "moveaxis", "t", "unsqueeze", "squeeze", "expand", "contiguous", "clone", "detach",
+        "to", "float", "double", "__getitem__", "index_select", "gather", "take_along_dim", "narrow",
+        "select", "repeat", "repeat_interleave", "tile", "flip", "roll", "split", "chunk", "unbind",
+        "tensor_split", "cat", "concat", "concatenate", "stack", "amax", "max", "maximum",
+        "max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+        "adaptive_max_pool3d", "max_pool1d_with_indices", "max_pool2d_with_indices",
+        "max_pool3d_with_indices",
+    }
+)  # fmt: skip
+_KEEPS_SPIKES_PROPS = {Tensor.T.__get__, Tensor.mT.__get__}
+_MATMULS = {torch.matmul, torch.bmm, torch.mm, Tensor.matmul, Tensor.__matmul__, Tensor.bmm, Tensor.mm}
 
 
 # ----------------------------------------------------------------------------- input inspection
@@ -53,11 +87,21 @@ def _counts(x: Any) -> Tensor:
     return x.bits.sum(0) if _is_spike_train(x) else x
 
 
-def _looks_like_spikes(x: Tensor, d_max: int) -> bool:
-    """Non-negative integers no larger than D: what a neuron (or pooling of its spikes) emits."""
-    if not x.is_floating_point() or x.numel() == 0:
-        return False
-    return bool(((x >= 0) & (x <= d_max) & (x == torch.round(x))).all())
+def _float_tensors(items: Iterable[Any]) -> list[Tensor]:
+    """Floating-point tensors among op arguments (one level of lists / tuples): the data, not indices."""
+    out = []
+    for a in items:
+        for t in a if isinstance(a, list | tuple) else (a,):
+            if isinstance(t, Tensor) and t.is_floating_point():
+                out.append(t)
+    return out
+
+
+def _sum_dim0(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a ``sum`` call reduces exactly dim 0 (the D sub-steps of a SpikeTrain's bits)."""
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    keep = (args[2] if len(args) > 2 else kwargs.get("keepdim")) or False
+    return not keep and (dim == 0 or (isinstance(dim, tuple | list) and list(dim) == [0]))
 
 
 def _sample_of_rows(body: tuple[int, ...], batch_size: int) -> Tensor | None:
@@ -90,19 +134,32 @@ def _lead(x: Any, trailing: int) -> tuple[int, ...]:
     return lead[1:] if _is_spike_train(x) else lead
 
 
+def _row(
+    name: str, type_: str, kind: str, c_in: int, c_out: int, steps: int, spiking: bool, spikes: float,
+    in_ps: list[float], out_ps: list[float], pairs_ps: list[float], macs_ps: list[float],
+    events_ps: list[float],
+) -> LayerEnergy:  # fmt: skip
+    """A layer row from MACs and synaptic events: FLOPs = 2 MACs - outputs, SOPs = events x FLOPs / MACs."""
+    flops_ps = [2.0 * m - n for m, n in zip(macs_ps, out_ps)]
+    sops_ps = [e * f / m if m > 0 else 0.0 for e, f, m in zip(events_ps, flops_ps, macs_ps)]
+    return LayerEnergy(
+        name, type_, kind, c_in, c_out, steps, spiking, spikes, in_ps, out_ps, pairs_ps, flops_ps,
+        sops_ps, macs_ps, events_ps,
+    )  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- the meter
 class _Meter:
-    """Forward hooks that turn one forward pass into LayerEnergy rows."""
+    """Forward hooks that turn one forward pass into LayerEnergy rows, and the spike provenance tags."""
 
     def __init__(self, model: nn.Module, batch_size: int) -> None:
         self.model = model
         self.batch_size = batch_size
         self.neurons = [m for m in model.modules() if isinstance(m, ILIF)]
-        self.d_max = max((m.D for m in self.neurons), default=0)
         self.T = max((m.T for m in self.neurons), default=1)
-        self.neuron_calls = 0
-        self.spike_refs: list[Any] = []  # keep neuron outputs alive so their ids stay unique
-        self.spike_ids: set[int] = set()
+        # Tensors known to be spikes: "spikes" (integer counts) or "bits" (a SpikeTrain's binary
+        # sub-steps, D leading). Weak keys: a freed tensor's id can be reused without being mistaken.
+        self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.rows: dict[str, LayerEnergy] = {}
         self.handles: list[Any] = []
         self.stack: list[list[Any]] = []  # [name, matmuls seen, id] of the modules now running
@@ -112,30 +169,59 @@ class _Meter:
         """Whether a hooked synaptic layer is running (its own matmuls are already counted)."""
         return any(entry[2] in self.synaptic for entry in self.stack)
 
-    def _on_neuron(self, module: nn.Module, args: Any, out: Any) -> None:
-        self.neuron_calls += 1
-        feats = getattr(out, "features", out)
-        self.spike_refs.append(feats)
-        self.spike_ids.add(id(feats))
+    # -- provenance
+    def kind(self, x: Any) -> str | None:
+        """``"spikes"``, ``"bits"`` or None (real values) for a tensor; SpikeTrains are spikes by type."""
+        if _is_spike_train(x):
+            return "spikes"
+        return self.tags.get(x) if isinstance(x, Tensor) else None
 
     def is_spiking(self, x: Any) -> bool:
-        """Whether a synaptic input is spikes: a SpikeTrain, a neuron's output, or spikes pooled/reshaped."""
-        if _is_spike_train(x) or id(x) in self.spike_ids:
-            return True
-        return (
-            self.neuron_calls > 0
-            and self.d_max > 0
-            and isinstance(x, Tensor)
-            and _looks_like_spikes(x, self.d_max)
-        )
+        """Whether a synaptic input is spikes: a SpikeTrain, a neuron's output, or derived from one."""
+        return self.kind(x) is not None
 
+    def tag(self, x: Any, kind: str) -> None:
+        if isinstance(x, Tensor) and x.is_floating_point():
+            self.tags[x] = kind
+        elif isinstance(x, list | tuple):
+            for t in x:
+                self.tag(t, kind)
+
+    def _on_neuron(self, module: nn.Module, args: Any, out: Any) -> None:
+        feats = getattr(out, "features", out)
+        if _is_spike_train(feats):
+            self.tag(feats.bits, "bits")
+        else:
+            self.tag(feats, "spikes")
+
+    def propagate(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+        """Tag ``out`` as spikes when ``func`` only moves / max-pools spikes, or sums a SpikeTrain's bits."""
+        name = getattr(func, "__name__", "")
+        if name not in _KEEPS_SPIKES and name != "sum" and func not in _KEEPS_SPIKES_PROPS:
+            return
+        data = _float_tensors([*args, *kwargs.values()])
+        kinds = {self.tags.get(t) for t in data}
+        if len(kinds) != 1 or None in kinds:
+            return
+        (kind,) = kinds
+        if name == "sum":
+            if kind == "bits" and _sum_dim0(args, kwargs):
+                self.tag(out, "spikes")  # SpikeTrain.count(): the integer spikes
+            return
+        self.tag(out, kind)
+
+    def as_input(self, x: Any) -> Any:
+        """A tensor of binary sub-steps reaching a layer is read as the SpikeTrain it came from."""
+        return SpikeTrain(x) if isinstance(x, Tensor) and self.tags.get(x) == "bits" else x
+
+    # -- rows
     def add(self, row: LayerEnergy) -> None:
         old = self.rows.get(row.name)
         if old is None:
             self.rows[row.name] = row
             return
         # A module called several times in one forward: accumulate.
-        for f in ("in_sites_ps", "out_sites_ps", "pairs_ps", "flops_ps", "sops_ps"):
+        for f in ("in_sites_ps", "out_sites_ps", "pairs_ps", "flops_ps", "sops_ps", "macs_ps", "events_ps"):
             setattr(old, f, [a + b for a, b in zip(getattr(old, f), getattr(row, f))])
         old.spikes += row.spikes
         old.spiking = old.spiking and row.spiking
@@ -144,7 +230,7 @@ class _Meter:
     def _on_sparse(self, name: str, module: nn.Module, args: Any, out: Any) -> None:
         st = args[0]
         kmap = module.kernel_map(st)
-        feats = st.features
+        feats = self.as_input(st.features)
         spiking = self.is_spiking(feats)
         lead = _lead(feats, 2)
         steps, rest = _step_lanes(lead, self.T)
@@ -159,38 +245,36 @@ class _Meter:
         in_ps = [v * lanes for v in _by_sample(torch.ones(n_in), b_in, B)]
         out_ps = [v * lanes for v in _by_sample(torch.ones(b_out.numel()), b_out, B)]
         pairs_ps = [v * lanes for v in _by_sample(mult, b_in, B)]
-        flops_ps = [2.0 * p * c_in * c_out - n for p, n in zip(pairs_ps, out_ps)]
-        spikes, sops_ps = 0.0, [0.0] * B
+        spikes, events_ps = 0.0, [0.0] * B
         if spiking:
             site = _counts(feats).detach().reshape(-1, n_in, c_in).sum((0, 2)).double()
             spikes = float(site.sum())
-            sops_ps = [v * c_out for v in _by_sample(site * mult.double(), b_in, B)]
+            events_ps = [v * c_out for v in _by_sample(site * mult.double(), b_in, B)]
         self.add(
-            LayerEnergy(name, type(module).__name__, "sparse", c_in, c_out, steps, spiking, spikes,
-                        in_ps, out_ps, pairs_ps, flops_ps, sops_ps)
+            _row(name, type(module).__name__, "sparse", c_in, c_out, steps, spiking, spikes,
+                 in_ps, out_ps, pairs_ps, [p * c_in * c_out for p in pairs_ps], events_ps)
         )  # fmt: skip
 
     def _on_linear(self, name: str, module: nn.Linear, args: Any, out: Any) -> None:
-        x = args[0]
+        x = self.as_input(args[0])
         spiking = self.is_spiking(x)
         steps, body = _step_lanes(_lead(x, 1), self.T)
         rows = math.prod(body)
         c_in, c_out, B = module.in_features, module.out_features, self.batch_size
         sample = _sample_of_rows(body, B)
         rows_ps = _by_sample(torch.ones(rows), sample, B)
-        flops_ps = [(2.0 * c_in * c_out - 1.0) * r for r in rows_ps]
-        spikes, sops_ps = 0.0, [0.0] * B
+        spikes, events_ps = 0.0, [0.0] * B
         if spiking:
             c = _counts(x).detach().reshape(steps, rows, c_in).sum((0, 2)).double()
             spikes = float(c.sum())
-            sops_ps = [v * c_out for v in _by_sample(c, sample, B)]
+            events_ps = [v * c_out for v in _by_sample(c, sample, B)]
         self.add(
-            LayerEnergy(name, type(module).__name__, "linear", c_in, c_out, steps, spiking, spikes,
-                        rows_ps, list(rows_ps), list(rows_ps), flops_ps, sops_ps)
+            _row(name, type(module).__name__, "linear", c_in, c_out, steps, spiking, spikes,
+                 rows_ps, list(rows_ps), list(rows_ps), [r * c_in * c_out for r in rows_ps], events_ps)
         )  # fmt: skip
 
     def _on_conv(self, name: str, module: nn.modules.conv._ConvNd, args: Any, out: Any) -> None:
-        x = args[0]
+        x = self.as_input(args[0])
         nd = len(module.kernel_size)
         if module.padding_mode != "zeros":
             raise ValueError(
@@ -207,8 +291,8 @@ class _Meter:
         sample = _sample_of_rows(body, B)
         img_ps = _by_sample(torch.ones(images), sample, B)
         # Standard dense-conv count: every output position sees all taps (padding included).
-        flops_ps = [(2.0 * out_pos * taps * (c_in // g) * c_out - out_pos) * n for n in img_ps]
-        spikes, sops_ps = 0.0, [0.0] * B
+        macs_ps = [out_pos * taps * (c_in // g) * c_out * n for n in img_ps]
+        spikes, events_ps = 0.0, [0.0] * B
         if spiking:
             c = _counts(x).detach().reshape(steps * images, c_in, *vals.shape[-nd:]).double()
             spikes = float(c.sum())
@@ -218,24 +302,31 @@ class _Meter:
             ones = torch.ones(g, c_in // g, *module.kernel_size, dtype=torch.float64, device=c.device)
             occ = conv(c, ones, None, module.stride, module.padding, module.dilation, g)
             per_img = occ.reshape(steps, images, -1).sum((0, 2)) * (c_out // g)
-            sops_ps = _by_sample(per_img, sample, B)
+            events_ps = _by_sample(per_img, sample, B)
         self.add(
-            LayerEnergy(name, type(module).__name__, "conv", c_in, c_out, steps, spiking, spikes,
-                        [in_pos * n for n in img_ps], [out_pos * n for n in img_ps],
-                        [out_pos * taps * n for n in img_ps], flops_ps, sops_ps)
+            _row(name, type(module).__name__, "conv", c_in, c_out, steps, spiking, spikes,
+                 [in_pos * n for n in img_ps], [out_pos * n for n in img_ps],
+                 [out_pos * taps * n for n in img_ps], macs_ps, events_ps)
         )  # fmt: skip
 
     def on_matmul(self, a: Tensor, b: Tensor, out: Tensor) -> None:
         """A functional matmul between activations (e.g. spike-driven attention ``Q (K^T V)``).
 
-        Counted like a linear layer whose weight is the other operand: per product, FLOPs
-        ``(2 k n - 1) m``; SOPs = spikes x fan-out, or the coincident spike pairs when both are spikes.
+        Counted like a linear layer whose weight is the other operand: per product ``m k n`` MACs;
+        synaptic events = spikes x fan-out, or the coincident spike pairs when both are spikes. An
+        operand holding a SpikeTrain's binary sub-steps (D leading) is counted as the spikes they add
+        up to, so binary and integer mode give the same counts.
         """
         top = self.stack[-1] if self.stack else [type(self.model).__name__, 0, 0]
         top[1] += 1
         name = f"{top[0] or type(self.model).__name__}.matmul{top[1]}"
         if a.dim() < 2 or b.dim() < 2:
             return
+        a_kind, b_kind = self.tags.get(a), self.tags.get(b)
+        if "bits" in (a_kind, b_kind):  # sum the D sub-steps (they lead the product's shape)
+            a = a.sum(0) if a_kind == "bits" else a
+            b = b.sum(0) if b_kind == "bits" else b
+            out = out.sum(0)
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         B = self.batch_size
         lead = tuple(out.shape[:-2])
@@ -249,21 +340,20 @@ class _Meter:
             return [float(t.sum()) / B] * B
 
         mats_ps = [v / steps for v in by_sample(torch.ones(*lead, 1, 1))]  # products per sample, per step
-        flops_ps = [(2.0 * k * n - 1.0) * m * v for v in mats_ps]
-        a_sp, b_sp = self.is_spiking(a), self.is_spiking(b)
-        spikes, sops_ps = 0.0, [0.0] * B
+        a_sp, b_sp = a_kind is not None, b_kind is not None
+        spikes, events_ps = 0.0, [0.0] * B
         rows, c_in = m, k
         if a_sp and b_sp:  # one accumulate per coincident spike pair (as SpikingJelly counts it)
-            sops_ps, spikes = by_sample(out), float(a.sum())
+            events_ps, spikes = by_sample(out), float(a.sum())
         elif a_sp:
-            sops_ps, spikes = [v * n for v in by_sample(a)], float(a.sum())
+            events_ps, spikes = [v * n for v in by_sample(a)], float(a.sum())
         elif b_sp:  # the spikes are the right operand: k rows of n neurons, each feeding m outputs
-            sops_ps, spikes = [v * m for v in by_sample(b)], float(b.sum())
+            events_ps, spikes = [v * m for v in by_sample(b)], float(b.sum())
             rows, c_in = k, n
         in_ps = [rows * v for v in mats_ps]
         self.add(
-            LayerEnergy(name, "matmul", "attention", c_in, n, steps, a_sp or b_sp, spikes,
-                        in_ps, [m * v for v in mats_ps], list(in_ps), flops_ps, sops_ps)
+            _row(name, "matmul", "attention", c_in, n, steps, a_sp or b_sp, spikes, in_ps,
+                 [m * v for v in mats_ps], list(in_ps), [m * k * n * v for v in mats_ps], events_ps)
         )  # fmt: skip
 
     def _push(self, name: str) -> Callable[..., None]:
@@ -299,22 +389,21 @@ class _Meter:
         for h in self.handles:
             h.remove()
         self.handles.clear()
-        self.spike_refs.clear()
-        self.spike_ids.clear()
+        self.tags = WeakIdKeyDictionary()
 
 
-_MATMULS = {torch.matmul, torch.bmm, torch.mm, Tensor.matmul, Tensor.__matmul__, Tensor.bmm, Tensor.mm}
-
-
-class _MatmulWatch(TorchFunctionMode):
-    """Sees functional matmuls between activations that no synaptic module accounts for."""
+class _Watch(TorchFunctionMode):
+    """Sees every torch call of the forward: tags spikes moved around by shape / pooling ops, and counts
+    functional matmuls between activations that no synaptic module accounts for."""
 
     def __init__(self, meter: _Meter) -> None:
         super().__init__()
         self.meter = meter
 
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self.meter.propagate(func, args, kwargs, out)
         if func in _MATMULS and len(args) >= 2 and not self.meter.in_synaptic():
             a, b = args[0], args[1]
             if (
@@ -353,13 +442,14 @@ def _batch_info(batch: Any) -> tuple[int, float]:
     raise ValueError(f"the energy meter cannot tell the batch size of a {type(batch).__name__}")
 
 
-def _charge(rows: list[LayerEnergy], table: EnergyTable) -> None:
-    """Real-valued input is paid as MACs (every step), spikes as accumulates."""
+def _charge(rows: list[LayerEnergy], table: EnergyTable, unit: str) -> None:
+    """Real-valued input is paid as MACs (every step), spikes as accumulates, both in ``unit``."""
     for r in rows:
         if r.spiking:
-            r.energy_ps = [table.e_ac * s for s in r.sops_ps]
+            r.energy_ps = [table.e_ac * s for s in (r.sops_ps if unit == "flops" else r.events_ps)]
         else:
-            r.energy_ps = [table.e_mac * f * r.steps for f in r.flops_ps]
+            work = r.flops_ps if unit == "flops" else r.macs_ps
+            r.energy_ps = [table.e_mac * f * r.steps for f in work]
 
 
 # ----------------------------------------------------------------------------- E-3DSNN release convention
@@ -383,12 +473,14 @@ def _release_rows(rows: list[LayerEnergy], intended: bool) -> tuple[list[LayerEn
     counted: dict[int, LayerEnergy] = {}
 
     def recount(r: LayerEnergy, c_in: int, c_out: int, first: bool = False) -> None:
-        flops_ps = [2.0 * p * c_in * c_out - n for p, n in zip(r.pairs_ps, r.in_sites_ps)]
+        macs_ps = [p * c_in * c_out for p in r.pairs_ps]
+        flops_ps = [2.0 * m - n for m, n in zip(macs_ps, r.in_sites_ps)]
         rate = 0.0 if first else (r.rate or 0.0) if r.spiking else 1.0
         counted[id(r)] = LayerEnergy(
             r.name, r.type, r.kind, c_in, c_out, r.steps, r.spiking and not first, r.spikes,
             list(r.in_sites_ps), list(r.out_sites_ps), list(r.pairs_ps), flops_ps,
-            [rate * f * r.steps for f in flops_ps], calls=r.calls,
+            [rate * f * r.steps for f in flops_ps], macs_ps, [rate * m * r.steps for m in macs_ps],
+            calls=r.calls,
         )  # fmt: skip
 
     for i, r in enumerate(sparse[: strided[0]]):
@@ -432,22 +524,29 @@ def measure_energy(
     energy: EnergyTable | None = None,
     forward: Callable[[nn.Module, Any], Any] | None = None,
     name: str | None = None,
+    unit: str = "flops",
 ) -> EnergyReport:
-    """Run ``model`` once on ``batch`` (no grad) and count FLOPs, SOPs and energy per synaptic layer.
+    """Run ``model`` once on ``batch`` (no grad) and count FLOPs, MACs, SOPs and energy per synaptic layer.
 
     ``forward(model, batch)`` replaces the call ``model(batch)``. The model's spike mode (integer or
     binary) is kept; both give the same counts. ``convention``: ``"exact"`` (our count from the real
     kernel maps and spikes), ``"e3dsnn-release"`` (what the E-3DSNN release script computes) or
-    ``"e3dsnn-release-intended"`` (what that script describes).
+    ``"e3dsnn-release-intended"`` (what that script describes). ``unit``: ``"flops"`` (docs/SPEC.md §7:
+    ANN in FLOPs, SOP = rate x FLOPs x T) or ``"macs"`` (ANN in MACs, SNN in synaptic events); the
+    release conventions are defined in FLOPs only.
     """
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown energy convention {convention!r}: use one of {CONVENTIONS}")
+    if unit not in UNITS:
+        raise ValueError(f"unknown energy unit {unit!r}: use one of {UNITS}")
+    if unit != "flops" and convention != "exact":
+        raise ValueError(f"the {convention} convention counts FLOPs: use unit='flops' with it")
     table = energy or EnergyTable()
     batch_size, points = _batch_info(batch)
     meter = _Meter(model, batch_size)
     meter.attach()
     try:
-        with torch.no_grad(), _MatmulWatch(meter):
+        with torch.no_grad(), _Watch(meter):
             (forward or (lambda m, b: m(b)))(model, batch)
     finally:
         meter.detach()
@@ -458,7 +557,7 @@ def measure_energy(
     notes: list[str] = []
     if convention != "exact":
         rows, notes = _release_rows(rows, convention.endswith("intended"))
-    _charge(rows, table)
+    _charge(rows, table, unit)
     return EnergyReport(
         model=name or type(model).__name__,
         layers=rows,
@@ -468,4 +567,5 @@ def measure_energy(
         convention=convention,
         exact_ann_flops=exact_flops,
         notes=notes,
+        unit=unit,
     )

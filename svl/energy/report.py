@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "ENERGY_PRESETS",
+    "UNITS",
     "EnergyReport",
     "EnergyTable",
     "LayerEnergy",
@@ -29,6 +30,10 @@ ENERGY_PRESETS: dict[str, tuple[float, float]] = {
     "int8": (0.23, 0.03),
     "int32": (3.2, 0.1),
 }
+
+# The one unit both sides are counted in (see svl.energy.meter): "flops" (docs/SPEC.md §7: ANN FLOPs,
+# SOP = rate x FLOPs x T) or "macs" (per synaptic event: ANN MACs, SNN accumulates).
+UNITS = ("flops", "macs")
 
 
 @dataclass(frozen=True)
@@ -61,9 +66,11 @@ class EnergyTable:
 class LayerEnergy:
     """One synaptic layer's counts per sample (summed over calls of a module used twice in one forward).
 
-    ``flops`` is one step's ANN-equivalent work; ``steps`` the time steps it ran (T); ``sops`` the
-    accumulates over all steps; ``energy`` what the layer costs the SNN under the chosen table. Sites
-    are input sites (sparse) or rows / positions (dense) of one step. Totals are batch sums.
+    ``flops`` / ``macs`` are one step's ANN-equivalent work; ``steps`` the time steps it ran (T);
+    ``events`` the accumulates spikes actually trigger over all steps (synaptic events, ACs); ``sops``
+    the same in FLOP units (rate x FLOPs x T, docs/SPEC.md §7); ``energy`` what the layer costs the SNN
+    under the chosen table and unit. Sites are input sites (sparse) or rows / positions (dense) of one
+    step. Totals are batch sums.
     """
 
     name: str
@@ -78,7 +85,9 @@ class LayerEnergy:
     out_sites_ps: list[float]
     pairs_ps: list[float]  # active (input, output) pairs (sparse: from the real kernel map)
     flops_ps: list[float]
-    sops_ps: list[float]
+    sops_ps: list[float]  # FLOP units: events x FLOPs / MACs
+    macs_ps: list[float]
+    events_ps: list[float]  # synaptic events (accumulates), all steps
     energy_ps: list[float] = field(default_factory=list)  # pJ
     counted: bool = True  # False where a convention leaves the layer out
     calls: int = 1
@@ -104,6 +113,18 @@ class LayerEnergy:
         return sum(self.sops_ps)
 
     @property
+    def macs(self) -> float:
+        return sum(self.macs_ps)
+
+    @property
+    def events(self) -> float:
+        return sum(self.events_ps)
+
+    def ops(self, unit: str) -> tuple[list[float], list[float]]:
+        """(ANN work per step, SNN synaptic ops) per sample in ``unit``: FLOPs and SOPs, or MACs and ACs."""
+        return (self.flops_ps, self.sops_ps) if unit == "flops" else (self.macs_ps, self.events_ps)
+
+    @property
     def energy_pj(self) -> float:
         return sum(self.energy_ps)
 
@@ -121,7 +142,12 @@ class LayerEnergy:
 
 @dataclass
 class EnergyReport:
-    """Per-layer rows plus totals. Headline figures are per sample (the batch mean)."""
+    """Per-layer rows plus totals. Headline figures are per sample (the batch mean).
+
+    ``unit`` says what ``ann_ops``, ``sops`` and both energies count: ``"flops"`` (ANN FLOPs, SOPs =
+    rate x FLOPs x T) or ``"macs"`` (ANN MACs, SOPs = synaptic events). ``ann_flops``, ``ann_macs`` and
+    ``synaptic_events`` are there in either unit.
+    """
 
     model: str
     layers: list[LayerEnergy]
@@ -131,30 +157,54 @@ class EnergyReport:
     convention: str = "exact"
     exact_ann_flops: float = 0.0  # per sample: our exact count, kept beside a non-exact convention
     notes: list[str] = field(default_factory=list)
+    unit: str = "flops"
 
     def _counted(self) -> list[LayerEnergy]:
         return [r for r in self.layers if r.counted]
 
+    def _total(self, pick: Any) -> float:
+        return sum(pick(r) for r in self._counted()) / self.batch_size
+
     @property
     def ann_flops(self) -> float:
-        return sum(r.flops for r in self._counted()) / self.batch_size
+        return self._total(lambda r: r.flops)
+
+    @property
+    def ann_macs(self) -> float:
+        return self._total(lambda r: r.macs)
+
+    @property
+    def ann_ops(self) -> float:
+        """ANN-equivalent work in the report's unit (FLOPs or MACs), per sample."""
+        return self.ann_flops if self.unit == "flops" else self.ann_macs
 
     @property
     def sops(self) -> float:
-        return sum(r.sops for r in self._counted()) / self.batch_size
+        """Synaptic operations in the report's unit (rate x FLOPs x T, or synaptic events), per sample."""
+        return self._total(lambda r: r.sops if self.unit == "flops" else r.events)
+
+    @property
+    def synaptic_events(self) -> float:
+        """Accumulates triggered by spikes (one per spike per synapse), per sample."""
+        return self._total(lambda r: r.events)
 
     @property
     def mac_flops(self) -> float:
         """FLOPs the SNN still pays as MACs (layers with real-valued input, all steps), per sample."""
-        return sum(r.flops * r.steps for r in self._counted() if not r.spiking) / self.batch_size
+        return self._total(lambda r: 0.0 if r.spiking else r.flops * r.steps)
+
+    @property
+    def mac_ops(self) -> float:
+        """Work the SNN still pays as MACs, in the report's unit, per sample."""
+        return self._total(lambda r: 0.0 if r.spiking else sum(r.ops(self.unit)[0]) * r.steps)
 
     @property
     def energy_snn_mj(self) -> float:
-        return sum(r.energy_pj for r in self._counted()) / self.batch_size * 1e-9
+        return self._total(lambda r: r.energy_pj) * 1e-9
 
     @property
     def energy_ann_mj(self) -> float:
-        return self.ann_flops * self.energy.e_mac * 1e-9
+        return self.ann_ops * self.energy.e_mac * 1e-9
 
     @property
     def ratio(self) -> float:
@@ -162,15 +212,20 @@ class EnergyReport:
         return self.energy_snn_mj / self.energy_ann_mj if self.energy_ann_mj > 0 else float("nan")
 
     def per_sample(self) -> dict[str, list[float]]:
-        """Per-sample ANN FLOPs, SOPs and energies (mJ)."""
+        """Per-sample ANN FLOPs and MACs, SOPs (report's unit), synaptic events and energies (mJ)."""
         rows = self._counted()
-        cols = range(self.batch_size)
-        flops = [sum(r.flops_ps[i] for r in rows) for i in cols]
+
+        def col(field_: str) -> list[float]:
+            return [sum(getattr(r, field_)[i] for r in rows) for i in range(self.batch_size)]
+
+        ann = col("flops_ps" if self.unit == "flops" else "macs_ps")
         return {
-            "ann_flops": flops,
-            "sops": [sum(r.sops_ps[i] for r in rows) for i in cols],
-            "energy_snn_mj": [sum(r.energy_ps[i] for r in rows) * 1e-9 for i in cols],
-            "energy_ann_mj": [f * self.energy.e_mac * 1e-9 for f in flops],
+            "ann_flops": col("flops_ps"),
+            "ann_macs": col("macs_ps"),
+            "sops": col("sops_ps" if self.unit == "flops" else "events_ps"),
+            "synaptic_events": col("events_ps"),
+            "energy_snn_mj": [e * 1e-9 for e in col("energy_ps")],
+            "energy_ann_mj": [f * self.energy.e_mac * 1e-9 for f in ann],
         }
 
     def layer_dicts(self) -> list[dict[str, Any]]:
@@ -190,8 +245,10 @@ class EnergyReport:
                 "steps": r.steps,
                 "input": "spikes" if r.spiking else "real",
                 "flops": r.flops / b,
+                "macs": r.macs / b,
                 "firing_rate": r.rate,
-                "sops": r.sops / b,
+                "sops": (r.sops if self.unit == "flops" else r.events) / b,
+                "synaptic_events": r.events / b,
                 "energy_pj": r.energy_pj / b,
                 "counted": r.counted,
                 "calls": r.calls,
@@ -206,15 +263,20 @@ class EnergyReport:
             "points": self.points,
             "batch_size": self.batch_size,
             "convention": self.convention,
+            "unit": self.unit,
             "energy_table": {
                 "name": self.energy.name,
                 "e_mac_pj": self.energy.e_mac,
                 "e_ac_pj": self.energy.e_ac,
             },
+            "ann_ops": self.ann_ops,
             "ann_flops": self.ann_flops,
+            "ann_macs": self.ann_macs,
             "exact_ann_flops": self.exact_ann_flops,
+            "mac_ops": self.mac_ops,
             "mac_flops": self.mac_flops,
             "sops": self.sops,
+            "synaptic_events": self.synaptic_events,
             "energy_snn_mj": self.energy_snn_mj,
             "energy_ann_mj": self.energy_ann_mj,
             "ratio": self.ratio,
@@ -251,13 +313,18 @@ def merge_reports(reports: list[EnergyReport]) -> EnergyReport:
     first = reports[0]
     names = [r.name for r in first.layers]
     for rep in reports[1:]:
-        if [r.name for r in rep.layers] != names or rep.convention != first.convention:
-            raise ValueError("merge_reports: reports come from different models or conventions")
+        if (
+            [r.name for r in rep.layers] != names
+            or rep.convention != first.convention
+            or rep.unit != first.unit
+        ):
+            raise ValueError("merge_reports: reports come from different models, conventions or units")
     layers = []
     for i, r0 in enumerate(first.layers):
         parts = [rep.layers[i] for rep in reports]
         merged = LayerEnergy(**{k: v for k, v in r0.__dict__.items()})
-        for f in ("in_sites_ps", "out_sites_ps", "pairs_ps", "flops_ps", "sops_ps", "energy_ps"):
+        for f in ("in_sites_ps", "out_sites_ps", "pairs_ps", "flops_ps", "sops_ps", "macs_ps", "events_ps",
+                  "energy_ps"):  # fmt: skip
             setattr(merged, f, [v for p in parts for v in getattr(p, f)])
         merged.spikes = sum(p.spikes for p in parts)
         merged.spiking = all(p.spiking for p in parts)
@@ -272,6 +339,7 @@ def merge_reports(reports: list[EnergyReport]) -> EnergyReport:
         convention=first.convention,
         exact_ann_flops=sum(rep.exact_ann_flops * rep.batch_size for rep in reports) / total,
         notes=list(first.notes),
+        unit=first.unit,
     )
 
 
@@ -286,9 +354,19 @@ def si(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+_UNIT_LINES = {
+    "flops": "unit flops (docs/SPEC.md §7): ANN = E_MAC x FLOPs (2 per multiply-accumulate); SNN = E_MAC x "
+    "FLOPs of real-input layers + E_AC x SOPs, SOP = rate x FLOPs x T",
+    "macs": "unit macs (per synaptic event): ANN = E_MAC x MACs; SNN = E_MAC x MACs of real-input layers + "
+    "E_AC x synaptic events (one accumulate per spike per synapse)",
+}
+
+
 def format_table(report: EnergyReport) -> str:
-    """Per-layer table (per sample = batch mean) followed by the SNN / ANN totals."""
-    head = ("layer", "type", "in sites", "pairs", "C_in", "C_out", "FLOPs", "rate", "SOPs", "energy")
+    """Per-layer table (per sample = batch mean) followed by the SNN / ANN totals and the unit."""
+    flops = report.unit == "flops"
+    work, ops = ("FLOPs", "SOPs") if flops else ("MACs", "ACs")
+    head = ("layer", "type", "in sites", "pairs", "C_in", "C_out", work, "rate", ops, "energy")
     rows = []
     for d in report.layer_dicts():
         rate = d["firing_rate"]
@@ -300,7 +378,7 @@ def format_table(report: EnergyReport) -> str:
                 si(d["active_pairs"]),
                 str(d["c_in"]),
                 str(d["c_out"]),
-                si(d["flops"]),
+                si(d["flops"] if flops else d["macs"]),
                 "real" if rate is None else f"{rate:.3f}",
                 si(d["sops"]),
                 f"{d['energy_pj'] * 1e-9:.4g} mJ",
@@ -318,16 +396,18 @@ def format_table(report: EnergyReport) -> str:
     per = report.per_sample()["energy_snn_mj"]
     out = [
         f"model {report.model}: batch {report.batch_size}, {report.points:.0f} points per sample, "
-        f"convention {report.convention}, E_MAC {t.e_mac} pJ / E_AC {t.e_ac} pJ ({t.name})",
+        f"convention {report.convention}, unit {report.unit}, "
+        f"E_MAC {t.e_mac} pJ / E_AC {t.e_ac} pJ ({t.name})",
         line(head),
         line(tuple("-" * w for w in widths)),
         *(line(r) for r in rows),
         "",
-        f"ANN FLOPs {report.ann_flops:.4g} (of which paid as MACs by the SNN: {report.mac_flops:.4g})"
-        f"  SOPs {report.sops:.4g}  per sample",
+        f"ANN {work} {report.ann_ops:.4g} (of which paid as MACs by the SNN: {report.mac_ops:.4g})"
+        f"  {'SOPs' if flops else 'synaptic events (ACs)'} {report.sops:.4g}  per sample",
         f"energy per sample: SNN {report.energy_snn_mj:.4g} mJ  ANN {report.energy_ann_mj:.4g} mJ  "
         f"SNN/ANN {report.ratio:.4f} ({1 / report.ratio if report.ratio else float('inf'):.2f}x less)",
         f"SNN energy per sample over the batch: min {min(per):.4g}  max {max(per):.4g} mJ",
+        _UNIT_LINES[report.unit],
     ]
     if report.convention != "exact":
         out.append(f"our exact count for comparison: ANN FLOPs {report.exact_ann_flops:.4g} per sample")
@@ -336,7 +416,7 @@ def format_table(report: EnergyReport) -> str:
 
 
 def plot_report(report: EnergyReport, path: str) -> None:
-    """Two bar panels per layer: SNN energy (uJ, MAC layers hatched) and input firing rate; PNG, atomic."""
+    """Two bar panels per layer: SNN energy (uJ, MAC layers in red) and input firing rate; PNG, atomic."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -352,8 +432,8 @@ def plot_report(report: EnergyReport, path: str) -> None:
     ax1.bar(x, [d["energy_pj"] * 1e-6 for d in layers], color=colors)
     ax1.set_ylabel("energy per sample (uJ)")
     ax1.set_title(
-        f"{report.model}: SNN {report.energy_snn_mj:.3g} mJ vs ANN {report.energy_ann_mj:.3g} mJ per sample "
-        "(red = real-valued input, MAC)"
+        f"{report.model}: SNN {report.energy_snn_mj:.3g} mJ vs ANN {report.energy_ann_mj:.3g} mJ per sample, "
+        f"unit {report.unit} (red = real-valued input, MAC)"
     )
     ax2.bar(x, [d["firing_rate"] or 0.0 for d in layers], color="tab:green")
     ax2.set_ylabel("input firing rate")

@@ -30,7 +30,7 @@ from svl.tasks.base import (
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
 
-__all__ = ["AlignmentSet", "PretrainConfig", "PretrainTask", "format_results"]
+__all__ = ["AlignmentSet", "PretrainConfig", "PretrainTask", "ZeroShotSet", "format_results"]
 
 log = get_logger(__name__)
 
@@ -50,6 +50,31 @@ class DataSection:
     # Caps per class for quick runs (smoke tests, debugging); None = every shape.
     train_per_class: int | None = None
     test_per_class: int | None = None
+    # Any other dataset (aligned pretraining, svl/tasks/align.py): keyword options of the dataset
+    # builder (e.g. split_file, gpt_filter for openshape; captions, up_axis for captions), the
+    # held-out share of training pairs for validation, a cap on training pairs for quick runs, and
+    # whether to read every file once before training so bad input stops the run up front.
+    options: dict[str, Any] = field(default_factory=dict)
+    val_fraction: float = 0.02
+    val_max: int = 2000
+    max_train: int | None = None
+    check: bool = True
+
+
+@dataclass
+class ZeroShotSet:
+    """A labelled dataset classified zero-shot during aligned pretraining and at its end."""
+
+    dataset: str = "modelnet40"
+    split: str = "test"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    # (K, D) class-name text features (OpenShape's cat_name_pt_feat.npy): no text tower needed.
+    # None: the text teacher embeds the class names in the prompt templates.
+    class_feats: str | None = None
+    name: str | None = None
+    per_class: int | None = None
+    during_training: bool = True
 
 
 @dataclass
@@ -106,6 +131,7 @@ class PretrainConfig:
     seed: int = 0
     evaluate_test: bool = True
     energy: bool = True
+    zeroshot: list[ZeroShotSet] = field(default_factory=list)
 
 
 class AlignmentSet(Subset):
@@ -144,7 +170,7 @@ class AlignmentSet(Subset):
         v = int(rng.integers(self.image_emb.shape[1]))
         t = int(rng.integers(self.text_emb.shape[1]))
         views = self.image_emb[i]
-        s["image_emb"] = np.asarray(views[v] if self.view_target == "random" else views.mean(0), np.float32)
+        s["image_emb"] = np.array(views[v] if self.view_target == "random" else views.mean(0), np.float32)
         s["text_emb"] = self.text_emb[self.class_rows[int(s["label"])], t].numpy()
         s["has_text"] = np.ones((), dtype=np.float32)
         return s
@@ -163,6 +189,15 @@ class PretrainTask(Task):
 
     Config = PretrainConfig
 
+    def __new__(cls, cfg: PretrainConfig) -> PretrainTask:
+        """The embedded zero-shot protocol on `modelnet40_zsl`; any other dataset is aligned
+        pretraining on its (cloud, text, image) pairs (svl/tasks/align.py)."""
+        if cls is PretrainTask and cfg.data.dataset != "modelnet40_zsl":
+            from svl.tasks.align import AlignedPretrainTask
+
+            return super().__new__(AlignedPretrainTask)
+        return super().__new__(cls)
+
     # -- data ----------------------------------------------------------------------------------
     def __init__(self, cfg: PretrainConfig) -> None:
         from svl.data import build_dataset
@@ -170,11 +205,6 @@ class PretrainTask(Task):
         super().__init__(cfg)
         seed_everything(cfg.seed)
         d = cfg.data
-        if d.dataset != "modelnet40_zsl":
-            raise ValueError(
-                f"data.dataset={d.dataset!r}: the pretraining task runs on 'modelnet40_zsl' "
-                "(its zero-shot split defines trained, pseudo-unseen and unseen classes)"
-            )
         kw = {"root": d.root, "seed": cfg.seed}
         self.train_aug = build_dataset(d.dataset, "train", num_points=d.num_points, augment=d.augment, **kw)
         self.train_plain = build_dataset(d.dataset, "train", **kw)
@@ -274,6 +304,11 @@ class PretrainTask(Task):
         return model
 
     def meta(self) -> dict[str, Any]:
+        zsl = {"trained_classes": self.trained, "pseudo_unseen_classes": self.pseudo}
+        return {**self.model_meta(), "zsl": zsl}
+
+    def model_meta(self) -> dict[str, Any]:
+        """Checkpoint metadata shared by every pretraining recipe: the model and its input contract."""
         from svl.models import Contract
 
         m, d, tc = self.cfg.model, self.cfg.data, self.cfg.teacher
@@ -294,7 +329,6 @@ class PretrainTask(Task):
             "model_cfg": m.builder_kwargs(),
             "teachers": {"text": tc.text, "image": tc.image},
             "contract": contract.to_dict(),
-            "zsl": {"trained_classes": self.trained, "pseudo_unseen_classes": self.pseudo},
         }
 
     def setup(self) -> TrainParts:
