@@ -190,3 +190,32 @@ def test_selecting_checkpoints_on_a_test_split_is_refused(tmp_path, openshape_ro
     cfg = _openshape_cfg(tmp_path, openshape_root, "train.select_metric=zeroshot/mn40_top1")
     with pytest.raises(ValueError, match="test split"):
         PretrainTask(cfg)
+
+
+def test_the_gpu_config_runs_on_cpu_at_small_scale(tmp_path, openshape_root):
+    """configs/pretrain_openshape_l.yaml as shipped, with only sizes, hardware and paths overridden."""
+    from svl.tasks import load_task_config
+    from svl.utils import repo_root
+
+    feats = openshape_root / "meta_data" / "modelnet40" / "cat_name_pt_feat.npy"
+    cls, cfg = load_task_config(
+        "pretrain",
+        repo_root() / "configs" / "pretrain_openshape_l.yaml",
+        [
+            f"data.root={openshape_root}",
+            "data.options.split_file=${data.root}/meta_data/split/train.json",
+            f"zeroshot=[{{name: modelnet40, dataset: openshape_modelnet40, root: {openshape_root}, "
+            f"class_feats: {feats}}}]",
+            "data.val_fraction=0.1",
+            "model.name=e3dsnn_t",  # -L is ~20 s a step on this CPU
+            "train.sync_bn=false",
+            "train.amp=off",
+            "train.num_workers=0",
+            "train.batch_size=8",
+            "train.max_steps=2",
+            f"out_dir={tmp_path / 'run'}",
+        ],
+    )
+    assert cfg.train.epochs == 250 and cfg.model.out_dim == 1280 and cfg.teacher.text == "none"
+    result = run_task(cfg, cls)
+    assert result["zeroshot"]["modelnet40"]["classes"] == 40

@@ -93,6 +93,9 @@ class TrainConfig:
     find_unused_parameters: bool = False
 
     def __post_init__(self) -> None:
+        # YAML reads `amp: off` as a boolean, which reaches this str field as "False".
+        if str(self.amp).lower() in ("false", "no", "0"):
+            self.amp = "off"
         self.validate()
 
     def validate(self) -> None:
