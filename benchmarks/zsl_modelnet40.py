@@ -50,6 +50,11 @@ def run(
     if reuse and (run_dir / "summary_entry.json").exists():
         print(f"== {name}: reusing {run_dir}", flush=True)
         return json.loads((run_dir / "summary_entry.json").read_text())
+    if reuse and (run_dir / "results.json").exists():  # finished, but its driver did not record it
+        res = json.loads((run_dir / "results.json").read_text())
+        res["name"], res["wall_s"], res["overrides"], res["seed"] = name, res["wall_seconds"], overrides, seed
+        print(f"== {name}: reusing {run_dir}/results.json", flush=True)
+        return res
     cmd = [sys.executable, "-m", "svl", "pretrain", f"out_dir={run_dir}", *overrides]
     if epochs:
         cmd.append(f"train.epochs={epochs}")

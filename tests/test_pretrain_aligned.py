@@ -219,3 +219,44 @@ def test_the_gpu_config_runs_on_cpu_at_small_scale(tmp_path, openshape_root):
     assert cfg.train.epochs == 250 and cfg.model.out_dim == 1280 and cfg.teacher.text == "none"
     result = run_task(cfg, cls)
     assert result["zeroshot"]["modelnet40"]["classes"] == 40
+
+
+def test_precomputed_arrays_of_any_dimension(tmp_path, shared_data):
+    """aligned_npz: real clouds with 16-d text and 4 x 24-d image targets; then a NaN is refused."""
+    with np.load(shared_data / "modelnet40" / "modelnet40_pcd1024_train.npz") as z:
+        pts, lab = z["points"][::300][:30], z["labels"][::300][:30]
+    rng = np.random.default_rng(0)
+    text_c, img_c = rng.normal(size=(40, 16)), rng.normal(size=(40, 24))
+    arrays = {
+        "points": pts,
+        "labels": lab,
+        "text_emb": (text_c[lab] + 0.1 * rng.normal(size=(30, 16))).astype(np.float32),
+        "image_emb": (img_c[lab][:, None] + 0.1 * rng.normal(size=(30, 4, 24))).astype(np.float32),
+    }
+    np.savez(tmp_path / "train.npz", **arrays)
+    np.save(tmp_path / "names.npy", text_c.astype(np.float32))
+    cfg = load_config(
+        PretrainConfig,
+        None,
+        [
+            f"out_dir={tmp_path / 'run'}",
+            "data.dataset=aligned_npz",
+            f"data.root={tmp_path}",
+            "data.val_fraction=0.2",
+            "teacher.text=none",
+            f"zeroshot=[{{dataset: modelnet40, per_class: 1, class_feats: {tmp_path / 'names.npy'}}}]",
+            "train.epochs=1",
+            "train.batch_size=8",
+            "train.max_steps=2",
+        ],
+    )
+    result = run_task(cfg)
+    assert result["zeroshot"]["modelnet40"]["n"] == 40
+    arrays["image_emb"][3, 2, 5] = np.nan
+    np.savez(tmp_path / "train.npz", **arrays)
+    with pytest.raises(ValueError, match=r"train\.npz: 'image_emb' holds NaN"):
+        PretrainTask(load_config(PretrainConfig, None, [*cfg_overrides(cfg)]))
+
+
+def cfg_overrides(cfg: PretrainConfig) -> list[str]:
+    return [f"data.dataset={cfg.data.dataset}", f"data.root={cfg.data.root}", f"out_dir={cfg.out_dir}2"]

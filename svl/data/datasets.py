@@ -815,3 +815,86 @@ def _build_captions(
             f"{cap_path}: {len(missing)} captioned file(s) not found under {base}: {missing[:5]}"
         )
     return CaptionedFolder(files, caps, texts, split, transforms, seed, up_axis, num_points)
+
+
+class AlignedArrays(PointDataset):
+    """Clouds with precomputed teacher targets held in arrays: one (or a random one of V) image
+    embedding and one text embedding per shape, of any dimension."""
+
+    name = "aligned_npz"
+    provides_targets = True
+
+    def __init__(self, arrays: dict[str, np.ndarray], path: Path, split: str, transforms: Compose, seed: int):
+        super().__init__(split, [], transforms, seed)
+        self.a, self.path = arrays, path
+
+    def __len__(self) -> int:
+        return len(self.a["points"])
+
+    def labels(self) -> np.ndarray:
+        if "labels" not in self.a:
+            raise ValueError(f"{self.path}: no 'labels' array")
+        return np.asarray(self.a["labels"], np.int64)
+
+    def _load(self, i: int) -> dict[str, Any]:
+        img = np.asarray(self.a["image_emb"][i], np.float32)
+        if img.ndim == 2:  # several views: one per sample and epoch, as for OpenShape
+            img = img[int(np.random.default_rng([self.seed, self.epoch, i, 1]).integers(len(img)))]
+        s: dict[str, Any] = {
+            "xyz": np.array(self.a["points"][i], np.float32),
+            "image_emb": img,
+            "text_emb": np.array(self.a["text_emb"][i], np.float32),
+            "has_text": np.ones((), np.float32),
+        }
+        if "rgb" in self.a:
+            s["rgb"] = np.array(self.a["rgb"][i], np.float32)
+        if "labels" in self.a:
+            s["label"] = int(self.a["labels"][i])
+        return s
+
+    def check(self) -> int:
+        """Finite arrays, one row per shape (checked in chunks, before training)."""
+        n = len(self)
+        for key in ("points", "text_emb", "image_emb", *[k for k in ("rgb", "labels") if k in self.a]):
+            arr = self.a[key]
+            if len(arr) != n:
+                raise ValueError(f"{self.path}: '{key}' has {len(arr)} rows for {n} clouds")
+            for a in range(0, n, 4096):
+                if not np.isfinite(np.asarray(arr[a : a + 4096], np.float64)).all():
+                    raise ValueError(
+                        f"{self.path}: '{key}' holds NaN/inf values (rows {a}..{min(a + 4096, n) - 1})"
+                    )
+        return int(self.a["text_emb"].shape[-1])
+
+
+@register_dataset("aligned_npz")
+def _build_aligned_npz(
+    split: str, root: Any, transforms: Compose, seed: int, file: str | None = None
+) -> PointDataset:
+    """`file` (default root/<split>.npz): `points` (S, N, 3) z-up, `text_emb` (S, Dt), `image_emb`
+    (S, Di) or (S, V, Di), optional `rgb` (S, N, 3) in [0, 1] and `labels` (S,). Any dimensions."""
+    base = Path(root).expanduser() if root is not None else None
+    path = Path(file).expanduser() if file else (base / f"{split}.npz" if base else None)
+    if path is None:
+        raise ValueError("dataset 'aligned_npz' needs data.root (holding <split>.npz) or file=")
+    if not path.is_file() and base is not None and file:
+        path = base / file
+    if not path.is_file():
+        raise FileNotFoundError(f"aligned_npz: {path} does not exist")
+    try:
+        z = np.load(path, mmap_mode="r", allow_pickle=False)
+        arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 - any unreadable archive is bad input
+        raise ValueError(f"{path}: not a readable .npz archive ({type(e).__name__}: {e})") from None
+    missing = [k for k in ("points", "text_emb", "image_emb") if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {missing} (has {sorted(arrays)})")
+    pts = arrays["points"]
+    if pts.ndim != 3 or pts.shape[-1] != 3:
+        raise ValueError(f"{path}: 'points' must be (S, N, 3), got {pts.shape}")
+    if arrays["text_emb"].ndim != 2 or arrays["image_emb"].ndim not in (2, 3):
+        raise ValueError(
+            f"{path}: 'text_emb' must be (S, D) and 'image_emb' (S, D) or (S, V, D), got "
+            f"{arrays['text_emb'].shape} and {arrays['image_emb'].shape}"
+        )
+    return AlignedArrays(arrays, path, split, transforms, seed)
