@@ -37,6 +37,7 @@ VARIANTS: dict[str, list[str]] = {
     "TxD_2x2": ["model.T=2", "model.D=2"],
     "label_pos": ["loss.text_positives=label"],
     "view_mean": ["teacher.view_target=mean"],
+    "views224": ["teacher.view_size=224"],
     "no_mse": ["loss.l_mse=0"],
 }
 

@@ -170,8 +170,9 @@ class AlignedPretrainTask(PretrainTask):
             t0 = time.perf_counter()
             self.caption_emb = embed_texts_cached(self.text_teacher, self.train_plain.texts)
             self.view_emb = embed_dataset_views(
-                self.train_plain, teacher=tc.image, num_views=tc.views, batch_size=tc.image_batch_size
-            )
+                self.train_plain, teacher=tc.image, num_views=tc.views, batch_size=tc.image_batch_size,
+                size=tc.view_size,
+            )  # fmt: skip
             self.text_dim, self.image_dim = int(self.caption_emb.shape[1]), int(self.view_emb.shape[-1])
             log.info("teacher targets: %d captions, %s views in %.1fs", len(self.caption_emb),
                      tuple(self.view_emb.shape), time.perf_counter() - t0)  # fmt: skip

@@ -86,6 +86,9 @@ class TeacherSection:
     # "random": one rendered view's embedding per sample and epoch (OpenShape's draw); "mean": the
     # average over the views, a less noisy target.
     view_target: str = "random"
+    # Rendered view size in pixels: 224 probes ~9 points better than 128 but embeds ~4x slower
+    # (benchmarks/RESULTS.md, "Teachers").
+    view_size: int = 128
 
 
 @dataclass
@@ -265,7 +268,9 @@ class PretrainTask(Task):
         # pseudo-unseen picks) then reuse one cache entry instead of rendering their own subset.
         full = self.cfg.data.train_per_class is None
         views = self.train_plain if full else Subset(self.train_plain, self.train_idx)
-        emb = embed_dataset_views(views, teacher=tc.image, num_views=tc.views, batch_size=tc.image_batch_size)
+        emb = embed_dataset_views(
+            views, teacher=tc.image, num_views=tc.views, batch_size=tc.image_batch_size, size=tc.view_size
+        )
         self.image_emb = emb[self.train_idx] if full else emb
         self.image_dim = int(self.image_emb.shape[-1])
         log.info(
