@@ -513,6 +513,7 @@ class PretrainTask(Task):
             "ratio": rep.ratio,
             "sops": rep.sops,
             "ann_flops": rep.ann_flops,
+            "unit": rep.unit,
         }
 
     def format_results(self, result: dict[str, Any]) -> str:
@@ -542,7 +543,7 @@ def format_results(result: dict[str, Any]) -> str:
         lines += [
             "",
             f"energy per cloud: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
-            f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f})",
+            f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f}; both in {e.get('unit', 'flops')})",
         ]
     if "names" in result:
         agree = 100 * result["names"]["folded_vs_cosine_agreement"]
