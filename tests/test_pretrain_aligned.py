@@ -89,7 +89,8 @@ def test_captions_folder_end_to_end_with_offline_teachers(tmp_path, captions_roo
             f"data.root={captions_root}",
             "data.val_fraction=0.2",
             "teacher.views=1",
-            "zeroshot=[{dataset: modelnet40, per_class: 1}]",
+            "zeroshot=[{dataset: modelnet40, per_class: 1}, "
+            "{name: few, dataset: modelnet40, per_class: 2, classes: [sofa, chair, bed]}]",
             "train.epochs=1",
             "train.batch_size=8",
             "train.max_steps=2",
@@ -99,6 +100,8 @@ def test_captions_folder_end_to_end_with_offline_teachers(tmp_path, captions_roo
     out = tmp_path / "run"
     assert (out / "head_modelnet40.safetensors").is_file()
     assert result["zeroshot"]["modelnet40"]["n"] == 40
+    few = result["zeroshot"]["few"]  # restricted to three classes, scored among them only
+    assert few["n"] == 6 and few["classes"] == 3 and few["top3"] == 1.0
     assert 0 <= result["val"]["text_r1"] <= 1 and 0 <= result["val"]["image_r1"] <= 1
     from svl.models.heads import load_head
 

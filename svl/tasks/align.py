@@ -139,17 +139,26 @@ class AlignedPretrainTask(PretrainTask):
                     f"({z.dataset}/{z.split}); select on 'val/score' or a zero-shot set's validation split"
                 )
 
-    def _zeroshot_data(self, z: ZeroShotSet) -> tuple[Any, np.ndarray]:
+    def _zeroshot_data(self, z: ZeroShotSet) -> tuple[Any, np.ndarray, list[str], list[int]]:
+        """(shapes, labels, class names, their rows in the dataset's class list); `z.classes`
+        restricts the set to those classes (e.g. the unseen ones) and scores only among them."""
         from svl.data import build_dataset
 
         n = self.cfg.data.num_points
         opts = dict(z.options)
         ds = build_dataset(z.dataset, z.split, root=z.root, num_points=n, seed=self.cfg.seed, **opts)
-        y = ds.labels()
-        if z.per_class:
-            ds = Subset(ds, cap_per_class(np.arange(len(y)), y, z.per_class))
-            y = y[ds.indices]
-        return ds, y
+        y, classes = ds.labels(), list(ds.classes)
+        rows = list(range(len(classes)))
+        if z.classes:
+            unknown = [c for c in z.classes if c not in classes]
+            if unknown:
+                raise ValueError(f"zeroshot set {_set_name(z)!r}: {unknown} are not classes of {z.dataset}")
+            rows = [classes.index(c) for c in z.classes]
+        idx = np.flatnonzero(np.isin(y, rows))
+        idx = cap_per_class(idx, y, z.per_class)
+        lut = np.full(len(classes), -1)
+        lut[rows] = np.arange(len(rows))
+        return Subset(ds, idx), lut[y[idx]], [classes[r] for r in rows], rows
 
     # -- teachers ------------------------------------------------------------------------------
     def teacher_targets(self) -> None:
@@ -177,12 +186,13 @@ class AlignedPretrainTask(PretrainTask):
             log.info("teacher targets: %d captions, %s views in %.1fs", len(self.caption_emb),
                      tuple(self.view_emb.shape), time.perf_counter() - t0)  # fmt: skip
         self.templates = None
-        self.class_emb = {name: self._class_embeddings(z, ds) for name, (z, (ds, _)) in self.zs_sets.items()}
+        self.class_emb = {n: self._class_embeddings(z, *data) for n, (z, data) in self.zs_sets.items()}
 
-    def _class_embeddings(self, z: ZeroShotSet, ds: Any) -> Tensor:
-        classes = list(getattr(ds, "base", ds).classes)
-        if z.class_feats:
-            return load_class_features(z.class_feats, len(classes), self.text_dim)
+    def _class_embeddings(
+        self, z: ZeroShotSet, ds: Subset, _y: Any, classes: list[str], rows: list[int]
+    ) -> Tensor:
+        if z.class_feats:  # rows of the file follow the dataset's full class list
+            return load_class_features(z.class_feats, len(ds.base.classes), self.text_dim)[rows]
         if self.text_teacher is None:
             raise ValueError(
                 f"zeroshot set {_set_name(z)!r}: no class_feats file and teacher.text=none; give one of them"
@@ -250,7 +260,7 @@ class AlignedPretrainTask(PretrainTask):
             zt = z[has] @ t[has].T
             out["text_r1"] = float((zt.argmax(1) == torch.arange(int(has.sum()))).float().mean())
         out["score"] = float(np.mean([out["image_r1"], out.get("text_r1", out["image_r1"])]))
-        for name, (zs, (ds, y)) in self.zs_sets.items():
+        for name, (zs, (ds, y, _, _)) in self.zs_sets.items():
             if zs.during_training:
                 s = self._zs_scores(model, name, ds)
                 out[f"zeroshot/{name}_top1"] = float((s.argmax(1) == y).mean())
@@ -281,11 +291,10 @@ class AlignedPretrainTask(PretrainTask):
         heads = {}
         if not self.cfg.evaluate_test:
             return result
-        for name, (zs, (ds, y)) in self.zs_sets.items():
+        for name, (zs, (ds, y, classes, _)) in self.zs_sets.items():
             W = build_class_weights(tensors, self.class_emb[name])
             folded = fold_head(copy.deepcopy(self.model.encoder).eval(), W)
             scores = encode(folded, ds, desc=f"{name} ({zs.split})").numpy()
-            classes = list(getattr(ds, "base", ds).classes)
             teacher = f"features:{Path(zs.class_feats).name}" if zs.class_feats else self.text_teacher.id
             tmpl = ["{}"] if zs.class_feats else self.templates
             ckpt_meta = read_checkpoint_meta(final)

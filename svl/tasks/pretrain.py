@@ -75,6 +75,8 @@ class ZeroShotSet:
     name: str | None = None
     per_class: int | None = None
     during_training: bool = True
+    # Only these classes (e.g. the unseen ones of a zero-shot split), scored among themselves.
+    classes: list[str] = field(default_factory=list)
 
 
 @dataclass
