@@ -327,7 +327,10 @@ class AlignedPretrainTask(PretrainTask):
                 lines.append(f"{name:<24}{r['split']:>8}{r['n']:>7}{r['classes']:>6}{accs}")
         if "energy" in result:
             e = result["energy"]
-            lines += ["", f"energy per cloud: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
-                      f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f})"]  # fmt: skip
+            lines += [
+                "",
+                f"energy per cloud: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
+                f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f}; both in {e.get('unit', 'flops')})",
+            ]
         lines.append(f"checkpoint: {result.get('checkpoint')}")
         return "\n".join(lines)
