@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svl.tasks.base import Subset, Task, TrainParts, cap_per_class, encode
+from svl.tasks.base import Subset, Task, TrainParts, cap_per_class, encode, register_task
 from svl.tasks.pretrain import PretrainConfig, PretrainTask, ZeroShotSet
 from svl.utils import get_logger, seed_everything
 
@@ -86,6 +86,7 @@ def _set_name(zs: ZeroShotSet) -> str:
     return zs.name or zs.dataset
 
 
+@register_task("pretrain_aligned")
 class AlignedPretrainTask(PretrainTask):
     """MTA on (cloud, text, image) pairs of any registered dataset; see the module docstring."""
 

@@ -46,6 +46,9 @@ class DataSection:
     # Seen classes kept out of training so GZSL calibration and checkpoint selection can be done on
     # classes the model has never been trained on, without looking at the test split.
     pseudo_unseen: int = 5
+    # Picks the pseudo-unseen classes and their calibration shapes: part of the protocol, so it
+    # stays fixed when `seed` changes the training randomness (see benchmarks/RESULTS.md).
+    split_seed: int = 0
     calib_per_class: int = 40
     # Caps per class for quick runs (smoke tests, debugging); None = every shape.
     train_per_class: int | None = None
@@ -198,9 +201,9 @@ class PretrainTask(Task):
         """The embedded zero-shot protocol on `modelnet40_zsl`; any other dataset is aligned
         pretraining on its (cloud, text, image) pairs (svl/tasks/align.py)."""
         if cls is PretrainTask and cfg.data.dataset != "modelnet40_zsl":
-            from svl.tasks.align import AlignedPretrainTask
+            from svl.tasks.base import TASKS
 
-            return super().__new__(AlignedPretrainTask)
+            return super().__new__(TASKS.get("pretrain_aligned"))  # registered by svl/tasks/align.py
         return super().__new__(cls)
 
     # -- data ----------------------------------------------------------------------------------
@@ -217,7 +220,7 @@ class PretrainTask(Task):
         self.classes = list(self.train_plain.classes)
         self.seen = list(self.train_plain.seen_classes)
         self.unseen = list(self.train_plain.unseen_classes)
-        self.pseudo = _pick_pseudo_unseen(self.seen, d.pseudo_unseen, cfg.seed)
+        self.pseudo = _pick_pseudo_unseen(self.seen, d.pseudo_unseen, d.split_seed)
         self.trained = [c for c in self.seen if c not in self.pseudo]
         self._split_train_val()
         log.info(
@@ -228,7 +231,7 @@ class PretrainTask(Task):
     def _split_train_val(self) -> None:
         """Training shapes of trained classes; validation = held-out shapes of trained classes plus
         shapes of the pseudo-unseen classes (never trained on), capped per class. No test shape."""
-        d, seed = self.cfg.data, self.cfg.seed
+        d, seed = self.cfg.data, self.cfg.data.split_seed
         cid = {c: i for i, c in enumerate(self.classes)}
         trained_ids = list({cid[c] for c in self.trained})
         tr_labels = self.train_plain.labels()
