@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from svl.tasks.base import Subset, Task, TrainParts, cap_per_class, encode, register_task
-from svl.tasks.pretrain import PretrainConfig, PretrainTask, ZeroShotSet
+from svl.tasks.pretrain import PretrainConfig, PretrainTask, ViewTargets, ZeroShotSet
 from svl.utils import get_logger, seed_everything
 
 __all__ = ["AlignedPretrainTask", "CaptionTargets", "load_class_features"]
@@ -32,32 +32,20 @@ __all__ = ["AlignedPretrainTask", "CaptionTargets", "load_class_features"]
 log = get_logger(__name__)
 
 
-class CaptionTargets(Subset):
-    """Adds teacher targets to samples that carry a caption id: its text embedding and one view's
-    image embedding (drawn from (seed, epoch, index), or the mean over views)."""
+class CaptionTargets(ViewTargets):
+    """Adds teacher targets to samples that carry a caption id: its text embedding and a view's
+    image embedding (`image_emb` rows follow the base dataset)."""
 
     def __init__(
         self, base: Any, indices: np.ndarray, text_emb: np.ndarray, image_emb: np.ndarray,
         seed: int = 0, view_target: str = "random",
     ) -> None:  # fmt: skip
-        super().__init__(base, indices)
-        if view_target not in ("random", "mean"):
-            raise ValueError(f"teacher.view_target must be 'random' or 'mean', got {view_target!r}")
-        self.text_emb, self.image_emb, self.seed, self.view_target = text_emb, image_emb, seed, view_target
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.epoch = int(epoch)
+        super().__init__(base, indices, seed, view_target)
+        self.text_emb, self.image_emb = text_emb, image_emb
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = super().__getitem__(i)
-        views = self.image_emb[int(self.indices[i])]
-        if self.view_target == "random":
-            v = int(np.random.default_rng([self.seed, self.epoch, int(i), 7]).integers(len(views)))
-            s["image_emb"] = np.array(views[v], np.float32)
-        else:
-            s["image_emb"] = np.asarray(views, np.float32).mean(0)
+        s["image_emb"], _ = self._image_target(i, self.image_emb[int(self.indices[i])])
         s["text_emb"] = np.array(self.text_emb[int(s["text_id"])], np.float32)
         s["has_text"] = np.ones((), dtype=np.float32)
         return s

@@ -30,7 +30,7 @@ from svl.tasks.base import (
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
 
-__all__ = ["AlignmentSet", "PretrainConfig", "PretrainTask", "ZeroShotSet", "format_results"]
+__all__ = ["AlignmentSet", "PretrainConfig", "PretrainTask", "ViewTargets", "ZeroShotSet", "format_results"]
 
 log = get_logger(__name__)
 
@@ -142,12 +142,30 @@ class PretrainConfig:
     zeroshot: list[ZeroShotSet] = field(default_factory=list)
 
 
-class AlignmentSet(Subset):
-    """Training triplets: an (augmented) cloud, one rendered view's image embedding, one prompt's text.
+class ViewTargets(Subset):
+    """Samples plus an image-embedding target: one rendered view drawn from (seed, epoch, index),
+    reproducible and independent of workers like the point augmentations, or the mean over views."""
 
-    The view and the prompt template are drawn per sample from (seed, epoch, index), so the choice
-    is reproducible and independent of workers, like the point augmentations.
-    """
+    def __init__(self, base: Any, indices: np.ndarray, seed: int = 0, view_target: str = "random") -> None:
+        super().__init__(base, indices)
+        if view_target not in ("random", "mean"):
+            raise ValueError(f"teacher.view_target must be 'random' or 'mean', got {view_target!r}")
+        self.seed, self.view_target, self.epoch = seed, view_target, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.epoch = int(epoch)
+
+    def _image_target(self, i: int, views: np.ndarray) -> tuple[np.ndarray, np.random.Generator]:
+        """The target of sample i and the generator, for further per-sample draws."""
+        rng = np.random.default_rng([self.seed, self.epoch, int(i), 7])
+        v = int(rng.integers(len(views)))
+        return np.array(views[v] if self.view_target == "random" else views.mean(0), np.float32), rng
+
+
+class AlignmentSet(ViewTargets):
+    """Training triplets: an (augmented) cloud, one rendered view's image embedding, one prompt's text
+    (the prompt template drawn per sample like the view)."""
 
     def __init__(
         self,
@@ -159,26 +177,15 @@ class AlignmentSet(Subset):
         seed: int = 0,
         view_target: str = "random",
     ) -> None:
-        super().__init__(base, indices)
-        if view_target not in ("random", "mean"):
-            raise ValueError(f"teacher.view_target must be 'random' or 'mean', got {view_target!r}")
-        self.view_target = view_target
+        super().__init__(base, indices, seed, view_target)
         if len(image_emb) != len(self.indices):
             raise ValueError(f"{len(image_emb)} image embeddings for {len(self.indices)} training shapes")
-        self.image_emb, self.text_emb, self.class_rows, self.seed = image_emb, text_emb, class_rows, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.epoch = int(epoch)
+        self.image_emb, self.text_emb, self.class_rows = image_emb, text_emb, class_rows
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = super().__getitem__(i)
-        rng = np.random.default_rng([self.seed, self.epoch, int(i), 7])
-        v = int(rng.integers(self.image_emb.shape[1]))
+        s["image_emb"], rng = self._image_target(i, self.image_emb[i])
         t = int(rng.integers(self.text_emb.shape[1]))
-        views = self.image_emb[i]
-        s["image_emb"] = np.array(views[v] if self.view_target == "random" else views.mean(0), np.float32)
         s["text_emb"] = self.text_emb[self.class_rows[int(s["label"])], t].numpy()
         s["has_text"] = np.ones((), dtype=np.float32)
         return s
