@@ -132,8 +132,12 @@ def _add_zeroshot(sub: argparse._SubParsersAction) -> None:
 def _cmd_classify(args: argparse.Namespace) -> int:
     from svl.eval.classify import classify_files
     from svl.models.heads import load_zeroshot_model
+    from svl.tasks.finetune import load_classifier
 
-    model, names, _ = load_zeroshot_model(args.checkpoint, args.head)
+    if args.head:
+        model, names, _ = load_zeroshot_model(args.checkpoint, args.head)
+    else:  # a fine-tuned classifier carries its own K-way head and class names
+        model, names, _ = load_classifier(args.checkpoint)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     num_points = args.num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
     results = classify_files(
@@ -167,10 +171,16 @@ def _cmd_classify(args: argparse.Namespace) -> int:
 def _add_classify(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "classify",
-        help="label point-cloud files with a checkpoint + Rep-VLI head (no text model loaded)",
+        help="label point-cloud files with a checkpoint + Rep-VLI head, or a fine-tuned classifier "
+        "(no text model loaded)",
     )
     p.add_argument("--checkpoint", required=True, metavar="CKPT")
-    p.add_argument("--head", required=True, metavar="HEAD")
+    p.add_argument(
+        "--head",
+        default=None,
+        metavar="HEAD",
+        help="Rep-VLI head file (zero-shot); omit for a checkpoint written by `svl finetune`",
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help="point-cloud files (any format svl.data reads)")
     p.add_argument("--topk", type=int, default=5, help="scores to show per file (default 5)")
     p.add_argument("--num-points", type=int, default=None, help="resample to N points (default: model's)")

@@ -898,3 +898,109 @@ def _build_aligned_npz(
             f"{arrays['text_emb'].shape} and {arrays['image_emb'].shape}"
         )
     return AlignedArrays(arrays, path, split, transforms, seed)
+
+
+# ----------------------------------------------------------------------------- users' own labelled data
+class ClassFolder(PointDataset):
+    """One class per folder of point-cloud or mesh files: a user's own labelled data.
+
+    Clouds are read on access with the up axis rotated to z, centred and scaled to the unit sphere,
+    like every other svl dataset, so a model fine-tuned here takes the same inputs as `svl classify`.
+    """
+
+    name = "folder"
+
+    def __init__(
+        self, files: list[Path], labels: list[int], classes: list[str], split: str, transforms: Compose,
+        seed: int, up_axis: str = "z", num_points: int = 10000,
+    ) -> None:  # fmt: skip
+        super().__init__(split, classes, transforms, seed)
+        self.files, self._labels = files, np.asarray(labels, dtype=np.int64)
+        self.up_axis, self.num_points = up_axis, num_points
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def _load(self, i: int) -> dict[str, Any]:
+        s = load_points(self.files[i], self.num_points, up_axis=self.up_axis, seed=self.seed + i)
+        xyz = s["xyz"] - s["xyz"].mean(0)
+        r = float(np.linalg.norm(xyz, axis=1).max())
+        out: dict[str, Any] = {"xyz": xyz / r if r > 0 else xyz, "label": int(self._labels[i])}
+        for k in ("rgb", "normals"):
+            if k in s:
+                out[k] = s[k]
+        return out
+
+
+def _class_files(folder: Path, suffixes: set[str]) -> dict[str, list[Path]]:
+    """{class name: its readable files} for the sub-folders of `folder`; an empty class is an error."""
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{folder}: no class folders (expected {folder}/<class name>/<files>)")
+    out = {}
+    for c in classes:
+        files = sorted(f for f in (folder / c).rglob("*") if f.is_file() and f.suffix.lower() in suffixes)
+        if not files:
+            raise ValueError(
+                f"{folder / c}: class folder {c!r} holds no point-cloud files (readable: {sorted(suffixes)})"
+            )
+        out[c] = files
+    return out
+
+
+@register_dataset("folder")
+def _build_folder(
+    split: str,
+    root: Any,
+    transforms: Compose,
+    seed: int,
+    up_axis: str = "z",
+    num_points: int = 10000,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+) -> PointDataset:
+    """Labelled files, one folder per class: `root/<class>/*` (a seeded `test_fraction` of each
+    class is the test split), or `root/train/<class>/*` and `root/test/<class>/*` (the given split).
+
+    Any format `svl.data.load_points` reads; `up_axis="y"` for y-up files (ShapeNet, Objaverse).
+    """
+    from svl.data.readers import list_readers
+
+    if root is None:
+        raise ValueError("folder dataset: give data.root, the folder holding one sub-folder per class")
+    if split not in ("train", "test"):
+        raise ValueError(f"folder dataset: split must be 'train' or 'test', got {split!r}")
+    _swap(up_axis)  # validates the name
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"folder dataset: {folder} is not a directory")
+    suffixes = set(list_readers())
+    if (folder / "train").is_dir() and (folder / "test").is_dir():
+        train, test = _class_files(folder / "train", suffixes), _class_files(folder / "test", suffixes)
+        extra = sorted(set(test) - set(train))
+        if extra:
+            raise ValueError(
+                f"{folder / 'test'}: classes {extra} have no training folder in {folder / 'train'}"
+            )
+        classes = sorted(train)
+        chosen = train if split == "train" else test
+        pairs = [(f, classes.index(c)) for c, fs in chosen.items() for f in fs]
+    else:
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"folder dataset: test_fraction must be in (0, 1), got {test_fraction}")
+        by_class = _class_files(folder, suffixes)
+        classes = sorted(by_class)
+        pairs = []
+        for k, c in enumerate(classes):
+            fs = by_class[c]
+            perm = np.random.default_rng([split_seed, k]).permutation(len(fs))
+            n_test = int(round(test_fraction * len(fs))) if len(fs) > 1 else 0
+            n_test = min(max(n_test, 1 if len(fs) > 1 else 0), len(fs) - 1)
+            keep = perm[:n_test] if split == "test" else perm[n_test:]
+            pairs += [(fs[j], k) for j in sorted(keep)]
+    return ClassFolder(
+        [p for p, _ in pairs], [y for _, y in pairs], classes, split, transforms, seed, up_axis, num_points
+    )

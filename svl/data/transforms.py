@@ -252,14 +252,27 @@ class RandomPointDropout(_Base):
 
 @register_transform("random_scale")
 class RandomScale(_Base):
-    """Scale the cloud by one factor from U(low, high)."""
+    """Scale the cloud by one factor from U(low, high), or one per axis (`anisotropic`)."""
 
-    def __init__(self, low: float = 0.8, high: float = 1.25) -> None:
-        self.low, self.high = float(low), float(high)
+    def __init__(self, low: float = 0.8, high: float = 1.25, anisotropic: bool = False) -> None:
+        self.low, self.high, self.anisotropic = float(low), float(high), bool(anisotropic)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        s = rng.uniform(self.low, self.high)
+        s = rng.uniform(self.low, self.high, 3) if self.anisotropic else rng.uniform(self.low, self.high)
         return {**sample, "xyz": (np.asarray(sample["xyz"], np.float32) * s).astype(np.float32)}
+
+
+@register_transform("jitter")
+class Jitter(_Base):
+    """Per-point Gaussian noise N(0, sigma) clipped to +-clip (PointNet's jitter)."""
+
+    def __init__(self, sigma: float = 0.01, clip: float = 0.05) -> None:
+        self.sigma, self.clip = float(sigma), float(clip)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        xyz = np.asarray(sample["xyz"], np.float32)
+        noise = np.clip(self.sigma * rng.standard_normal(xyz.shape), -self.clip, self.clip)
+        return {**sample, "xyz": (xyz + noise).astype(np.float32)}
 
 
 @register_transform("random_shift")

@@ -3,7 +3,7 @@ shared `Trainer`. Importing this package registers the built-in tasks; others pl
 "svl.tasks" entry-point group. See docs/DESIGN.md ("Add a task").
 """
 
-from svl.tasks import align, pretrain  # noqa: F401  (registers the built-in tasks)
+from svl.tasks import align, finetune, pretrain  # noqa: F401  (registers the built-in tasks)
 from svl.tasks.base import (
     TASKS,
     ModelSection,
@@ -12,6 +12,7 @@ from svl.tasks.base import (
     TrainParts,
     cap_per_class,
     encode,
+    energy_per_sample,
     load_task_config,
     register_task,
     run_task,
@@ -26,6 +27,7 @@ __all__ = [
     "TrainParts",
     "cap_per_class",
     "encode",
+    "energy_per_sample",
     "load_task_config",
     "register_task",
     "run_task",

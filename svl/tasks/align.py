@@ -34,10 +34,10 @@ log = get_logger(__name__)
 
 class CaptionTargets(ViewTargets):
     """Adds teacher targets to samples that carry a caption id: its text embedding and a view's
-    image embedding (`image_emb` rows follow the base dataset)."""
+    image embedding (`image_emb` rows follow the base dataset). `text_emb=None`: image targets only."""
 
     def __init__(
-        self, base: Any, indices: np.ndarray, text_emb: np.ndarray, image_emb: np.ndarray,
+        self, base: Any, indices: np.ndarray, text_emb: np.ndarray | None, image_emb: np.ndarray,
         seed: int = 0, view_target: str = "random",
     ) -> None:  # fmt: skip
         super().__init__(base, indices, seed, view_target)
@@ -46,6 +46,9 @@ class CaptionTargets(ViewTargets):
     def __getitem__(self, i: int) -> dict[str, Any]:
         s = super().__getitem__(i)
         s["image_emb"], _ = self._image_target(i, self.image_emb[int(self.indices[i])])
+        if self.text_emb is None:
+            s["text_emb"], s["has_text"] = np.zeros(1, np.float32), np.zeros((), np.float32)
+            return s
         s["text_emb"] = np.array(self.text_emb[int(s["text_id"])], np.float32)
         s["has_text"] = np.ones((), dtype=np.float32)
         return s
@@ -89,10 +92,14 @@ class AlignedPretrainTask(PretrainTask):
         self.train_aug = build_dataset(d.dataset, "train", num_points=d.num_points, augment=d.augment, **kw)
         self.train_plain = build_dataset(d.dataset, "train", num_points=d.num_points, **kw)
         self.precomputed = bool(getattr(self.train_plain, "provides_targets", False))
-        if not self.precomputed and not hasattr(self.train_plain, "texts"):
+        # No texts and no stored targets: image-only alignment (rendered views + MSE), which never
+        # reads a label or a class name: the label-free pretraining of the fine-tuning protocols.
+        self.image_only = not self.precomputed and not hasattr(self.train_plain, "texts")
+        if self.image_only and (cfg.loss.l_text > 0 or cfg.zeroshot):
             raise ValueError(
-                f"data.dataset={d.dataset!r}: pretraining needs samples with teacher targets "
-                "(text_emb / image_emb, like 'openshape') or with captions (like 'captions')"
+                f"data.dataset={d.dataset!r} has no captions or stored teacher targets: pretrain on it "
+                "image-only (loss.l_text=0, no zeroshot sets), or use a dataset with texts "
+                "(like 'captions') or targets (like 'openshape')"
             )
         self._split(len(self.train_plain))
         names = [_set_name(z) for z in cfg.zeroshot]
@@ -163,16 +170,20 @@ class AlignedPretrainTask(PretrainTask):
             from svl.teachers import embed_dataset_views
             from svl.teachers.store import embed_texts_cached
 
-            if self.text_teacher is None:
+            if self.text_teacher is None and not self.image_only:
                 raise ValueError("teacher.text=none: captions need a text teacher (e.g. teacher.text=minilm)")
             t0 = time.perf_counter()
-            self.caption_emb = embed_texts_cached(self.text_teacher, self.train_plain.texts)
+            self.caption_emb = None
+            if not self.image_only:
+                self.caption_emb = embed_texts_cached(self.text_teacher, self.train_plain.texts)
             self.view_emb = embed_dataset_views(
                 self.train_plain, teacher=tc.image, num_views=tc.views, batch_size=tc.image_batch_size,
                 size=tc.view_size,
             )  # fmt: skip
-            self.text_dim, self.image_dim = int(self.caption_emb.shape[1]), int(self.view_emb.shape[-1])
-            log.info("teacher targets: %d captions, %s views in %.1fs", len(self.caption_emb),
+            self.image_dim = int(self.view_emb.shape[-1])
+            self.text_dim = 1 if self.caption_emb is None else int(self.caption_emb.shape[1])
+            n_cap = 0 if self.caption_emb is None else len(self.caption_emb)
+            log.info("teacher targets: %d captions, %s views in %.1fs", n_cap,
                      tuple(self.view_emb.shape), time.perf_counter() - t0)  # fmt: skip
         self.templates = None
         self.class_emb = {n: self._class_embeddings(z, *data) for n, (z, data) in self.zs_sets.items()}

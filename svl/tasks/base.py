@@ -42,6 +42,7 @@ __all__ = [
     "TrainParts",
     "cap_per_class",
     "encode",
+    "energy_per_sample",
     "load_task_config",
     "register_task",
     "run_task",
@@ -156,6 +157,25 @@ def encode(model: nn.Module, dataset: Any, batch_size: int = 64, desc: str = "en
         out.append(model(batch.to(device)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
+
+
+def energy_per_sample(model: nn.Module, dataset: Any, samples: int = 16) -> dict[str, Any]:
+    """Spiking and ANN-equivalent energy per sample (mJ) of `model` on up to `samples` shapes spread
+    over `dataset` (docs/SPEC.md §7), with the unit both figures count in."""
+    from svl.data import collate_points
+    from svl.energy import measure_energy
+
+    step = max(1, len(dataset) // samples)
+    batch = collate_points([dataset[i] for i in range(0, len(dataset), step)][:samples])
+    rep = measure_energy(model.eval(), batch.to(next(model.parameters()).device))
+    return {
+        "energy_snn_mj": rep.energy_snn_mj,
+        "energy_ann_mj": rep.energy_ann_mj,
+        "ratio": rep.ratio,
+        "sops": rep.sops,
+        "ann_flops": rep.ann_flops,
+        "unit": rep.unit,
+    }
 
 
 # ----------------------------------------------------------------------------- results

@@ -25,6 +25,7 @@ from svl.tasks.base import (
     TrainParts,
     cap_per_class,
     encode,
+    energy_per_sample,
     register_task,
 )
 from svl.train.trainer import TrainConfig
@@ -513,20 +514,8 @@ class PretrainTask(Task):
             "test_seconds": secs,
         }
 
-    def _energy(self, encoder: nn.Module, test: Any) -> dict[str, float]:
-        from svl.data import collate_points
-        from svl.energy import measure_energy
-
-        batch = collate_points([test[i] for i in range(0, len(test), max(1, len(test) // 16))][:16])
-        rep = measure_energy(encoder.eval(), batch.to(next(encoder.parameters()).device))
-        return {
-            "energy_snn_mj": rep.energy_snn_mj,
-            "energy_ann_mj": rep.energy_ann_mj,
-            "ratio": rep.ratio,
-            "sops": rep.sops,
-            "ann_flops": rep.ann_flops,
-            "unit": rep.unit,
-        }
+    def _energy(self, encoder: nn.Module, test: Any) -> dict[str, Any]:
+        return energy_per_sample(encoder, test)
 
     def format_results(self, result: dict[str, Any]) -> str:
         return format_results(result)

@@ -1,0 +1,745 @@
+"""Task `classification`: fine-tune a registered encoder on a labelled dataset (docs/SPEC.md §9).
+
+The recipe every later downstream task builds on: the encoder from scratch or from an `svl pretrain`
+checkpoint (its weights, a new K-way head) or with the classifier started from a Rep-VLI head file
+(the fine-tune starts at the zero-shot accuracy); full fine-tuning with label-smoothed
+cross-entropy, or a linear probe on the frozen encoder; the labelled data restricted to a
+class-balanced share of the training labels (label efficiency) or to a few-shot episode. The final
+model is one plain classifier checkpoint (`final.safetensors`) that `svl classify` reads with no
+head file and no text model; the report holds overall and class-mean accuracy, a per-class table, a
+confusion-matrix PNG and the energy per sample.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from svl.tasks.base import (
+    ModelSection,
+    Subset,
+    Task,
+    TrainParts,
+    cap_per_class,
+    encode,
+    energy_per_sample,
+    register_task,
+)
+from svl.train.trainer import TrainConfig
+from svl.utils import get_logger, seed_everything
+
+__all__ = [
+    "CLASSIFIER_KIND",
+    "Classifier",
+    "ClassificationTask",
+    "FinetuneConfig",
+    "LabelView",
+    "balanced_fraction",
+    "few_shot_episode",
+    "load_classifier",
+    "load_encoder_init",
+    "precise_bn",
+    "vote_probabilities",
+]
+
+log = get_logger(__name__)
+
+CLASSIFIER_KIND = "svl-classifier"
+MODES = ("full", "linear_probe")
+
+
+def _default_augment() -> list[Any]:
+    # Pointcept's ModelNet40 recipe for sparse-conv encoders (anisotropic scale, shift) plus
+    # PointNet's jitter; no rotation: ModelNet40 shapes are aligned (add rotate_gravity otherwise).
+    return [
+        {"name": "random_scale", "low": 0.67, "high": 1.5, "anisotropic": True},
+        {"name": "random_shift", "shift": 0.2},
+        {"name": "jitter", "sigma": 0.01, "clip": 0.05},
+    ]
+
+
+@dataclass
+class FewShotSection:
+    """One episode of the standard point-cloud few-shot protocol: `ways` classes drawn from the
+    training classes, `shots` training shapes each, `queries` test shapes each (0 ways = off)."""
+
+    ways: int = 0
+    shots: int = 10
+    queries: int = 20
+    episode: int = 0
+    seed: int = 0
+
+
+@dataclass
+class FinetuneData:
+    dataset: str = "modelnet40"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # dataset builder options (variant=...)
+    num_points: int = 1024
+    train_split: str = "train"
+    test_split: str = "test"
+    # A class-stratified held-out share of the labelled training shapes: validation curves and
+    # checkpoint selection (never the test split). 0 = train on all of them; the last checkpoint is final.
+    val_fraction: float = 0.0
+    # Class-balanced share of the training labels used (label efficiency), fixed by label_seed.
+    label_fraction: float = 1.0
+    label_seed: int = 0
+    classes: list[str] = field(default_factory=list)  # only these classes (labels re-numbered)
+    few_shot: FewShotSection = field(default_factory=FewShotSection)
+    train_per_class: int | None = None  # caps for quick runs
+    test_per_class: int | None = None
+    augment: list[Any] = field(default_factory=_default_augment)
+
+
+@dataclass
+class EvalSection:
+    # Test-time voting: the plain pass plus votes-1 augmented passes, softmax probabilities averaged.
+    votes: int = 1
+    vote_augment: list[Any] = field(
+        default_factory=lambda: [{"name": "random_scale", "low": 0.8, "high": 1.2, "anisotropic": True}]
+    )
+    batch_size: int = 64
+    # Re-estimate BatchNorm statistics of the final model over this many training batches (precise BN):
+    # E-3DSNN's BN momentum is 0.01, so after a short fine-tune (few-shot: ~100 steps) the running
+    # statistics still lean on their initial values. 0 = keep the running statistics.
+    precise_bn: int = 0
+    # Log test accuracy as `test/oa` each validation, for the curve only: never selected on.
+    monitor_test: bool = False
+
+
+def _default_train() -> TrainConfig:
+    # The E-3DSNN classification recipe (SGD nesterov, lr 0.1, wd 1e-3, step decay at 60% / 80%),
+    # at a CPU-sized epoch count; configs/finetune_modelnet40_full.yaml has the 300-epoch GPU run.
+    return TrainConfig(
+        epochs=30,
+        batch_size=16,
+        lr=0.1,
+        weight_decay=1e-3,
+        optimizer="sgd",
+        momentum=0.9,
+        nesterov=True,
+        schedule="step",
+        milestones=[0.6, 0.8],
+        gamma=0.1,
+        grad_clip=None,
+        ckpt_every_steps=200,
+        log_every_steps=50,
+    )
+
+
+@dataclass
+class FinetuneConfig:
+    task: str = "classification"
+    model: ModelSection = field(default_factory=ModelSection)
+    # "scratch", or an svl checkpoint whose encoder weights start the run (a new head).
+    init: str = "scratch"
+    # A Rep-VLI head file built for `init`: the classifier starts from the zero-shot head.
+    head: str | None = None
+    mode: str = "full"  # "full" fine-tuning | "linear_probe" (frozen encoder)
+    label_smoothing: float = 0.2
+    data: FinetuneData = field(default_factory=FinetuneData)
+    eval: EvalSection = field(default_factory=EvalSection)
+    train: TrainConfig = field(default_factory=_default_train)
+    out_dir: str = "runs/finetune_modelnet40"
+    energy: bool = True
+
+
+# ----------------------------------------------------------------------------- label subsets
+def balanced_fraction(labels: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A class-balanced share of `idx`: round(fraction * n_c) shapes of each class (at least one),
+    drawn by a permutation seeded by (seed, class), so a share is a subset of every larger share."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"data.label_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return np.sort(idx)
+    keep = []
+    for c in np.unique(labels[idx]):
+        cls = np.sort(idx[labels[idx] == c])
+        k = max(1, int(round(fraction * len(cls))))
+        keep.append(cls[np.random.default_rng([seed, int(c), 97]).permutation(len(cls))[:k]])
+    return np.sort(np.concatenate(keep))
+
+
+def stratified_holdout(
+    labels: np.ndarray, idx: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val): a seeded `fraction` of each class held out (one at least, when the class has two)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {fraction}")
+    train, val = [], []
+    for c in np.unique(labels[idx]):
+        cls = np.sort(idx[labels[idx] == c])
+        perm = np.random.default_rng([seed, int(c), 31]).permutation(cls)
+        k = min(max(1, int(round(fraction * len(cls)))), len(cls) - 1)
+        val.append(perm[:k])
+        train.append(perm[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def few_shot_episode(
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    ways: int,
+    shots: int,
+    queries: int,
+    episode: int,
+    seed: int = 0,
+    classes: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class ids, support indices into train, query indices into test) of one N-way K-shot episode.
+
+    Deterministic in (seed, episode): `ways` classes drawn from `classes` (default: every training
+    class), `shots` training shapes and `queries` test shapes of each, both class-balanced.
+    """
+    pool = np.unique(train_labels) if classes is None else np.asarray(classes)
+    if not 2 <= ways <= len(pool):
+        raise ValueError(f"few_shot.ways must be in [2, {len(pool)}], got {ways}")
+    if shots < 1 or queries < 1:
+        raise ValueError(f"few_shot.shots and few_shot.queries must be >= 1, got {shots}, {queries}")
+    rng = np.random.default_rng([seed, episode, 5])
+    chosen = np.sort(rng.choice(pool, size=ways, replace=False))
+    support, query = [], []
+    for c in chosen:
+        tr, te = np.flatnonzero(train_labels == c), np.flatnonzero(test_labels == c)
+        if len(tr) < shots or len(te) < queries:
+            raise ValueError(
+                f"few-shot episode {episode}: class {int(c)} has {len(tr)} training / {len(te)} test shapes, "
+                f"fewer than shots={shots} / queries={queries}"
+            )
+        support.append(np.sort(rng.choice(tr, size=shots, replace=False)))
+        query.append(np.sort(rng.choice(te, size=queries, replace=False)))
+    return chosen, np.concatenate(support), np.concatenate(query)
+
+
+class LabelView(Subset):
+    """Shapes of a dataset with labels re-numbered through `lut` (a class subset or an episode)."""
+
+    def __init__(self, base: Any, indices: np.ndarray, lut: np.ndarray) -> None:
+        super().__init__(base, indices)
+        self.lut = np.asarray(lut, dtype=np.int64)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = super().__getitem__(i)
+        s["label"] = int(self.lut[int(s["label"])])
+        return s
+
+    def labels(self) -> np.ndarray:
+        return self.lut[super().labels()]
+
+
+# ----------------------------------------------------------------------------- models
+class Classifier(nn.Module):
+    """An encoder whose head emits K logits, trained with label-smoothed cross-entropy.
+
+    With `freeze_encoder` only the head trains and the encoder stays in eval mode (BatchNorm
+    statistics frozen too), which is what a linear probe means.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, label_smoothing: float = 0.0, freeze_encoder: bool = False
+    ) -> None:
+        super().__init__()
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.encoder, self.label_smoothing, self.frozen = encoder, float(label_smoothing), freeze_encoder
+        if freeze_encoder:
+            for name, p in encoder.named_parameters():
+                p.requires_grad_(name.startswith("head."))
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        logits = self.encoder(batch).float()
+        labels = batch["labels"] if isinstance(batch, dict) else batch.labels
+        if labels is None:
+            raise ValueError("fine-tuning needs labelled batches (batch.labels is None)")
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        acc = (logits.argmax(1) == labels).float().mean()
+        return {"loss": loss, "acc": acc.detach()}
+
+
+class FeatureProbe(nn.Module):
+    """Linear probe on cached pooled encoder features: a (C -> K) layer with the same loss."""
+
+    def __init__(self, dim: int, k: int, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, k)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits = self.linear(batch["feats"].float())
+        loss = F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)
+        return {"loss": loss, "acc": (logits.argmax(1) == batch["labels"]).float().mean().detach()}
+
+
+class _FeatureSet:
+    def __init__(self, feats: Tensor, labels: np.ndarray) -> None:
+        self.feats, self.y = feats, torch.as_tensor(labels, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.feats)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.feats[i], self.y[i]
+
+
+def _stack(items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    return {"feats": torch.stack([f for f, _ in items]), "labels": torch.stack([y for _, y in items])}
+
+
+def pooled_features(encoder: nn.Module) -> nn.Module:
+    """A copy of `encoder` whose head is the identity: it returns the pooled features the head reads
+    (the head is linear and only pooled after, so head(pooled) = pooled head outputs)."""
+    from svl.models.heads import _rebuilt_head, head_affine
+
+    enc = copy.deepcopy(encoder).eval()
+    a, _, layout = head_affine(enc.head)
+    enc.head = _rebuilt_head(enc.head, torch.eye(a.shape[0], dtype=a.dtype), None, layout)
+    return enc
+
+
+def set_head(encoder: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
+    """Replace the encoder's head by the linear map `weight` (K, C) + `bias` (K,), in its own layout."""
+    from svl.models.heads import _rebuilt_head, head_affine
+
+    _, _, layout = head_affine(encoder.head)
+    encoder.head = _rebuilt_head(encoder.head, weight.detach().T.contiguous(), bias, layout)
+    encoder.out_dim = int(weight.shape[0])
+    return encoder
+
+
+@torch.no_grad()
+def precise_bn(model: nn.Module, dataset: Any, batch_size: int, batches: int) -> nn.Module:
+    """Replace every BatchNorm's running statistics by their plain average over `batches` training
+    batches (the model's weights are untouched); returns the model in eval mode."""
+    from svl.data import collate_points
+
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model.eval()
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    device = next(model.parameters()).device
+    order = np.random.default_rng(len(dataset)).permutation(len(dataset))
+    for b in range(min(batches, max(1, len(dataset) // batch_size))):
+        idx = order[b * batch_size : (b + 1) * batch_size]
+        model(collate_points([dataset[int(i)] for i in idx]).to(device))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    return model.eval()
+
+
+def vote_probabilities(logits: list[Tensor] | Tensor) -> Tensor:
+    """Test-time voting: softmax probabilities averaged over the passes ((V, N, K) -> (N, K))."""
+    stacked = torch.stack(list(logits)) if not isinstance(logits, Tensor) else logits
+    return stacked.float().softmax(-1).mean(0)
+
+
+# ----------------------------------------------------------------------------- init checkpoints
+_CONTRACT_KEYS = ("T", "D", "voxel_size", "in_channels", "channels", "stem_channels", "depth")
+
+
+def load_encoder_init(
+    encoder: nn.Module, path: str | os.PathLike[str], arch: str, model_cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """Load an svl checkpoint's encoder weights into `encoder`, all but its head; returns the meta.
+
+    A checkpoint of another architecture, or one trained with other input settings (T, D, voxel
+    size, channels), is refused with both values named.
+    """
+    from svl.checkpoint import load_checkpoint, load_state_into
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"init: checkpoint {p} does not exist")
+    tensors, meta = load_checkpoint(p)
+    held = meta.get("model")
+    if held is not None and held != arch:
+        raise ValueError(
+            f"init: {p} holds a {held!r} encoder but model.name is {arch!r}; set model.name={held} "
+            "or give a checkpoint of that architecture"
+        )
+    saved = meta.get("model_cfg") or {}
+    diffs = [
+        f"{k}: checkpoint {saved[k]!r} vs config {model_cfg[k]!r}"
+        for k in _CONTRACT_KEYS
+        if k in saved and k in model_cfg and saved[k] != model_cfg[k]
+    ]
+    if diffs:
+        raise ValueError(
+            f"init: {p} was trained with other input settings than model.* ({'; '.join(diffs)}); "
+            "set them to the checkpoint's values"
+        )
+    if any(k.startswith("encoder.") for k in tensors):
+        tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
+    own = encoder.state_dict()
+    weights = {k: v for k, v in tensors.items() if not k.startswith("head.")}
+    weights.update({k: v for k, v in own.items() if k.startswith("head.")})  # the new head stays
+    load_state_into(encoder, weights, where=f"init: {p}")
+    return meta
+
+
+def _head_rows(head_names: list[str], classes: list[str], where: str) -> list[int]:
+    """Rows of a head's classes in the dataset's class order (names compared as displayed)."""
+    from svl.vocab import display_name
+
+    key = {display_name(n).lower(): i for i, n in enumerate(head_names)}
+    missing = [c for c in classes if display_name(c).lower() not in key]
+    if missing:
+        raise ValueError(
+            f"head: {where} has no class {missing[:5]} of the dataset (it has {head_names[:5]}...)"
+        )
+    return [key[display_name(c).lower()] for c in classes]
+
+
+def load_classifier(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, list[str], dict[str, Any]]:
+    """A fine-tuned classifier checkpoint: (encoder with its K-way head, class names, meta)."""
+    from svl.checkpoint import read_checkpoint_meta
+    from svl.models import create_model
+
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    meta = read_checkpoint_meta(p)
+    if meta.get("kind") != CLASSIFIER_KIND or not meta.get("class_names"):
+        raise ValueError(
+            f"{p}: not a fine-tuned classifier (kind {meta.get('kind')!r}); a pretraining checkpoint "
+            "needs a Rep-VLI head file (--head, built with `svl build-head`)"
+        )
+    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
+
+
+# ----------------------------------------------------------------------------- the task
+@register_task("classification")
+class ClassificationTask(Task):
+    """Fine-tuning for shape classification; see the module docstring."""
+
+    Config = FinetuneConfig
+
+    def __init__(self, cfg: FinetuneConfig) -> None:
+        from svl.data import build_dataset
+
+        super().__init__(cfg)
+        if cfg.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
+        if cfg.eval.votes < 1:
+            raise ValueError(f"eval.votes must be >= 1, got {cfg.eval.votes}")
+        if (cfg.train.select_metric or "").startswith("test/"):
+            raise ValueError(
+                f"train.select_metric={cfg.train.select_metric!r} selects on the test split; use val/acc"
+            )
+        seed_everything(cfg.train.seed)
+        d, n = cfg.data, cfg.data.num_points
+        kw = {"root": d.root, "seed": cfg.train.seed, **dict(d.options)}
+        aug = [{"name": "random_sample", "num_points": n}, *d.augment] if d.augment else None
+        self.train_aug = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
+        self.train_plain = build_dataset(d.dataset, d.train_split, num_points=n, **kw)
+        self.test_plain = build_dataset(d.dataset, d.test_split, num_points=n, **kw)
+        classes = list(self.train_plain.classes)
+        if list(self.test_plain.classes) != classes:
+            raise ValueError(
+                f"{d.dataset}: the {d.train_split} and {d.test_split} splits list different classes "
+                f"({len(classes)} vs {len(self.test_plain.classes)})"
+            )
+        y_tr, y_te = (
+            self._labels(self.train_plain, d.train_split, classes),
+            self._labels(self.test_plain, d.test_split, classes),
+        )
+        rows = np.arange(len(classes))
+        if d.classes:
+            unknown = [c for c in d.classes if c not in classes]
+            if unknown:
+                raise ValueError(f"data.classes: {unknown} are not classes of {d.dataset} ({classes[:8]}...)")
+            rows = np.array([classes.index(c) for c in d.classes])
+        train_idx = np.flatnonzero(np.isin(y_tr, rows))
+        test_idx = np.flatnonzero(np.isin(y_te, rows))
+        fs = d.few_shot
+        if fs.ways:
+            rows, train_idx, test_idx = few_shot_episode(
+                y_tr, y_te, fs.ways, fs.shots, fs.queries, fs.episode, fs.seed, classes=rows
+            )
+        else:
+            train_idx = balanced_fraction(y_tr, train_idx, d.label_fraction, d.label_seed)
+        self.val_idx = None
+        if d.val_fraction:
+            train_idx, self.val_idx = stratified_holdout(y_tr, train_idx, d.val_fraction, d.label_seed)
+        train_idx = cap_per_class(train_idx, y_tr, d.train_per_class)
+        test_idx = cap_per_class(test_idx, y_te, d.test_per_class)
+        lut = np.full(len(classes), -1, dtype=np.int64)
+        lut[rows] = np.arange(len(rows))
+        self.classes = [classes[r] for r in rows]
+        self.train_set = LabelView(self.train_aug, train_idx, lut)
+        self.train_eval = LabelView(self.train_plain, train_idx, lut)
+        self.val_set = None if self.val_idx is None else LabelView(self.train_plain, self.val_idx, lut)
+        self.test_set = LabelView(self.test_plain, test_idx, lut)
+        self.lut = lut
+        what = (
+            f"{fs.ways}-way {fs.shots}-shot episode {fs.episode}"
+            if fs.ways
+            else f"{d.label_fraction:.0%} of labels"
+        )
+        log.info(
+            "classification on %s: %d classes, %d training shapes (%s), %d validation, %d test",
+            d.dataset, len(self.classes), len(train_idx),
+            what,
+            0 if self.val_idx is None else len(self.val_idx), len(test_idx),
+        )  # fmt: skip
+
+    @staticmethod
+    def _labels(ds: Any, split: str, classes: list[str]) -> np.ndarray:
+        y = np.asarray(ds.labels(), dtype=np.int64)
+        bad = np.flatnonzero((y < 0) | (y >= len(classes)))
+        if len(bad):
+            raise ValueError(
+                f"{ds.name}/{split}: label {int(y[bad[0]])} of shape {int(bad[0])} is outside the class "
+                f"list ({len(classes)} classes); {len(bad)} such shape(s)"
+            )
+        return y
+
+    # -- model ---------------------------------------------------------------------------------
+    def model_cfg(self) -> dict[str, Any]:
+        return {**self.cfg.model.builder_kwargs(), "out_dim": len(self.classes)}
+
+    def build_encoder(self) -> nn.Module:
+        """The encoder with a K-way head: scratch, init weights, and optionally the Rep-VLI head."""
+        from svl.models import create_model
+
+        cfg, m = self.cfg, self.cfg.model
+        init = cfg.init if cfg.init not in ("", "scratch", None) else m.init
+        enc = create_model(m.name, **self.model_cfg())
+        self.init_meta: dict[str, Any] = {}
+        if init:
+            self.init_meta = load_encoder_init(enc, init, m.name, self.model_cfg())
+            self._check_color(init)
+        if cfg.head:
+            if not init:
+                raise ValueError(
+                    "head: a Rep-VLI head starts a fine-tune from its checkpoint; give init=PATH too"
+                )
+            self._attach_rep_vli(enc, cfg.head, init)
+        return enc
+
+    def _check_color(self, init: str) -> None:
+        held = (self.init_meta.get("contract") or {}).get("color")
+        has_rgb = self.train_plain[0].get("rgb") is not None
+        data = "rgb01" if has_rgb else "none"
+        if held not in (None, data):
+            raise ValueError(
+                f"init: {init} was trained on colour {held!r} but {self.cfg.data.dataset} gives {data!r}; "
+                "fine-tune on data with the same input channels"
+            )
+
+    def _attach_rep_vli(self, enc: nn.Module, head: str, init: str) -> None:
+        from svl.models.heads import _check_encoder_hash, head_affine, load_head
+
+        tensors, meta = load_head(head)
+        _check_encoder_hash(init, meta, head)
+        rows = _head_rows(list(meta["class_names"]), self.classes, head)
+        w = tensors["head.weight"]
+        a = w if meta["head_type"] == "linear" else w[0].T  # (K, C) either way
+        b = tensors.get("head.bias")
+        a_own, _, _ = head_affine(enc.head)
+        if a.shape[1] != a_own.shape[0]:
+            raise ValueError(
+                f"head: {head} reads {a.shape[1]} channels, "
+                f"model.name={self.cfg.model.name} has {a_own.shape[0]}"
+            )
+        set_head(enc, a[rows], None if b is None else b.reshape(-1)[rows])
+
+    def setup(self) -> TrainParts:
+        from svl.data import collate_points
+
+        self.encoder = self.build_encoder()
+        self.model = Classifier(
+            self.encoder, self.cfg.label_smoothing, freeze_encoder=self.cfg.mode == "linear_probe"
+        )
+        meta = self.meta()
+        if self.cfg.mode == "full":
+            return TrainParts(self.model, self.train_set, collate_points, meta)
+        # Linear probe: pool the frozen encoder's features once, train the (C -> K) map on them.
+        feat = pooled_features(self.encoder)
+        bs = self.cfg.eval.batch_size
+        self.feats = {
+            "train": encode(feat, self.train_eval, bs, desc="probe features (train)"),
+            "test": encode(feat, self.test_set, bs, desc="probe features (test)"),
+        }
+        if self.val_set is not None:
+            self.feats["val"] = encode(feat, self.val_set, bs, desc="probe features (val)")
+        self.probe = FeatureProbe(self.feats["train"].shape[1], len(self.classes), self.cfg.label_smoothing)
+        if self.cfg.head:  # start the probe at the zero-shot head
+            from svl.models.heads import head_affine
+
+            a, b, _ = head_affine(self.encoder.head)
+            with torch.no_grad():
+                self.probe.linear.weight.copy_(a.T)
+                self.probe.linear.bias.copy_(b if b is not None else torch.zeros(len(self.classes)))
+        train = _FeatureSet(self.feats["train"], self.train_eval.labels())
+        return TrainParts(self.probe, train, _stack, meta)
+
+    def meta(self) -> dict[str, Any]:
+        from svl.models import Contract
+
+        m, d = self.cfg.model, self.cfg.data
+        contract = Contract(
+            gravity_axis="z", color="none" if self.train_plain[0].get("rgb") is None else "rgb01",
+            num_points=d.num_points, voxel_size=m.voxel_size if m.name.startswith("e3dsnn") else None,
+            T=m.T, D=m.D, teacher=None, embed_dim=len(self.classes), normals=False,
+        )  # fmt: skip
+        return {
+            "kind": CLASSIFIER_KIND,
+            "model": m.name,
+            "model_cfg": self.model_cfg(),
+            "class_names": self.classes,
+            "contract": contract.to_dict(),
+            "init": self.cfg.init,
+            "head_init": self.cfg.head,
+            "mode": self.cfg.mode,
+            "data": {
+                "dataset": d.dataset,
+                "label_fraction": d.label_fraction,
+                "few_shot": d.few_shot.ways > 0,
+            },
+        }
+
+    # -- validation ----------------------------------------------------------------------------
+    @property
+    def has_validation(self) -> bool:
+        return self.val_set is not None or self.cfg.eval.monitor_test
+
+    def _logits(self, model: nn.Module, split: str) -> Tensor:
+        if isinstance(model, FeatureProbe):
+            with torch.no_grad():
+                return model.linear(self.feats[split])
+        ds = {"val": self.val_set, "test": self.test_set}[split]
+        return encode(model.encoder, ds, self.cfg.eval.batch_size, desc=split)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Validation accuracy (selects checkpoints), and test accuracy as `test/oa` when monitored."""
+        from svl.eval.zeroshot import class_mean_accuracy
+
+        out: dict[str, float] = {}
+        K = len(self.classes)
+        if self.val_set is not None:
+            logits, y = self._logits(model, "val").numpy(), self.val_set.labels()
+            out["acc"] = float((logits.argmax(1) == y).mean())
+            out["macc"] = class_mean_accuracy(logits, y, K)
+        if self.cfg.eval.monitor_test:
+            logits, y = self._logits(model, "test").numpy(), self.test_set.labels()
+            out["test/oa"] = float((logits.argmax(1) == y).mean())
+            out["test/macc"] = class_mean_accuracy(logits, y, K)
+        return out
+
+    # -- final evaluation ----------------------------------------------------------------------
+    def final_encoder(self, summary: dict[str, Any]) -> tuple[nn.Module, str]:
+        """The selected (or last) weights as one classifier encoder, and the file they came from."""
+        from svl.checkpoint import load_checkpoint, load_state_into
+
+        path = summary.get("best_path") or summary["last"]
+        tensors, _ = load_checkpoint(path)
+        if self.cfg.mode == "full":
+            load_state_into(self.model, tensors, where=path)
+            if self.cfg.eval.precise_bn:
+                precise_bn(self.encoder, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
+            return self.encoder.eval(), path
+        load_state_into(self.probe, tensors, where=path)
+        return set_head(self.encoder, self.probe.linear.weight, self.probe.linear.bias.detach()).eval(), path
+
+    @torch.no_grad()
+    def predict(self, encoder: nn.Module) -> Tensor:
+        """Class probabilities on the test shapes: one plain pass, plus votes-1 augmented passes."""
+        from svl.data import build_dataset
+
+        e, d = self.cfg.eval, self.cfg.data
+        passes = [encode(encoder, self.test_set, e.batch_size, desc="test")]
+        if e.votes > 1:
+            tf = [{"name": "fps", "num_points": d.num_points}, *e.vote_augment]
+            kw = {"root": d.root, "seed": self.cfg.train.seed, **dict(d.options)}
+            aug = build_dataset(d.dataset, d.test_split, transforms=tf, **kw)
+            view = LabelView(aug, self.test_set.indices, self.lut)
+            for v in range(1, e.votes):
+                aug.set_epoch(v)
+                passes.append(encode(encoder, view, e.batch_size, desc=f"test vote {v + 1}/{e.votes}"))
+        return vote_probabilities(passes)
+
+    def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
+        from svl.checkpoint import save_checkpoint
+        from svl.eval.zeroshot import confusion_matrix, per_class_accuracy, plot_confusion, topk_accuracy
+
+        encoder, path = self.final_encoder(summary)
+        final = self.out / "final.safetensors"
+        state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
+        save_checkpoint(final, state, {**self.meta(), "source": Path(path).name})
+        probs = self.predict(encoder).numpy()
+        y = self.test_set.labels()
+        K = len(self.classes)
+        pred = probs.argmax(1)
+        per = per_class_accuracy(pred, y, K)
+        counts = np.bincount(y, minlength=K)
+        cm = confusion_matrix(y, pred, K)
+        png = plot_confusion(
+            cm, self.classes, self.out / "confusion.png", title="fine-tuned (row-normalised)"
+        )
+        result: dict[str, Any] = {
+            "oa": float((pred == y).mean()),
+            "macc": float(np.nanmean(per[counts > 0])),
+            **{k: v for k, v in topk_accuracy(probs, y, (1, 5) if K >= 5 else (1,)).items() if k != "top1"},
+            "n_test": int(len(y)),
+            "n_train": int(len(self.train_set)),
+            "classes": K,
+            "votes": self.cfg.eval.votes,
+            "per_class": [
+                {"class": c, "n": int(counts[i]), "acc": None if counts[i] == 0 else float(per[i])}
+                for i, c in enumerate(self.classes)
+            ],
+            "checkpoint": str(final),
+            "selected": Path(path).name,
+            "confusion_png": str(png),
+            "init": self.cfg.init,
+            "mode": self.cfg.mode,
+            "model": self.cfg.model.name,
+            "dataset": self.cfg.data.dataset,
+        }
+        if self.cfg.energy:
+            result["energy"] = energy_per_sample(encoder, self.test_set)
+        return result
+
+    def format_results(self, result: dict[str, Any]) -> str:
+        lines = [
+            "",
+            f"Classification on {result.get('dataset')} ({result.get('classes')} classes): "
+            f"{result.get('model')}, init {result.get('init')}, {result.get('mode')}",
+            "",
+            f"{'class':<20}{'n':>6}{'acc':>8}",
+            "-" * 34,
+        ]
+        for r in result.get("per_class", []):
+            acc = "-" if r["acc"] is None else f"{100 * r['acc']:.2f}"
+            lines.append(f"{r['class']:<20}{r['n']:>6}{acc:>8}")
+        lines += [
+            "-" * 34,
+            f"overall accuracy {100 * result['oa']:.2f}   class-mean {100 * result['macc']:.2f}   "
+            f"n={result['n_test']} (votes {result.get('votes', 1)})",
+        ]
+        if "energy" in result:
+            e = result["energy"]
+            lines.append(
+                f"energy per sample: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
+                f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f}; {e.get('unit', 'flops')})"
+            )
+        lines.append(f"checkpoint: {result.get('checkpoint')}   confusion: {result.get('confusion_png')}")
+        return "\n".join(lines)
