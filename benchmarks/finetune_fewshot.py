@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--probe-epochs", type=int, default=100)
     ap.add_argument("--model", default="e3dsnn_t")
     ap.add_argument("--out", default="runs/bench_fewshot")
+    ap.add_argument("--precise-bn", type=int, default=8, help="full fine-tunes: eval.precise_bn batches")
     ap.add_argument("--reuse", action="store_true")
     args = ap.parse_args()
     logging.getLogger("svl").setLevel(logging.WARNING)
@@ -55,11 +56,13 @@ def main() -> None:
                         res = json.loads((run_dir / "results.json").read_text())
                     else:
                         epochs = args.probe_epochs if mode == "linear_probe" else args.epochs
+                        pbn = args.precise_bn if mode == "full" else 0
                         _, cfg = load_task_config("classification", None, [
                             f"out_dir={run_dir}", f"model.name={args.model}", f"init={init}", f"mode={mode}",
                             f"data.few_shot.ways={ways}", f"data.few_shot.shots={shots}",
                             f"data.few_shot.episode={ep}", f"train.epochs={epochs}", "train.batch_size=16",
                             "train.drop_last=false", "train.ckpt_every_steps=0", "energy=false",
+                            "eval.monitor_test=false", f"eval.precise_bn={pbn}",
                         ])  # fmt: skip
                         t0 = time.perf_counter()
                         res = run_task(cfg, overwrite=True)

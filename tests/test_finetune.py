@@ -262,3 +262,22 @@ def test_bad_input_is_named(tmp_path, shared_data, model_checkpoint) -> None:
         ClassificationTask(_cfg(tmp_path / "e", "mode=probe"))
     with pytest.raises(ValueError, match="selects on the test split"):
         ClassificationTask(_cfg(tmp_path / "f", "train.select_metric=test/oa"))
+
+
+def test_scanobjectnn_fine_tunes_with_its_variant_named(tmp_path, shared_data) -> None:
+    h5py = pytest.importorskip("h5py")
+    z = np.load(shared_data / "modelnet40" / "modelnet40_pcd1024_train.npz")
+    so = tmp_path / "scanobjectnn" / "main_split"
+    so.mkdir(parents=True)
+    for split, stem, per in (("train", "training", 3), ("test", "test", 1)):
+        off = 0 if split == "train" else 3
+        idx = np.concatenate([np.flatnonzero(z["labels"] == c)[off : off + per] for c in range(15)])
+        pts = z["points"][idx][:, :, [0, 2, 1]]  # y-up on disk, as ScanObjectNN stores it
+        with h5py.File(so / f"{stem}_objectdataset_augmentedrot_scale75.h5", "w") as h:
+            h["data"], h["label"] = pts, np.repeat(np.arange(15), per)
+    base = ["data.dataset=scanobjectnn", f"data.root={tmp_path}", "data.classes=[]"]
+    base.append("data.train_per_class=null")
+    with pytest.raises(ValueError, match="name the variant"):
+        ClassificationTask(_cfg(tmp_path / "a", *base))
+    res = run_task(_cfg(tmp_path / "b", *base, "data.options={variant: PB_T50_RS}", "train.epochs=1"))
+    assert res["classes"] == 15 and res["n_test"] == 15 and res["n_train"] == 45

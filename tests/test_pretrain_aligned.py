@@ -263,3 +263,41 @@ def test_precomputed_arrays_of_any_dimension(tmp_path, shared_data):
 
 def cfg_overrides(cfg: PretrainConfig) -> list[str]:
     return [f"data.dataset={cfg.data.dataset}", f"data.root={cfg.data.root}", f"out_dir={cfg.out_dir}2"]
+
+
+def test_label_free_image_only_pretraining_reads_no_label_and_feeds_finetune(tmp_path, shared_data, svl_cache,
+                                                                             monkeypatch):  # fmt: skip
+    """configs/pretrain_labelfree_modelnet40.yaml's recipe (views + MSE, no text) on a folder of real
+    clouds; its checkpoint then initialises a fine-tune."""
+    from svl.data.datasets import ClassFolder
+
+    z = np.load(shared_data / "modelnet40" / "modelnet40_pcd1024_train.npz")
+    names = [str(c) for c in z["classes"]]
+    for c in ("chair", "lamp"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for j, i in enumerate(np.flatnonzero(z["labels"] == names.index(c))[:8]):
+            np.save(tmp_path / "data" / c / f"{j}.npy", z["points"][i])
+
+    def no_labels(self):
+        raise AssertionError("label-free pretraining read the labels")
+
+    monkeypatch.setattr(ClassFolder, "labels", no_labels)
+    base = [f"data.root={tmp_path / 'data'}", "data.dataset=folder", "data.val_fraction=0.25"]
+    base += ["teacher.views=1", "train.epochs=1", "train.batch_size=4"]
+    with pytest.raises(ValueError, match="image-only"):
+        PretrainTask(load_config(PretrainConfig, None, [f"out_dir={tmp_path / 'x'}", *base]))
+    cfg = load_config(
+        PretrainConfig, None, [f"out_dir={tmp_path / 'pre'}", *base, "teacher.text=none", "loss.l_text=0"]
+    )
+    result = run_task(cfg)
+    assert "text_r1" not in result["val"] and 0 <= result["val"]["image_r1"] <= 1
+    monkeypatch.undo()
+    from svl.tasks import load_task_config
+
+    _, ft = load_task_config("classification", None, [
+        f"out_dir={tmp_path / 'ft'}", f"init={tmp_path / 'pre' / 'final.safetensors'}",
+        "data.dataset=folder", f"data.root={tmp_path / 'data'}", "data.options={test_fraction: 0.25}",
+        "train.epochs=1", "train.batch_size=4", "energy=false",
+    ])  # fmt: skip
+    res = run_task(ft)
+    assert res["classes"] == 2 and res["n_test"] == 4

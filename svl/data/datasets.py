@@ -10,8 +10,10 @@ seen = 30 non-ModelNet10 classes, unseen = the 10 ModelNet10 classes), modelnet4
 (modelnet40_ply_hdf5_2048, y-up on disk), modelnet40_normal (modelnet40_normal_resampled txt
 with normals, y-up on disk), scanobjectnn (h5; ``variant`` OBJ_ONLY | OBJ_BG | PB_T50_RS is
 required), openshape (per-shape npy dicts for training), openshape_modelnet40,
-openshape_scanobjectnn, objaverse_lvis (OpenShape test sets). y-up data is swapped to z-up the
-way OpenShape does (exchange of the y and z columns) unless ``up_axis="z"`` says otherwise.
+openshape_scanobjectnn, objaverse_lvis (OpenShape test sets), captions (files + captions),
+aligned_npz (arrays + targets), folder (one sub-folder of files per class: users' labelled
+data). y-up data is swapped to z-up the way OpenShape does (exchange of the y and z columns)
+unless ``up_axis="z"`` says otherwise.
 """
 
 from __future__ import annotations

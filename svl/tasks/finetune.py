@@ -112,7 +112,7 @@ class EvalSection:
     # statistics still lean on their initial values. 0 = keep the running statistics.
     precise_bn: int = 0
     # Log test accuracy as `test/oa` each validation, for the curve only: never selected on.
-    monitor_test: bool = False
+    monitor_test: bool = True
 
 
 def _default_train() -> TrainConfig:
