@@ -64,7 +64,7 @@ def main() -> None:
                         sys.executable, "-m", "svl", "finetune", "--overwrite", f"out_dir={run_dir}",
                         f"model.name={args.model}", f"init={init}", f"data.label_fraction={frac}",
                         f"data.label_seed={seed}", f"train.seed={seed}", f"train.epochs={epochs}",
-                        "energy=false", *args.overrides,
+                        "energy=false", "eval.monitor_test=false", *args.overrides,
                     ]  # fmt: skip
                     print("==", " ".join(cmd), flush=True)
                     t0 = time.perf_counter()

@@ -281,3 +281,11 @@ def test_scanobjectnn_fine_tunes_with_its_variant_named(tmp_path, shared_data) -
         ClassificationTask(_cfg(tmp_path / "a", *base))
     res = run_task(_cfg(tmp_path / "b", *base, "data.options={variant: PB_T50_RS}", "train.epochs=1"))
     assert res["classes"] == 15 and res["n_test"] == 15 and res["n_train"] == 45
+
+
+def test_cli_errors_name_the_key_or_file(tmp_path, run_cli, model_checkpoint) -> None:
+    code, _, err = run_cli("finetune", f"out_dir={tmp_path / 'a'}", "data.dataset=modelnet4O")
+    assert code == 2 and "modelnet4O" in err
+    _, other = model_checkpoint(tmp_path / "pn.safetensors", "spike_pointnet", prefix="encoder.", out_dim=384)
+    code, _, err = run_cli("finetune", f"out_dir={tmp_path / 'b'}", f"init={other}", *QUICK)
+    assert code == 2 and "pn.safetensors" in err and "spike_pointnet" in err
