@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--probe-epochs", type=int, default=100)
     ap.add_argument("--model", default="e3dsnn_t")
     ap.add_argument("--out", default="runs/bench_fewshot")
-    ap.add_argument("--precise-bn", type=int, default=8, help="full fine-tunes: eval.precise_bn batches")
+    ap.add_argument("--precise-bn", type=int, default=8, help="eval.precise_bn batches (0 = off)")
     ap.add_argument("--reuse", action="store_true")
     args = ap.parse_args()
     logging.getLogger("svl").setLevel(logging.WARNING)
@@ -56,7 +56,7 @@ def main() -> None:
                         res = json.loads((run_dir / "results.json").read_text())
                     else:
                         epochs = args.probe_epochs if mode == "linear_probe" else args.epochs
-                        pbn = args.precise_bn if mode == "full" else 0
+                        pbn = args.precise_bn
                         _, cfg = load_task_config("classification", None, [
                             f"out_dir={run_dir}", f"model.name={args.model}", f"init={init}", f"mode={mode}",
                             f"data.few_shot.ways={ways}", f"data.few_shot.shots={shots}",

@@ -289,3 +289,11 @@ def test_cli_errors_name_the_key_or_file(tmp_path, run_cli, model_checkpoint) ->
     _, other = model_checkpoint(tmp_path / "pn.safetensors", "spike_pointnet", prefix="encoder.", out_dim=384)
     code, _, err = run_cli("finetune", f"out_dir={tmp_path / 'b'}", f"init={other}", *QUICK)
     assert code == 2 and "pn.safetensors" in err and "spike_pointnet" in err
+
+
+def test_precise_bn_turns_a_silent_random_encoder_into_a_random_features_probe(tmp_path) -> None:
+    """Untrained BN statistics leave E-3DSNN silent (constant features, chance accuracy); statistics
+    re-estimated on the training shapes make the scratch probe a real random-features baseline."""
+    silent = run_task(_cfg(tmp_path / "a", "mode=linear_probe", "train.epochs=10"))
+    probe = run_task(_cfg(tmp_path / "b", "mode=linear_probe", "train.epochs=10", "eval.precise_bn=4"))
+    assert silent["oa"] == pytest.approx(0.25) and probe["oa"] > 0.5

@@ -109,7 +109,8 @@ class EvalSection:
     batch_size: int = 64
     # Re-estimate BatchNorm statistics of the final model over this many training batches (precise BN):
     # E-3DSNN's BN momentum is 0.01, so after a short fine-tune (few-shot: ~100 steps) the running
-    # statistics still lean on their initial values. 0 = keep the running statistics.
+    # statistics still lean on their initial values. In a linear probe: the frozen encoder's statistics,
+    # re-estimated before its features are pooled. 0 = keep the running statistics.
     precise_bn: int = 0
     # Log test accuracy as `test/oa` each validation, for the curve only: never selected on.
     monitor_test: bool = True
@@ -572,6 +573,10 @@ class ClassificationTask(Task):
         if self.cfg.mode == "full":
             return TrainParts(self.model, self.train_set, collate_points, meta)
         # Linear probe: pool the frozen encoder's features once, train the (C -> K) map on them.
+        # An untrained encoder's BN statistics are at their init values and it hardly spikes, so a
+        # scratch probe is only a random-features baseline with eval.precise_bn on.
+        if self.cfg.eval.precise_bn:
+            precise_bn(self.encoder, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
         feat = pooled_features(self.encoder)
         bs = self.cfg.eval.batch_size
         self.feats = {
