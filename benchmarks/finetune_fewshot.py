@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from svl.utils import atomic_write
+from _summary import write_summary  # benchmarks/_summary.py
 
 
 def main() -> None:
@@ -89,12 +88,7 @@ def main() -> None:
                 f"| {setting.replace('x', '-way ')}-shot | {mode} | {s.mean():.1f} ± {s.std(ddof=1):.1f} | "
                 f"{p.mean():.1f} ± {p.std(ddof=1):.1f} | {p.mean() - s.mean():+.1f} | {len(p)} |"
             )
-    text = "\n".join(lines)
-    print(text)
-    with atomic_write(out / "summary.md", "w") as fh:
-        fh.write(text + "\n")
-    with atomic_write(out / "summary.json", "w") as fh:
-        json.dump(rows, fh, indent=2)
+    write_summary(out, "\n".join(lines), rows)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from svl.utils import atomic_write
+from _summary import write_summary  # benchmarks/_summary.py
 
 
 def labelled_count(fraction: float, seed: int) -> int:
@@ -94,12 +93,7 @@ def main() -> None:
             f"{ms(sel['svl'], 'oa')} | "
             f"{gain:+.2f} | {ms(sel['scratch'], 'macc')} | {ms(sel['svl'], 'macc')} | {len(sel['svl'])} |"
         )
-    text = "\n".join(lines)
-    print(text)
-    with atomic_write(out / "summary.md", "w") as fh:
-        fh.write(text + "\n")
-    with atomic_write(out / "summary.json", "w") as fh:
-        json.dump(rows, fh, indent=2)
+    write_summary(out, "\n".join(lines), rows)
 
 
 if __name__ == "__main__":

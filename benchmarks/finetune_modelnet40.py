@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from svl.utils import atomic_write
+from _summary import write_summary  # benchmarks/_summary.py
 
 
 def curve(run_dir: Path) -> list[dict]:
@@ -75,12 +75,7 @@ def main() -> None:
     lines += ["", "test OA after each epoch (curve only, never selected on):", ""]
     for r in rows:
         lines.append(f"{r['model']}: " + ", ".join(f"{100 * c['oa']:.1f}" for c in r["curve"]))
-    text = "\n".join(lines)
-    print(text)
-    with atomic_write(out / "summary.md", "w") as fh:
-        fh.write(text + "\n")
-    with atomic_write(out / "summary.json", "w") as fh:
-        json.dump(rows, fh, indent=2)
+    write_summary(out, "\n".join(lines), rows)
 
 
 if __name__ == "__main__":

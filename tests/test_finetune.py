@@ -206,6 +206,7 @@ def test_rep_vli_head_starts_the_fine_tune_at_the_zero_shot_accuracy(
     head, _ = build_head_file(ckpt, names, tmp_path / "head.safetensors", templates=["a {}."], device="cpu")
     task = ClassificationTask(_cfg(tmp_path / "run", f"init={ckpt}", f"head={head}"))
     ft = task.build_encoder().eval()
+    assert all(p.requires_grad for p in ft.head.parameters())  # the fine-tune trains the head it starts from
     zs, zs_names, _ = load_zeroshot_model(ckpt, head)
     a = encode(ft, task.test_set).argmax(1).numpy()
     b = encode(zs, task.test_set).argmax(1).numpy()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -260,10 +260,13 @@ def _is_path(pretrained: str | os.PathLike[str]) -> bool:
     )
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike[str], arch: str) -> dict[str, Any]:
+def load_weights(
+    model: nn.Module, path: str | os.PathLike[str], arch: str, keep: Sequence[str] = ()
+) -> dict[str, Any]:
     """Load an svl checkpoint's weights (a bare model, or a run's ``encoder.*``) into ``model``.
 
-    Refuses a checkpoint of another architecture; returns the checkpoint meta.
+    Entries whose names start with a prefix in ``keep`` stay the model's own (e.g. ``"head."`` for a
+    fine-tune's new classifier). Refuses a checkpoint of another architecture; returns the meta.
     """
     from svl.checkpoint import load_checkpoint, load_state_into
 
@@ -278,6 +281,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str], arch: str) -> d
         tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
     if not tensors:
         raise ValueError(f"{path}: the checkpoint holds no weights")
+    if keep:
+        own = {k: v for k, v in model.state_dict().items() if k.startswith(tuple(keep))}
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(tuple(keep))} | own
     load_state_into(model, tensors, where=str(path))
     return meta
 

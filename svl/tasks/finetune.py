@@ -312,11 +312,14 @@ def pooled_features(encoder: nn.Module) -> nn.Module:
 
 
 def set_head(encoder: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
-    """Replace the encoder's head by the linear map `weight` (K, C) + `bias` (K,), in its own layout."""
+    """Replace the encoder's head by the linear map `weight` (K, C) + `bias` (K,), in its own layout,
+    trainable (a folded zero-shot head is rebuilt frozen; a fine-tune starting from it must train it)."""
     from svl.models.heads import _rebuilt_head, head_affine
 
     _, _, layout = head_affine(encoder.head)
+    bias = None if bias is None else bias.detach()
     encoder.head = _rebuilt_head(encoder.head, weight.detach().T.contiguous(), bias, layout)
+    encoder.head.requires_grad_(True)
     encoder.out_dim = int(weight.shape[0])
     return encoder
 
@@ -363,12 +366,13 @@ def load_encoder_init(
     A checkpoint of another architecture, or one trained with other input settings (T, D, voxel
     size, channels), is refused with both values named.
     """
-    from svl.checkpoint import load_checkpoint, load_state_into
+    from svl.checkpoint import read_checkpoint_meta
+    from svl.models._registry import load_weights
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"init: checkpoint {p} does not exist")
-    tensors, meta = load_checkpoint(p)
+    meta = read_checkpoint_meta(p)
     held = meta.get("model")
     if held is not None and held != arch:
         raise ValueError(
@@ -386,12 +390,7 @@ def load_encoder_init(
             f"init: {p} was trained with other input settings than model.* ({'; '.join(diffs)}); "
             "set them to the checkpoint's values"
         )
-    if any(k.startswith("encoder.") for k in tensors):
-        tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    own = encoder.state_dict()
-    weights = {k: v for k, v in tensors.items() if not k.startswith("head.")}
-    weights.update({k: v for k, v in own.items() if k.startswith("head.")})  # the new head stays
-    load_state_into(encoder, weights, where=f"init: {p}")
+    load_weights(encoder, p, arch, keep=("head.",))  # the new K-way head stays
     return meta
 
 
@@ -489,6 +488,7 @@ class ClassificationTask(Task):
         self.val_set = None if self.val_idx is None else LabelView(self.train_plain, self.val_idx, lut)
         self.test_set = LabelView(self.test_plain, test_idx, lut)
         self.lut = lut
+        self.color = "none" if self.train_plain[0].get("rgb") is None else "rgb01"
         what = (
             f"{fs.ways}-way {fs.shots}-shot episode {fs.episode}"
             if fs.ways
@@ -537,8 +537,7 @@ class ClassificationTask(Task):
 
     def _check_color(self, init: str) -> None:
         held = (self.init_meta.get("contract") or {}).get("color")
-        has_rgb = self.train_plain[0].get("rgb") is not None
-        data = "rgb01" if has_rgb else "none"
+        data = self.color
         if held not in (None, data):
             raise ValueError(
                 f"init: {init} was trained on colour {held!r} but {self.cfg.data.dataset} gives {data!r}; "
@@ -546,21 +545,13 @@ class ClassificationTask(Task):
             )
 
     def _attach_rep_vli(self, enc: nn.Module, head: str, init: str) -> None:
-        from svl.models.heads import _check_encoder_hash, head_affine, load_head
+        from svl.models.heads import attach_head, head_affine, load_head
 
         tensors, meta = load_head(head)
-        _check_encoder_hash(init, meta, head)
+        attach_head(enc, (tensors, meta), checkpoint=init)  # built for `init`, same layout and channels
         rows = _head_rows(list(meta["class_names"]), self.classes, head)
-        w = tensors["head.weight"]
-        a = w if meta["head_type"] == "linear" else w[0].T  # (K, C) either way
-        b = tensors.get("head.bias")
-        a_own, _, _ = head_affine(enc.head)
-        if a.shape[1] != a_own.shape[0]:
-            raise ValueError(
-                f"head: {head} reads {a.shape[1]} channels, "
-                f"model.name={self.cfg.model.name} has {a_own.shape[0]}"
-            )
-        set_head(enc, a[rows], None if b is None else b.reshape(-1)[rows])
+        a, b, _ = head_affine(enc.head)  # (C, K_head): columns re-ordered to the dataset's classes
+        set_head(enc, a[:, rows].T, None if b is None else b[rows])
 
     def setup(self) -> TrainParts:
         from svl.data import collate_points
@@ -601,7 +592,7 @@ class ClassificationTask(Task):
 
         m, d = self.cfg.model, self.cfg.data
         contract = Contract(
-            gravity_axis="z", color="none" if self.train_plain[0].get("rgb") is None else "rgb01",
+            gravity_axis="z", color=self.color,
             num_points=d.num_points, voxel_size=m.voxel_size if m.name.startswith("e3dsnn") else None,
             T=m.T, D=m.D, teacher=None, embed_dim=len(self.classes), normals=False,
         )  # fmt: skip
