@@ -10,8 +10,8 @@ import pytest
 from svl.data import build_dataset
 from svl.data.events import (
     EVENT_DTYPE,
-    bin_events,
     events_to_points,
+    events_to_steps,
     read_aedat31,
     read_dvs_gesture_labels,
     read_event_array,
@@ -105,10 +105,20 @@ def test_slicing_points_and_binning():
     np.testing.assert_allclose(z, (wins[1]["t"] - 2500) / (2490), rtol=1e-6)
     assert np.all(pts["xyz"][:, 1] == 1.0) and pts["feats"].shape == (250, 4)
     np.testing.assert_array_equal(pts["feats"][:, 3], wins[1]["p"])
-    steps = bin_events(ev, T=4, points_per_step=64)
-    assert steps.shape == (4, 64, 4)
-    for k in range(4):  # each step holds only events of its own quarter of the window
-        assert steps[k, :, 2].min() >= k / 4 - 1e-6 and steps[k, :, 2].max() <= (k + 1) / 4 + 1e-3
+    enc = events_to_steps(ev, T=4)
+    steps, mask = enc["steps"], enc["step_mask"]
+    assert steps.shape == (4, 1000, 4) and mask.shape == (4, 1000)
+    np.testing.assert_array_equal(mask.sum(0), 1)  # every event in exactly one step
+    # the window is 0..9990 us: quarters of 2497.5 us, so events k*250 .. k*250+249 are step k
+    np.testing.assert_array_equal(mask.argmax(0), np.arange(1000) // 250)
+    for k in range(4):  # an event's features sit at its own step, zeros elsewhere
+        np.testing.assert_array_equal(steps[k][mask[k]], enc["feats"][mask[k]])
+        assert not steps[k][~mask[k]].any()
+    # z is the time within the bin: the same phase in every bin gives the same z
+    z = enc["xyz"][:, 2]
+    phase = ev["t"] / 9990 * 4
+    np.testing.assert_allclose(z, phase - np.minimum(np.floor(phase), 3), atol=1e-6)  # the last event: 1
+    assert 0 <= z.min() and z.max() <= 1
 
 
 def test_dvs_gesture_dataset(tmp_path):
@@ -130,8 +140,12 @@ def test_dvs_gesture_dataset(tmp_path):
             "class,startTime_usec,endTime_usec\n3,0,150000\n7,200000,390000\n"
         )
     (root / "trials_to_train.txt").write_text("user01_led.aedat\nuser02_led.aedat\n")
-    ds = build_dataset("dvs128_gesture", "train", root=tmp_path, num_points=256, T=2)
+    ds = build_dataset("dvs128_gesture", "train", root=tmp_path, num_points=256, T=2, encoding="bins")
     assert len(ds) == 4 and ds.labels().tolist() == [2, 6, 2, 6]
     b = collate_points([ds[i] for i in range(4)])
-    assert b.feats.shape == (4, 256, 4) and b.extras["steps"].shape == (2, 4, 128, 4)
-    assert b.labels.tolist() == [2, 6, 2, 6]
+    assert b.feats.shape == (4, 256, 4) and b.extras["steps"].shape == (2, 4, 256, 4)
+    assert b.extras["step_mask"].shape == (2, 4, 256) and b.labels.tolist() == [2, 6, 2, 6]
+    cloud = build_dataset("dvs128_gesture", "train", root=tmp_path, num_points=256, T=2)
+    assert "steps" not in cloud[0] and cloud[0]["feats"].shape == (256, 4)
+    with pytest.raises(ValueError, match="encoding"):
+        build_dataset("dvs128_gesture", "train", root=tmp_path, encoding="frames")

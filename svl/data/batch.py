@@ -3,8 +3,10 @@
 A sample is a dict: ``xyz (N, 3)``, optional ``rgb (N, 3)`` in [0, 1], ``normals (N, 3)``, ``label``,
 ``index`` and optional extras (numeric arrays, stacked into ``extras``). Features are
 ``xyz + rgb`` (missing colour = `MISSING_COLOR`, docs/SPEC.md §3), ``+ normals`` when asked. A sample may
-carry its own ``feats (N, C)`` (event streams: xyz + polarity), which then wins. ``steps (T, N, C)``
-(multi-step event inputs) is collated to ``extras["steps"] (T, B, N, C)``, the layout models read.
+carry its own ``feats (N, C)`` (event streams: xyz + polarity), which then wins. Multi-step event
+inputs (``steps (T, N, C)``: each point's features at its own timestep, zeros elsewhere, and
+``step_mask (T, N)``) are collated time-major to ``extras["steps"] (T, B, N, C)`` and
+``extras["step_mask"] (T, B, N)``, the layout models read; the points of every step share ``xyz``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are made, so `import svl.da
 __all__ = ["MISSING_COLOR", "Collate", "PointBatch", "collate_points"]
 
 MISSING_COLOR = 0.4  # the colour of a point without colour, in [0, 1]; the one place it is written
+_TIME_MAJOR = ("steps", "step_mask")  # per-sample (T, N, ...) -> batch (T, B, N, ...)
 _RESERVED = {"xyz", "rgb", "normals", "label", "index", "feats", "meta", "voxel_size"}
 
 
@@ -190,7 +193,7 @@ def _extras(samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
             raise ValueError(f"collate_points: extra {key!r} cannot be stacked ({e})") from None
         if t.is_floating_point():
             t = t.float()
-        extras[key] = t.transpose(0, 1).contiguous() if key == "steps" else t
+        extras[key] = t.transpose(0, 1).contiguous() if key in _TIME_MAJOR else t
     return extras
 
 

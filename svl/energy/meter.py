@@ -137,7 +137,7 @@ def _lead(x: Any, trailing: int) -> tuple[int, ...]:
 def _row(
     name: str, type_: str, kind: str, c_in: int, c_out: int, steps: int, spiking: bool, spikes: float,
     in_ps: list[float], out_ps: list[float], pairs_ps: list[float], macs_ps: list[float],
-    events_ps: list[float],
+    events_ps: list[float], spikes_pt: list[float] | None = None, events_pt: list[float] | None = None,
 ) -> LayerEnergy:  # fmt: skip
     """A layer row from MACs and synaptic events: FLOPs = 2 MACs - outputs, SOPs = events x FLOPs / MACs."""
     flops_ps = [2.0 * m - n for m, n in zip(macs_ps, out_ps)]
@@ -145,7 +145,16 @@ def _row(
     return LayerEnergy(
         name, type_, kind, c_in, c_out, steps, spiking, spikes, in_ps, out_ps, pairs_ps, flops_ps,
         sops_ps, macs_ps, events_ps,
+        spikes_pt=spikes_pt or [0.0] * steps, events_pt=events_pt or [0.0] * steps,
     )  # fmt: skip
+
+
+def _per_step(t: Tensor, steps: int) -> list[float]:
+    """Sums of ``t`` per timestep (time leads when steps > 1)."""
+    t = t.detach().double()
+    if steps > 1 and (t.dim() == 0 or t.shape[0] != steps):
+        return [float(t.sum()) / steps] * steps  # a broadcast operand: the same at every step
+    return t.reshape(steps, -1).sum(1).tolist()
 
 
 # ----------------------------------------------------------------------------- the meter
@@ -221,7 +230,10 @@ class _Meter:
             self.rows[row.name] = row
             return
         # A module called several times in one forward: accumulate.
-        for f in ("in_sites_ps", "out_sites_ps", "pairs_ps", "flops_ps", "sops_ps", "macs_ps", "events_ps"):
+        for f in (
+            "in_sites_ps", "out_sites_ps", "pairs_ps", "flops_ps", "sops_ps", "macs_ps", "events_ps",
+            "spikes_pt", "events_pt",
+        ):  # fmt: skip
             setattr(old, f, [a + b for a, b in zip(getattr(old, f), getattr(row, f))])
         old.spikes += row.spikes
         old.spiking = old.spiking and row.spiking
@@ -245,14 +257,18 @@ class _Meter:
         in_ps = [v * lanes for v in _by_sample(torch.ones(n_in), b_in, B)]
         out_ps = [v * lanes for v in _by_sample(torch.ones(b_out.numel()), b_out, B)]
         pairs_ps = [v * lanes for v in _by_sample(mult, b_in, B)]
-        spikes, events_ps = 0.0, [0.0] * B
+        spikes, events_ps, spikes_pt, events_pt = 0.0, [0.0] * B, None, None
         if spiking:
-            site = _counts(feats).detach().reshape(-1, n_in, c_in).sum((0, 2)).double()
+            per_t = _counts(feats).detach().reshape(steps, -1, n_in, c_in).sum((1, 3)).double()  # (T, n_in)
+            site = per_t.sum(0)
             spikes = float(site.sum())
             events_ps = [v * c_out for v in _by_sample(site * mult.double(), b_in, B)]
+            spikes_pt = per_t.sum(1).tolist()
+            events_pt = ((per_t * mult.double()).sum(1) * c_out).tolist()
         self.add(
             _row(name, type(module).__name__, "sparse", c_in, c_out, steps, spiking, spikes,
-                 in_ps, out_ps, pairs_ps, [p * c_in * c_out for p in pairs_ps], events_ps)
+                 in_ps, out_ps, pairs_ps, [p * c_in * c_out for p in pairs_ps], events_ps,
+                 spikes_pt, events_pt)
         )  # fmt: skip
 
     def _on_linear(self, name: str, module: nn.Linear, args: Any, out: Any) -> None:
@@ -263,14 +279,18 @@ class _Meter:
         c_in, c_out, B = module.in_features, module.out_features, self.batch_size
         sample = _sample_of_rows(body, B)
         rows_ps = _by_sample(torch.ones(rows), sample, B)
-        spikes, events_ps = 0.0, [0.0] * B
+        spikes, events_ps, spikes_pt, events_pt = 0.0, [0.0] * B, None, None
         if spiking:
-            c = _counts(x).detach().reshape(steps, rows, c_in).sum((0, 2)).double()
+            per_t = _counts(x).detach().reshape(steps, rows, c_in).sum(2).double()  # (T, rows)
+            c = per_t.sum(0)
             spikes = float(c.sum())
             events_ps = [v * c_out for v in _by_sample(c, sample, B)]
+            spikes_pt = per_t.sum(1).tolist()
+            events_pt = [v * c_out for v in spikes_pt]
         self.add(
             _row(name, type(module).__name__, "linear", c_in, c_out, steps, spiking, spikes,
-                 rows_ps, list(rows_ps), list(rows_ps), [r * c_in * c_out for r in rows_ps], events_ps)
+                 rows_ps, list(rows_ps), list(rows_ps), [r * c_in * c_out for r in rows_ps], events_ps,
+                 spikes_pt, events_pt)
         )  # fmt: skip
 
     def _on_conv(self, name: str, module: nn.modules.conv._ConvNd, args: Any, out: Any) -> None:
@@ -292,10 +312,11 @@ class _Meter:
         img_ps = _by_sample(torch.ones(images), sample, B)
         # Standard dense-conv count: every output position sees all taps (padding included).
         macs_ps = [out_pos * taps * (c_in // g) * c_out * n for n in img_ps]
-        spikes, events_ps = 0.0, [0.0] * B
+        spikes, events_ps, spikes_pt, events_pt = 0.0, [0.0] * B, None, None
         if spiking:
             c = _counts(x).detach().reshape(steps * images, c_in, *vals.shape[-nd:]).double()
             spikes = float(c.sum())
+            spikes_pt = c.reshape(steps, -1).sum(1).tolist()
             # A spike feeds C_out/g weights for every output position whose window covers it (padding
             # excluded): convolve the counts with an all-ones kernel and sum.
             conv = (F.conv1d, F.conv2d, F.conv3d)[nd - 1]
@@ -303,10 +324,11 @@ class _Meter:
             occ = conv(c, ones, None, module.stride, module.padding, module.dilation, g)
             per_img = occ.reshape(steps, images, -1).sum((0, 2)) * (c_out // g)
             events_ps = _by_sample(per_img, sample, B)
+            events_pt = (occ.reshape(steps, -1).sum(1) * (c_out // g)).tolist()
         self.add(
             _row(name, type(module).__name__, "conv", c_in, c_out, steps, spiking, spikes,
                  [in_pos * n for n in img_ps], [out_pos * n for n in img_ps],
-                 [out_pos * taps * n for n in img_ps], macs_ps, events_ps)
+                 [out_pos * taps * n for n in img_ps], macs_ps, events_ps, spikes_pt, events_pt)
         )  # fmt: skip
 
     def on_matmul(self, a: Tensor, b: Tensor, out: Tensor) -> None:
@@ -341,19 +363,25 @@ class _Meter:
 
         mats_ps = [v / steps for v in by_sample(torch.ones(*lead, 1, 1))]  # products per sample, per step
         a_sp, b_sp = a_kind is not None, b_kind is not None
-        spikes, events_ps = 0.0, [0.0] * B
+        spikes, events_ps, spikes_pt, events_pt = 0.0, [0.0] * B, None, None
         rows, c_in = m, k
         if a_sp and b_sp:  # one accumulate per coincident spike pair (as SpikingJelly counts it)
             events_ps, spikes = by_sample(out), float(a.sum())
+            spikes_pt, events_pt = _per_step(a, steps), _per_step(out, steps)
         elif a_sp:
             events_ps, spikes = [v * n for v in by_sample(a)], float(a.sum())
+            spikes_pt = _per_step(a, steps)
+            events_pt = [v * n for v in spikes_pt]
         elif b_sp:  # the spikes are the right operand: k rows of n neurons, each feeding m outputs
             events_ps, spikes = [v * m for v in by_sample(b)], float(b.sum())
+            spikes_pt = _per_step(b, steps)
+            events_pt = [v * m for v in spikes_pt]
             rows, c_in = k, n
         in_ps = [rows * v for v in mats_ps]
         self.add(
             _row(name, "matmul", "attention", c_in, n, steps, a_sp or b_sp, spikes, in_ps,
-                 [m * v for v in mats_ps], list(in_ps), [m * k * n * v for v in mats_ps], events_ps)
+                 [m * v for v in mats_ps], list(in_ps), [m * k * n * v for v in mats_ps], events_ps,
+                 spikes_pt, events_pt)
         )  # fmt: skip
 
     def _push(self, name: str) -> Callable[..., None]:

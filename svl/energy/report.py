@@ -91,6 +91,8 @@ class LayerEnergy:
     energy_ps: list[float] = field(default_factory=list)  # pJ
     counted: bool = True  # False where a convention leaves the layer out
     calls: int = 1
+    spikes_pt: list[float] = field(default_factory=list)  # integer spikes in, per timestep (batch)
+    events_pt: list[float] = field(default_factory=list)  # synaptic events, per timestep (batch)
 
     @property
     def in_sites(self) -> float:
@@ -228,6 +230,32 @@ class EnergyReport:
             "energy_ann_mj": [f * self.energy.e_mac * 1e-9 for f in ann],
         }
 
+    def per_step(self) -> dict[str, list[float]]:
+        """Per timestep, per sample (batch mean): input spikes, synaptic events and SNN energy (mJ).
+
+        A layer with real-valued input pays its MACs at every step; the steps sum to the totals.
+        """
+        rows = self._counted()
+        T = max((r.steps for r in rows), default=1)
+        spikes, events, energy = [0.0] * T, [0.0] * T, [0.0] * T
+        for r in rows:
+            ev = r.events_pt or [r.events / r.steps] * r.steps
+            sp = r.spikes_pt or [r.spikes / r.steps] * r.steps
+            for t in range(min(T, r.steps)):
+                spikes[t] += sp[t]
+                events[t] += ev[t]
+                if r.spiking:
+                    sops = ev[t] * (r.flops / r.macs if self.unit == "flops" and r.macs > 0 else 1.0)
+                    energy[t] += self.energy.e_ac * sops
+                else:
+                    energy[t] += self.energy.e_mac * (r.flops if self.unit == "flops" else r.macs)
+        b = self.batch_size
+        return {
+            "spikes": [v / b for v in spikes],
+            "synaptic_events": [v / b for v in events],
+            "energy_snn_mj": [v / b * 1e-9 for v in energy],
+        }
+
     def layer_dicts(self) -> list[dict[str, Any]]:
         """One dict per layer with the table's columns, per sample (batch mean)."""
         b = self.batch_size
@@ -281,6 +309,7 @@ class EnergyReport:
             "energy_ann_mj": self.energy_ann_mj,
             "ratio": self.ratio,
             "per_sample": self.per_sample(),
+            "per_step": self.per_step(),
             "notes": list(self.notes),
             "layers": self.layer_dicts(),
         }

@@ -261,12 +261,17 @@ def _is_path(pretrained: str | os.PathLike[str]) -> bool:
 
 
 def load_weights(
-    model: nn.Module, path: str | os.PathLike[str], arch: str, keep: Sequence[str] = ()
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    arch: str,
+    keep: Sequence[str] = (),
+    adapt: Callable[[dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]] | None = None,
 ) -> dict[str, Any]:
     """Load an svl checkpoint's weights (a bare model, or a run's ``encoder.*``) into ``model``.
 
     Entries whose names start with a prefix in ``keep`` stay the model's own (e.g. ``"head."`` for a
-    fine-tune's new classifier). Refuses a checkpoint of another architecture; returns the meta.
+    fine-tune's new classifier). ``adapt(tensors, model_state)`` may reshape the checkpoint's tensors
+    first (e.g. other input channels). Refuses a checkpoint of another architecture; returns the meta.
     """
     from svl.checkpoint import load_checkpoint, load_state_into
 
@@ -281,6 +286,8 @@ def load_weights(
         tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
     if not tensors:
         raise ValueError(f"{path}: the checkpoint holds no weights")
+    if adapt is not None:
+        tensors = adapt(tensors, model.state_dict())
     if keep:
         own = {k: v for k, v in model.state_dict().items() if k.startswith(tuple(keep))}
         tensors = {k: v for k, v in tensors.items() if not k.startswith(tuple(keep))} | own
@@ -395,6 +402,7 @@ class Inputs:
     feats: Tensor
     sparse: Any = None
     steps: bool = False
+    step_mask: Tensor | None = None  # (T, B, N) bool: which step each point belongs to
 
 
 def unpack_inputs(batch: Any, in_channels: int, T: int = 1, dtype: torch.dtype | None = None) -> Inputs:
@@ -402,7 +410,8 @@ def unpack_inputs(batch: Any, in_channels: int, T: int = 1, dtype: torch.dtype |
 
     A 3-channel input gets the constant colour MISSING_COLOR appended when the model wants 6 channels
     (docs/SPEC.md §3).
-    With ``T > 1`` a ``(T, B, N, C)`` tensor in ``batch.extras["steps"]`` gives per-step features;
+    With ``T > 1`` a ``(T, B, N, C)`` tensor in ``batch.extras["steps"]`` gives per-step features
+    (with ``extras["step_mask"] (T, B, N)`` saying which step each point of ``xyz`` belongs to);
     otherwise the same features are repeated over time by the model. Floating inputs are cast to
     ``dtype`` (the model's parameter dtype) so a float64 model runs end to end in float64.
     """
@@ -418,21 +427,29 @@ def unpack_inputs(batch: Any, in_channels: int, T: int = 1, dtype: torch.dtype |
         raise ValueError(
             f"model input must be a PointBatch or a (B, N, C) Tensor, got {type(batch).__name__}"
         )
-    steps = extras.get("steps") if T > 1 else None
+    steps = extras.get("steps")
+    mask = None
     if steps is not None:
         if steps.dim() != 4 or steps.shape[0] != T or steps.shape[1:3] != xyz.shape[:2]:
             raise ValueError(
-                f"extras['steps'] must be (T={T}, B, N, C) matching xyz {tuple(xyz.shape)}, "
-                f"got {tuple(steps.shape)}"
+                f"extras['steps'] must be (T={T}, B, N, C) matching xyz {tuple(xyz.shape)} for a model "
+                f"with T={T}, got {tuple(steps.shape)}; build the data with T={T} or the model with "
+                f"T={steps.shape[0] if steps.dim() == 4 else '?'}"
             )
         feats = steps
+        mask = extras.get("step_mask")
+        if mask is not None and tuple(mask.shape) != tuple(steps.shape[:3]):
+            raise ValueError(f"extras['step_mask'] must be {tuple(steps.shape[:3])}, got {tuple(mask.shape)}")
     if dtype is not None:
         xyz, feats = xyz.to(dtype), feats.to(dtype)
     if feats.shape[-1] == 3 and in_channels == 6:
         feats = torch.cat([feats, torch.full_like(feats, MISSING_COLOR)], -1)
     if sparse is None and feats.shape[-1] != in_channels:
         raise ValueError(f"model expects {in_channels} input channels, got {feats.shape[-1]}")
-    return Inputs(xyz=xyz, feats=feats, sparse=sparse, steps=steps is not None)
+    return Inputs(
+        xyz=xyz, feats=feats, sparse=sparse, steps=steps is not None,
+        step_mask=None if mask is None else mask.bool(),
+    )  # fmt: skip
 
 
 def with_defaults(contract: Contract, **kw: Any) -> Contract:

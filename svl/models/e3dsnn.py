@@ -158,16 +158,32 @@ class E3DSNN(nn.Module):
         xyz, feats = inp.xyz, inp.feats
         b, n = xyz.shape[:2]
         idx = torch.arange(b, device=xyz.device).repeat_interleave(n)
-        if inp.steps:  # (T, B, N, C): voxelize all steps at once on the shared sites
-            t, c = feats.shape[0], feats.shape[-1]
-            flat = feats.reshape(t, b * n, c).permute(1, 0, 2).reshape(b * n, t * c)
-            st, _ = sp.voxelize(xyz.reshape(-1, 3), flat, idx, self.voxel_size, batch_size=b)
-            return st.replace(features=st.features.view(-1, t, c).permute(1, 0, 2).contiguous())
+        if inp.steps:  # (T, B, N, C): every step on the sites of all steps' points (see _step_voxels)
+            return self._step_voxels(xyz, feats, inp.step_mask, idx)
         st, _ = sp.voxelize(xyz.reshape(-1, 3), feats.reshape(b * n, -1), idx, self.voxel_size, batch_size=b)
         if self.T > 1:
             f = st.features
             st = st.replace(features=f.unsqueeze(0).expand(self.T, *f.shape).contiguous())
         return st
+
+    def _step_voxels(self, xyz: Tensor, feats: Tensor, mask: Tensor | None, idx: Tensor) -> Any:
+        """Per-step features on shared sites: the union of the voxels of every step's points.
+
+        A step's input at a site is the mean over *its own* points there and zero where only other
+        steps have points (a pixel that did not fire), so each step is its own sparse input while the
+        neurons keep one membrane per site across steps. Without a mask every point counts at
+        every step (the features then differ per step, the points do not).
+        """
+        sp = _sparse()
+        t, b, n, c = feats.shape
+        m = torch.ones(t, b, n, dtype=feats.dtype, device=feats.device) if mask is None else mask.to(feats)
+        cols = torch.cat([feats * m[..., None], m[..., None]], -1)  # (T, B, N, C + 1)
+        flat = cols.reshape(t, b * n, c + 1).permute(1, 0, 2).reshape(b * n, t * (c + 1))
+        st, _ = sp.voxelize(xyz.reshape(-1, 3), flat, idx, self.voxel_size, batch_size=b)
+        f = st.features.view(-1, t, c + 1).permute(1, 0, 2)  # (T, V, C + 1): means of f*m and of m
+        share = f[..., c:]
+        f = torch.where(share > 0, f[..., :c] / share.clamp_min(1e-12), torch.zeros_like(f[..., :c]))
+        return st.replace(features=f.contiguous())
 
     def forward_features(self, batch: Any) -> Any:
         x = self.voxelize(batch)

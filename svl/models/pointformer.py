@@ -71,8 +71,15 @@ def farthest_point_sample(xyz: Tensor, n: int, backend: str = "auto") -> Tensor:
     return torch.stack(out).to(xyz.device)
 
 
-def group_points(xyz: Tensor, feats: Tensor, num_groups: int, group_size: int) -> tuple[Tensor, Tensor]:
-    """FPS centres (B, G, 3) and neighbourhoods (B, G, K, C): kNN points with xyz made centre-relative."""
+def group_points(
+    xyz: Tensor, feats: Tensor, num_groups: int, group_size: int, step_mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """FPS centres (B, G, 3) and neighbourhoods (B, G, K, C): kNN points with xyz made centre-relative.
+
+    Per-step features (T, B, N, C) give (T, B, G, K, C) groups; with `step_mask` (T, B, N) a point is
+    all zeros at the steps it does not belong to (its relative position too), so a step sees only
+    its own points.
+    """
     if xyz.shape[1] < group_size:
         raise ValueError(f"kNN of {group_size} needs at least that many points, got {xyz.shape[1]}")
     idx = farthest_point_sample(xyz, num_groups)
@@ -88,6 +95,8 @@ def group_points(xyz: Tensor, feats: Tensor, num_groups: int, group_size: int) -
     if feats.dim() == 4:  # per-step features (T, B, N, C)
         nb_feat = feats[:, bk, knn]
         nb_xyz = nb_xyz.expand(feats.shape[0], *nb_xyz.shape)
+        if step_mask is not None:
+            nb_xyz = nb_xyz * step_mask[:, bk, knn].unsqueeze(-1).to(nb_xyz)
     else:
         nb_feat = feats[bk, knn]
     return centres, torch.cat([nb_xyz, nb_feat[..., 3:]], -1)
@@ -218,7 +227,7 @@ class SpikePointFormer(nn.Module):
     def forward_features(self, batch: Any) -> tuple[Any, Tensor]:
         inp = unpack_inputs(batch, self.in_channels, self.T, self.head.weight.dtype)
         g = min(self.num_groups, inp.xyz.shape[1])
-        centres, groups = group_points(inp.xyz, inp.feats, g, self.group_size)
+        centres, groups = group_points(inp.xyz, inp.feats, g, self.group_size, inp.step_mask)
         if self.T > 1 and not inp.steps:
             groups = groups.unsqueeze(0).expand(self.T, *groups.shape)
         tokens = self.tokenizer(groups)

@@ -75,10 +75,13 @@ class ModelSection:
     D: int = 4
     voxel_size: float = 0.02
     init: str | None = None
+    in_channels: int | None = None  # None: the model's default (6 = xyz + rgb); event tasks use 4
 
     def builder_kwargs(self) -> dict[str, Any]:
         """What goes to the model builder (and into checkpoint metadata as `model_cfg`)."""
         cfg: dict[str, Any] = {"out_dim": self.out_dim, "T": self.T, "D": self.D}
+        if self.in_channels is not None:
+            cfg["in_channels"] = int(self.in_channels)
         if self.name.startswith("e3dsnn"):  # voxel encoders; point encoders have no voxel size
             cfg["voxel_size"] = self.voxel_size
         return cfg

@@ -359,12 +359,18 @@ _CONTRACT_KEYS = ("T", "D", "voxel_size", "in_channels", "channels", "stem_chann
 
 
 def load_encoder_init(
-    encoder: nn.Module, path: str | os.PathLike[str], arch: str, model_cfg: dict[str, Any]
+    encoder: nn.Module,
+    path: str | os.PathLike[str],
+    arch: str,
+    model_cfg: dict[str, Any],
+    may_differ: tuple[str, ...] = (),
+    adapt: Any = None,
 ) -> dict[str, Any]:
     """Load an svl checkpoint's encoder weights into `encoder`, all but its head; returns the meta.
 
     A checkpoint of another architecture, or one trained with other input settings (T, D, voxel
-    size, channels), is refused with both values named.
+    size, channels), is refused with both values named, except the settings in `may_differ` (a task
+    that knows the weights carry over, e.g. T for event bins); `adapt` goes to `load_weights`.
     """
     from svl.checkpoint import read_checkpoint_meta
     from svl.models._registry import load_weights
@@ -383,14 +389,14 @@ def load_encoder_init(
     diffs = [
         f"{k}: checkpoint {saved[k]!r} vs config {model_cfg[k]!r}"
         for k in _CONTRACT_KEYS
-        if k in saved and k in model_cfg and saved[k] != model_cfg[k]
+        if k in saved and k in model_cfg and saved[k] != model_cfg[k] and k not in may_differ
     ]
     if diffs:
         raise ValueError(
             f"init: {p} was trained with other input settings than model.* ({'; '.join(diffs)}); "
             "set them to the checkpoint's values"
         )
-    load_weights(encoder, p, arch, keep=("head.",))  # the new K-way head stays
+    load_weights(encoder, p, arch, keep=("head.",), adapt=adapt)  # the new K-way head stays
     return meta
 
 
@@ -432,8 +438,6 @@ class ClassificationTask(Task):
     Config = FinetuneConfig
 
     def __init__(self, cfg: FinetuneConfig) -> None:
-        from svl.data import build_dataset
-
         super().__init__(cfg)
         if cfg.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
@@ -444,12 +448,10 @@ class ClassificationTask(Task):
                 f"train.select_metric={cfg.train.select_metric!r} selects on the test split; use val/acc"
             )
         seed_everything(cfg.train.seed)
-        d, n = cfg.data, cfg.data.num_points
-        kw = {"root": d.root, "seed": cfg.train.seed, **dict(d.options)}
-        aug = [{"name": "random_sample", "num_points": n}, *d.augment] if d.augment else None
-        self.train_aug = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
-        self.train_plain = build_dataset(d.dataset, d.train_split, num_points=n, **kw)
-        self.test_plain = build_dataset(d.dataset, d.test_split, num_points=n, **kw)
+        d = cfg.data
+        self.train_aug = self.build_split(d.train_split, "train")
+        self.train_plain = self.build_split(d.train_split, "plain")
+        self.test_plain = self.build_split(d.test_split, "plain")
         classes = list(self.train_plain.classes)
         if list(self.test_plain.classes) != classes:
             raise ValueError(
@@ -501,6 +503,21 @@ class ClassificationTask(Task):
             0 if self.val_idx is None else len(self.val_idx), len(test_idx),
         )  # fmt: skip
 
+    def build_split(self, split: str, kind: str) -> Any:
+        """A dataset split as training ("train": augmented), evaluation ("plain") or voting ("vote")
+        data; the one place a subclass changes how its data is read."""
+        from svl.data import build_dataset
+
+        d, n = self.cfg.data, self.cfg.data.num_points
+        kw = {"root": d.root, "seed": self.cfg.train.seed, **dict(d.options)}
+        if kind == "train" and d.augment:
+            aug = [{"name": "random_sample", "num_points": n}, *d.augment]
+            return build_dataset(d.dataset, split, transforms=aug, num_points=n, **kw)
+        if kind == "vote":
+            tf = [{"name": "fps", "num_points": n}, *self.cfg.eval.vote_augment]
+            return build_dataset(d.dataset, split, transforms=tf, **kw)
+        return build_dataset(d.dataset, split, num_points=n, **kw)
+
     @staticmethod
     def _labels(ds: Any, split: str, classes: list[str]) -> np.ndarray:
         y = np.asarray(ds.labels(), dtype=np.int64)
@@ -525,7 +542,7 @@ class ClassificationTask(Task):
         enc = create_model(m.name, **self.model_cfg())
         self.init_meta: dict[str, Any] = {}
         if init:
-            self.init_meta = load_encoder_init(enc, init, m.name, self.model_cfg())
+            self.init_meta = self.load_init(enc, init)
             self._check_color(init)
         if cfg.head:
             if not init:
@@ -534,6 +551,9 @@ class ClassificationTask(Task):
                 )
             self._attach_rep_vli(enc, cfg.head, init)
         return enc
+
+    def load_init(self, enc: nn.Module, init: str) -> dict[str, Any]:
+        return load_encoder_init(enc, init, self.cfg.model.name, self.model_cfg())
 
     def _check_color(self, init: str) -> None:
         held = (self.init_meta.get("contract") or {}).get("color")
@@ -658,14 +678,10 @@ class ClassificationTask(Task):
     @torch.no_grad()
     def predict(self, encoder: nn.Module) -> Tensor:
         """Class probabilities on the test shapes: one plain pass, plus votes-1 augmented passes."""
-        from svl.data import build_dataset
-
         e, d = self.cfg.eval, self.cfg.data
         passes = [encode(encoder, self.test_set, e.batch_size, desc="test")]
         if e.votes > 1:
-            tf = [{"name": "fps", "num_points": d.num_points}, *e.vote_augment]
-            kw = {"root": d.root, "seed": self.cfg.train.seed, **dict(d.options)}
-            aug = build_dataset(d.dataset, d.test_split, transforms=tf, **kw)
+            aug = self.build_split(d.test_split, "vote")
             view = LabelView(aug, self.test_set.indices, self.lut)
             for v in range(1, e.votes):
                 aug.set_epoch(v)
