@@ -234,7 +234,7 @@ def test_bad_input_messages(tmp_path, write_ply):
 def test_reader_table_lists_every_format():
     from svl.data.readers import list_readers
 
-    exts = {".ply", ".obj", ".off", ".stl", ".xyz", ".txt", ".csv", ".pts", ".npy", ".npz", ".pcd"}
+    exts = {".ply", ".obj", ".off", ".stl", ".xyz", ".txt", ".csv", ".pts", ".npy", ".npz", ".pcd", ".bin"}
     assert set(list_readers()) == exts
 
 

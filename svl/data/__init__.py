@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from svl.data import datasets, events  # noqa: F401  (importing them registers the built-in datasets)
+from svl.data import datasets, event_sim, events  # noqa: F401  (importing them registers the built-in datasets)
 
 # eager, so `svl.data.prepare` is the function and not the submodule of the same name
 from svl.data.prepare import DegenerateCloudWarning as DegenerateCloudWarning
@@ -45,8 +45,16 @@ _EXPORTS = {
     "events_to_points": "svl.data.events",
     "slice_by_time": "svl.data.events",
     "slice_by_count": "svl.data.events",
-    "bin_events": "svl.data.events",
+    "events_to_steps": "svl.data.events",
+    "EventDataset": "svl.data.events",
     "EVENT_DTYPE": "svl.data.events",
+    "read_events": "svl.data.readers.events",
+    "read_nmnist": "svl.data.readers.events",
+    "sniff_bin": "svl.data.readers.events",
+    "detect_event_format": "svl.data.readers.events",
+    "EventFile": "svl.data.readers.events",
+    "to_tonic": "svl.data.readers.events",
+    "from_tonic": "svl.data.readers.events",
 }
 __all__ = sorted([*_EXPORTS, "DegenerateCloudWarning", "prepare"])
 

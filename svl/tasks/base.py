@@ -178,6 +178,8 @@ def energy_per_sample(model: nn.Module, dataset: Any, samples: int = 16) -> dict
         "sops": rep.sops,
         "ann_flops": rep.ann_flops,
         "unit": rep.unit,
+        "per_step_energy_snn_mj": (ps := rep.per_step())["energy_snn_mj"],  # one entry per timestep
+        "per_step_spikes": ps["spikes"],
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,10 @@ class FinetuneData:
     label_seed: int = 0
     classes: list[str] = field(default_factory=list)  # only these classes (labels re-numbered)
     few_shot: FewShotSection = field(default_factory=FewShotSection)
+    # Stratified k-fold cross-validation on the training split (for small datasets): train on k-1
+    # folds, report on fold `cv_fold`; the test split is not used. 0 = off.
+    cv_folds: int = 0
+    cv_fold: int = 0
     train_per_class: int | None = None  # caps for quick runs
     test_per_class: int | None = None
     augment: list[Any] = field(default_factory=_default_augment)
@@ -183,6 +188,21 @@ def stratified_holdout(
         val.append(perm[:k])
         train.append(perm[k:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def cv_fold(
+    labels: np.ndarray, idx: np.ndarray, folds: int, fold: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) of stratified k-fold cross-validation: each class's shapes dealt round-robin
+    into `folds` folds in a seeded order, so every fold holds about 1/k of every class."""
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"data.cv_folds must be >= 2 and data.cv_fold in [0, {folds}), got {folds}, {fold}")
+    held = []
+    for c in np.unique(labels[idx]):
+        perm = np.random.default_rng([seed, int(c), 47]).permutation(np.sort(idx[labels[idx] == c]))
+        held.append(perm[fold::folds])
+    out = np.sort(np.concatenate(held))
+    return np.setdiff1d(idx, out), out
 
 
 def few_shot_episode(
@@ -477,6 +497,12 @@ class ClassificationTask(Task):
             )
         else:
             train_idx = balanced_fraction(y_tr, train_idx, d.label_fraction, d.label_seed)
+        self.eval_split = d.test_split
+        if d.cv_folds:
+            if fs.ways:
+                raise ValueError("data.cv_folds and data.few_shot are exclusive")
+            train_idx, test_idx = cv_fold(y_tr, train_idx, d.cv_folds, d.cv_fold, d.label_seed)
+            self.test_plain, y_te, self.eval_split = self.train_plain, y_tr, d.train_split
         self.val_idx = None
         if d.val_fraction:
             train_idx, self.val_idx = stratified_holdout(y_tr, train_idx, d.val_fraction, d.label_seed)
@@ -678,10 +704,12 @@ class ClassificationTask(Task):
     @torch.no_grad()
     def predict(self, encoder: nn.Module) -> Tensor:
         """Class probabilities on the test shapes: one plain pass, plus votes-1 augmented passes."""
-        e, d = self.cfg.eval, self.cfg.data
+        e = self.cfg.eval
+        t0 = time.perf_counter()
         passes = [encode(encoder, self.test_set, e.batch_size, desc="test")]
+        self.ms_per_sample = 1000 * (time.perf_counter() - t0) / max(len(self.test_set), 1)
         if e.votes > 1:
-            aug = self.build_split(d.test_split, "vote")
+            aug = self.build_split(self.eval_split, "vote")
             view = LabelView(aug, self.test_set.indices, self.lut)
             for v in range(1, e.votes):
                 aug.set_epoch(v)
@@ -714,6 +742,7 @@ class ClassificationTask(Task):
             "n_train": int(len(self.train_set)),
             "classes": K,
             "votes": self.cfg.eval.votes,
+            "ms_per_sample": self.ms_per_sample,  # one plain test pass, data loading included
             "per_class": [
                 {"class": c, "n": int(counts[i]), "acc": None if counts[i] == 0 else float(per[i])}
                 for i, c in enumerate(self.classes)

@@ -10,7 +10,11 @@ Every reader returns the same sample dict so the rest of svl never cares where a
   values above 1) are divided by 255; missing colour stays missing (svl uses
   ``svl.data.batch.MISSING_COLOR`` downstream).
 - ``normals``: optional (N, 3) float32 unit vectors.
-- ``meta``: dict with the source path, format, up axis found/applied, colour range, point counts.
+- ``meta``: dict with the source path, format, up axis found/applied, colour range, point counts,
+  and per-point extras a format carries (KITTI ``reflectance``), subsampled with the points.
+
+``.bin`` is a KITTI LiDAR scan (float32 x, y, z, reflectance); N-MNIST event recordings share the
+extension and are refused with a pointer to `svl.data.readers.events.read_events`.
 
 Meshes (OBJ, OFF, STL and PLY files with faces) are sampled on their surface with area-weighted
 triangle sampling (seeded), with face normals and barycentric vertex colours when present.
@@ -33,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from svl.data.axes import parse_axis, rotate_up_to_z
-from svl.data.readers import arrays, mesh, pcd, ply, text
+from svl.data.readers import arrays, kitti, mesh, pcd, ply, text
 from svl.data.readers._common import BadFile, ReadOptions, check_arrays
 from svl.data.readers.mesh import DEFAULT_MESH_POINTS, sample_mesh_surface
 from svl.data.readers.pcd import lzf_decompress
@@ -104,11 +108,25 @@ for _ext, _read, _fmt in (
     (".npy", arrays.read_npy, "npy"),
     (".npz", arrays.read_npz, "npz"),
     (".pcd", pcd.read_pcd, "pcd"),
+    (".bin", kitti.read_kitti, "kitti"),  # N-MNIST events share .bin: the reader tells them apart
 ):
     register_reader(_ext, _read, format=_fmt)
 
 
-def _reader_for(p: Path) -> Reader:
+def _reader_for(p: Path, format: str | None = None) -> Reader:
+    """The reader for `p`'s extension, or for a forced `format` (an extension like "ply" or a family
+    like "kitti" or "text")."""
+    if format is not None:
+        key = "." + format.strip().lower().lstrip(".")
+        if key in READERS:
+            entry = READERS.get(key)
+            return entry if isinstance(entry, Reader) else Reader(entry, key[1:])
+        for name in READERS.names():
+            entry = READERS.get(name)
+            if isinstance(entry, Reader) and entry.format == key[1:]:
+                return entry
+        families = sorted({e.format for n in READERS.names() if isinstance(e := READERS.get(n), Reader)})
+        raise ValueError(f"{p}: unknown point-cloud format {format!r}; known: {', '.join(families)}")
     ext = p.suffix.lower()
     if ext not in READERS:
         raise ValueError(f"{p}: unknown extension {p.suffix!r}; supported: {', '.join(list_readers())}")
@@ -128,6 +146,7 @@ def load_points(
     index: int | None = None,
     allow_pickle: bool = False,
     seed: int = 0,
+    format: str | None = None,
 ) -> dict[str, Any]:
     """Read a point cloud or mesh file into svl's common sample dict (see module docstring).
 
@@ -139,14 +158,18 @@ def load_points(
         default: by header names, else 3 = xyz, 6/9 = xyz + rgb and/or normals (unit-length triple).
     index: which cloud of a multi-cloud .npz/.npy (arrays shaped (S, N, 3)).
     allow_pickle: allow object .npy files (OpenShape per-shape dicts); only for trusted files.
+    format: read with this format's reader whatever the extension ("kitti", "ply", "text", ...);
+        errors then say the forced format did not fit. Per-point extras a reader finds (KITTI
+        reflectance) land in ``meta`` under their own names, subsampled with the points.
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file")
     if p.is_dir():
         raise ValueError(f"{p}: is a directory, expected a point-cloud or mesh file")
-    reader = _reader_for(p)
+    reader = _reader_for(p, format)
     kind = reader.format
+    bad = f"format {kind!r} (forced) does not fit" if format is not None else f"invalid {kind} file"
     if num_points is not None and (isinstance(num_points, bool) or int(num_points) < 1):
         raise ValueError(f"{p}: num_points must be a positive integer, got {num_points!r}")
     rng = np.random.default_rng(seed)
@@ -154,11 +177,11 @@ def load_points(
         raw = reader.read(p, ReadOptions(columns=columns, index=index, allow_pickle=allow_pickle))
         out, is_mesh, meta_counts, info = _points_from_raw(raw, num_points, as_mesh, rng)
     except BadFile as e:
-        raise ValueError(f"{p}: {e}") from None
+        raise ValueError(f"{p}: {bad}: {e}" if format is not None else f"{p}: {e}") from None
     except ValueError as e:
         if str(p) in str(e):
             raise
-        raise ValueError(f"{p}: invalid {kind} file: {e}") from e
+        raise ValueError(f"{p}: {bad}: {e}") from e
     except (MemoryError, RecursionError) as e:
         raise ValueError(f"{p}: corrupt {kind} file ({type(e).__name__})") from e
     except Exception as e:  # noqa: BLE001 - any parser failure on untrusted bytes is bad input
@@ -171,7 +194,7 @@ def load_points(
     sample: dict[str, Any] = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
     sample["meta"] = {
         "path": str(p),
-        "format": p.suffix.lower().lstrip("."),
+        "format": info.get("format") or (kind if format is not None else p.suffix.lower().lstrip(".")),
         "mesh": bool(is_mesh),
         "up_axis_in_file": up_axis,
         "axis_convention": "z-up" if up != (2, 1) or up_axis in ("z", "+z") else "as stored (z-up assumed)",
@@ -180,6 +203,8 @@ def load_points(
         "columns": info.get("columns"),
         "num_points": len(sample["xyz"]),
         **meta_counts,
+        **{k: info[k] for k in ("reflectance_range",) if k in info},
+        **info.get("per_point", {}),
     }
     return sample
 
@@ -203,8 +228,16 @@ def _points_from_raw(
         return out, True, {"vertices": len(raw["xyz"]), "faces": len(faces), "sampled": n}, {}
     out = check_arrays(raw, what="point")
     counts = {"points_in_file": len(out["xyz"])}
+    info = dict(raw.get("_info", {}))
+    extras = {k: np.asarray(v) for k, v in info.get("per_point", {}).items()}
+    for k, v in extras.items():
+        if v.shape != (len(out["xyz"]),):
+            raise BadFile(f"{k} holds {v.shape} values for {len(out['xyz'])} points")
     if num_points is not None and int(num_points) != len(out["xyz"]):
         n_all, n = len(out["xyz"]), int(num_points)
         idx = rng.choice(n_all, n, replace=n > n_all)
         out = {k: v[idx] for k, v in out.items()}
-    return out, False, counts, raw.get("_info", {})
+        extras = {k: v[idx] for k, v in extras.items()}
+    if extras:
+        info["per_point"] = extras
+    return out, False, counts, info
