@@ -15,6 +15,7 @@ from svl.tasks import load_task_config, run_task
 from svl.tasks.events import EventClassificationTask, polarity_from_colour
 from svl.tasks.finetune import cv_fold
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUICK = [
     "data.train_per_class=6", "data.test_per_class=3", "data.num_points=256", "model.voxel_size=0.0625",
     "train.batch_size=8", "train.epochs=2", "train.log_every_steps=1", "train.ckpt_every_steps=0",
@@ -72,7 +73,7 @@ def test_cv_folds_partition_each_class():
         cv_fold(y, idx, 5, 5, 0)
 
 
-def test_event_classification_end_to_end_bins(tmp_path, nmnist):
+def test_event_classification_end_to_end_bins(tmp_path, nmnist, run_cli):
     _, cfg = load_task_config(
         "classification", None, ["task=event_classification", f"out_dir={tmp_path}", *QUICK]
     )
@@ -89,6 +90,17 @@ def test_event_classification_end_to_end_bins(tmp_path, nmnist):
     meta = read_checkpoint_meta(tmp_path / "final.safetensors")
     assert meta["data"]["input"] == "events" and meta["data"]["encoding"] == "bins"
     assert meta["data"]["sensor_size"] == [34, 34]
+    # svl classify reads event files with an event classifier, encoded as in training
+    code, out, err = run_cli(
+        "classify", "--checkpoint", tmp_path / "final.safetensors", nmnist / "60001.bs2", "--json"
+    )
+    assert code == 0, err
+    r = json.loads(out)[0]
+    assert r["label"] in [str(d) for d in range(10)] and r["prepared"]["encoding"] == "bins"
+    code, _, err = run_cli(
+        "classify", "--checkpoint", tmp_path / "final.safetensors", nmnist / "60001.bs2", "--format", "aedat"
+    )
+    assert code == 2 and "60001.bs2" in err
 
 
 def test_cloud_encoding_and_cv_fold(tmp_path, nmnist):
@@ -139,3 +151,35 @@ def test_a_shape_dataset_is_refused(tmp_path):
     ])  # fmt: skip
     with pytest.raises((ValueError, TypeError), match="event|augment|encoding"):
         EventClassificationTask(cfg)
+
+
+def test_dvs_gesture_protocol_runs_end_to_end(tmp_path):
+    """configs/finetune_dvs128_gesture.yaml (T = 6 bins) on a small DvsGesture layout of AEDAT 3.1 files."""
+    from svl.data.events import EVENT_DTYPE, write_aedat31
+
+    root = tmp_path / "DvsGesture"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    names = {"train": ["user01_led.aedat", "user02_led.aedat"], "test": ["user03_led.aedat"]}
+    for split, files in names.items():
+        for name in files:
+            n = 6000
+            ev = np.zeros(n, EVENT_DTYPE)
+            ev["t"] = np.arange(n) * 100
+            # gesture 1 (class 3) moves right, gesture 2 (class 8) moves down
+            first = ev["t"] < 300_000
+            ev["x"] = np.where(first, 20 + ev["t"] // 4000, 64) + rng.integers(-3, 4, n)
+            ev["y"] = np.where(first, 64, 20 + (ev["t"] - 300_000) // 4000) + rng.integers(-3, 4, n)
+            ev["p"] = rng.random(n) < 0.5
+            write_aedat31(root / name, ev)
+            (root / name.replace(".aedat", "_labels.csv")).write_text(
+                "class,startTime_usec,endTime_usec\n3,0,290000\n8,300000,590000\n"
+            )
+        (root / f"trials_to_{split}.txt").write_text("\n".join(files) + "\n")
+    _, cfg = load_task_config("classification", CONFIGS / "finetune_dvs128_gesture.yaml", [
+        f"data.root={tmp_path}", f"out_dir={tmp_path / 'run'}", "data.num_points=512", "train.epochs=1",
+        "train.batch_size=2", "train.ckpt_every_steps=0",
+    ])  # fmt: skip
+    assert cfg.model.T == 6 and cfg.data.encoding == "bins"
+    res = run_task(cfg)
+    assert res["n_test"] == 2 and res["n_train"] == 4 and len(res["energy"]["per_step_energy_snn_mj"]) == 6

@@ -134,12 +134,22 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from svl.models.heads import load_zeroshot_model
     from svl.tasks.finetune import load_classifier
 
+    meta = None
     if args.head:
         model, names, _ = load_zeroshot_model(args.checkpoint, args.head)
     else:  # a fine-tuned classifier carries its own K-way head and class names
-        model, names, _ = load_classifier(args.checkpoint)
+        model, names, meta = load_classifier(args.checkpoint)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     num_points = args.num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
+    data = (meta or {}).get("data") or {}
+    if data.get("input") == "events":  # a classifier fine-tuned on event streams reads event files
+        from svl.eval.classify import classify_event_files
+
+        results = classify_event_files(
+            model, names, args.files, data | ({"num_points": args.num_points} if args.num_points else {}),
+            topk=args.topk, format=args.format, device=resolve_device(args.device),
+        )  # fmt: skip
+        return _print_results(results, args, events=True)
     results = classify_files(
         model,
         names,
@@ -149,6 +159,10 @@ def _cmd_classify(args: argparse.Namespace) -> int:
         device=resolve_device(args.device),
         up_axis=args.up_axis,
     )
+    return _print_results(results, args)
+
+
+def _print_results(results: list[dict], args: argparse.Namespace, events: bool = False) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -157,7 +171,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
             print(f"svl: warning: {w}", file=sys.stderr)
         tops = "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
         print(f"{r['file']}: {r['label']}    [{tops}]")
-    if results:
+    if results and not events:
         p = results[0]["prepared"]
         how = "as given by --up-axis" if args.up_axis else "assumed; pass --up-axis y for y-up files"
         print(
@@ -181,7 +195,10 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
         metavar="HEAD",
         help="Rep-VLI head file (zero-shot); omit for a checkpoint written by `svl finetune`",
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="point-cloud files (any format svl.data reads)")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="point-cloud files (any format svl.data reads), or event files for an event classifier",
+    )  # fmt: skip
     p.add_argument("--topk", type=int, default=5, help="scores to show per file (default 5)")
     p.add_argument("--num-points", type=int, default=None, help="resample to N points (default: model's)")
     p.add_argument(
@@ -189,6 +206,12 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
         choices=("z", "y"),
         default=None,
         help="the files' up axis (default z; OpenShape, Objaverse and ShapeNet files are y-up)",
+    )
+    p.add_argument(
+        "--format",
+        default=None,
+        help="event files only (a classifier fine-tuned on events): nmnist, aedat, aedat4, prophesee, "
+        "npy, npz; default: by extension and content",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print results as JSON")

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["classify_files", "predict_scores"]
+__all__ = ["classify_event_files", "classify_files", "predict_scores"]
 
 
 @torch.no_grad()
@@ -100,6 +100,69 @@ def classify_files(
                 "top": [{"class": class_names[int(i)], "score": float(logits[i])} for i in top.indices],
                 "prepared": sample["prepared"],
                 "warnings": [str(w.message) for w in caught],
+            }
+        )
+    return results
+
+
+@torch.no_grad()
+def classify_event_files(
+    model: nn.Module,
+    class_names: Sequence[str],
+    paths: Sequence[str | os.PathLike[str]],
+    events_meta: dict[str, Any],
+    topk: int = 5,
+    format: str | None = None,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Label event recordings with a classifier fine-tuned on events (task `event_classification`).
+
+    Each file is read (`read_events`, `format` forced or detected), encoded as in training (the
+    checkpoint's encoding, time bins and events per window, from `events_meta`: its meta["data"]) and
+    classified; a sensor of another size than the training data's is a warning (coordinates are scaled
+    by the sensor size, so the object's scale changes).
+    """
+    from svl.data.batch import collate_points
+    from svl.data.events import events_to_points, events_to_steps
+    from svl.data.readers.events import read_events
+
+    if not paths:
+        raise ValueError("no event files given")
+    model.eval().to(device)
+    enc, n = events_meta.get("encoding", "cloud"), int(events_meta.get("num_points", 1024))
+    T = int(getattr(model, "T", 1))
+    trained = tuple(events_meta.get("sensor_size") or ())
+    k = min(int(topk), len(class_names))
+    results = []
+    for p in paths:
+        rec = read_events(p, format=format)
+        notes = []
+        if trained and tuple(rec.sensor_size) != trained:
+            notes.append(
+                f"{rec.path}: sensor {rec.sensor_size[0]}x{rec.sensor_size[1]} but the classifier was "
+                f"trained on {trained[0]}x{trained[1]}; coordinates are scaled by the sensor size"
+            )
+        if enc == "bins":
+            sample = events_to_steps(rec.events, T, rec.sensor_size, n, seed=seed)
+        else:
+            sample = events_to_points(rec.events, rec.sensor_size, n, seed=seed)
+        logits = model(collate_points([{**sample, "label": 0, "index": 0}]).to(device)).float().cpu()[0]
+        if logits.shape[0] != len(class_names):
+            raise ValueError(f"model returned {logits.shape[0]} scores for {len(class_names)} classes")
+        top = torch.topk(logits, k)
+        results.append(
+            {
+                "file": str(rec.path),
+                "label": class_names[int(top.indices[0])],
+                "top": [{"class": class_names[int(i)], "score": float(logits[i])} for i in top.indices],
+                "prepared": {
+                    "format": rec.format,
+                    "events": len(rec.events),
+                    "encoding": enc,
+                    "num_points": n,
+                },
+                "warnings": notes,
             }
         )
     return results

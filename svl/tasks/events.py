@@ -5,8 +5,9 @@ Only the data differ: an event dataset (`nmnist`, `modelnet40_dvs`, `dvs128_gest
 I-LIF membranes carried across them (T = 6, docs/SPEC.md §8), or (a) one x-y-t cloud; training
 augmentation happens on the events (pixel shifts, dropped events), not on the points. The inputs are
 x, y, t and polarity (4 channels). An SVL checkpoint pretrained on 3D shapes (xyz + colour, 6
-channels, T = 1) starts the encoder: its weights do not depend on T, and its first layer is carried
-over to the event channels by `polarity_from_colour`.
+channels, T = 1) starts the encoder: its weights do not depend on T or on the voxel size (event
+clouds fill [0, 1]^3, so their voxel size is set by the sensor's pixel pitch, not by the shapes'),
+and its first layer is carried over to the event channels by `polarity_from_colour`.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class EventClassificationTask(ClassificationTask):
 
     def load_init(self, enc: nn.Module, init: str) -> dict[str, Any]:
         return load_encoder_init(
-            enc, init, self.cfg.model.name, self.model_cfg(), may_differ=("T", "in_channels"),
+            enc, init, self.cfg.model.name, self.model_cfg(), may_differ=("T", "in_channels", "voxel_size"),
             adapt=polarity_from_colour,
         )  # fmt: skip
 
