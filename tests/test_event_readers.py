@@ -415,3 +415,12 @@ def test_cli_info_and_render_on_a_real_nmnist_file(tmp_path, run_cli, nmnist_dir
     shutil.copy(f, copy)
     code, out, _ = run_cli("data", "info", copy, "--format", "nmnist", "--json")
     assert code == 0 and json.loads(out)["num_events"] == len(ref)
+
+
+def test_cli_render_of_an_event_dataset_sample_draws_its_stream(tmp_path, run_cli, nmnist_dir):
+    png = tmp_path / "s.png"
+    code, out, err = run_cli("data", "render", "nmnist:test", "--index", "3", "--root", nmnist_dir, "-o", png)
+    assert code == 0, err
+    assert "nmnist:test[3] 0" in out  # test100.txt: sample 60004 is a 0
+    img = np.asarray(Image.open(png).convert("RGB"))
+    assert img.shape[1] >= 600 and ((img[..., 0] > 150) & (img[..., 2] < 100)).sum() > 50

@@ -65,6 +65,13 @@ def _cmd_data_render(args: argparse.Namespace) -> int:
     from svl.teachers.render import render_views, save_view_grid
 
     s, title = load_sample(args.path, args.index, args.up_axis, args.root, args.variant, format=args.format)
+    if s.get("events") is not None:  # a sample of an event dataset: its stream, as for event files
+        from svl.data.readers.events import EventFile
+
+        ef = EventFile(s["events"], s["sensor_size"], "dataset", Path(args.path), "dataset")
+        render_events(ef, out, title=title)
+        print(f"wrote {out} (accumulated frame and x-y-t view of {title})")
+        return 0
     xyz = torch.as_tensor(s["xyz"])[None]
     rgb = torch.as_tensor(s["rgb"])[None] if s.get("rgb") is not None else None
     save_view_grid(render_views(xyz, rgb, num_views=args.views, size=args.size), out)

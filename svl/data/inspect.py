@@ -187,6 +187,8 @@ def load_sample(
     kwargs = {"variant": variant} if variant else {}
     ds = build_dataset(name, split or "test", root=root, **kwargs)
     s = ds[index or 0]
+    if hasattr(ds, "events") and hasattr(ds, "sensor_size"):  # an event dataset: the raw stream too
+        s["events"], s["sensor_size"] = ds.events(index or 0), tuple(ds.sensor_size)
     return s, f"{name}:{split or 'test'}[{index or 0}] {ds.classes[s['label']]}"
 
 
