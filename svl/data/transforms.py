@@ -38,7 +38,7 @@ Sample = dict[str, Any]
 TRANSFORMS: Registry[Callable[..., Any]] = Registry(
     "transform", group="svl.transforms", hint="svl.data.list_transforms()"
 )
-_PER_POINT = ("xyz", "rgb", "normals", "feats")
+_PER_POINT = ("xyz", "rgb", "normals", "feats", "segment", "instance")  # resampled together
 
 
 def register_transform(name: str) -> Callable[[type], type]:
@@ -102,9 +102,10 @@ def _take(sample: Sample, idx: np.ndarray) -> Sample:
         v = sample.get(k)
         if v is not None and len(v) == n:
             out[k] = np.asarray(v)[idx]
-    steps = sample.get("steps")
-    if steps is not None and np.shape(steps)[1] == n:  # per-step points of the same cloud
-        out["steps"] = np.asarray(steps)[:, idx]
+    for k in ("steps", "step_mask"):  # per-step points of the same cloud (time leads)
+        v = sample.get(k)
+        if v is not None and np.shape(v)[1] == n:
+            out[k] = np.asarray(v)[:, idx]
     return out
 
 

@@ -1,0 +1,106 @@
+"""Segmentation metrics: confusion matrix, per-class IoU, mIoU, overall accuracy, and ShapeNetPart's
+instance / class mIoU (the PointNet++ protocol every part-segmentation paper reports).
+
+Conventions (stated because papers differ): IoU_c = TP / (TP + FP + FN) from the confusion matrix
+summed over the whole test set; a class that never occurs in the labels nor in the predictions has
+no IoU (NaN) and is left out of the mean. For ShapeNetPart a shape's IoU averages over the parts of
+its category only, and a part absent from both the shape's labels and its predictions counts 1.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["SHAPENETPART_PARTS", "confusion", "iou_from_confusion", "part_miou", "segmentation_metrics"]
+
+# category -> its global part ids (50 parts), in the category order of synsetoffset2category.txt
+SHAPENETPART_PARTS: dict[str, list[int]] = {
+    "Airplane": [0, 1, 2, 3], "Bag": [4, 5], "Cap": [6, 7], "Car": [8, 9, 10, 11],
+    "Chair": [12, 13, 14, 15], "Earphone": [16, 17, 18], "Guitar": [19, 20, 21], "Knife": [22, 23],
+    "Lamp": [24, 25, 26, 27], "Laptop": [28, 29], "Motorbike": [30, 31, 32, 33, 34, 35],
+    "Mug": [36, 37], "Pistol": [38, 39, 40], "Rocket": [41, 42, 43], "Skateboard": [44, 45, 46],
+    "Table": [47, 48, 49],
+}  # fmt: skip
+
+
+def confusion(
+    labels: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int | None = None
+) -> np.ndarray:
+    """(K, K) counts, rows = label, columns = prediction; points labelled `ignore_index` are skipped."""
+    y, p = np.asarray(labels).ravel(), np.asarray(pred).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"confusion: {y.size} labels but {p.size} predictions")
+    keep = np.ones(y.shape, bool) if ignore_index is None else y != ignore_index
+    y, p = y[keep].astype(np.int64), p[keep].astype(np.int64)
+    bad = (y < 0) | (y >= num_classes) | (p < 0) | (p >= num_classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"confusion: label {y[i]} / prediction {p[i]} outside 0..{num_classes - 1}")
+    return np.bincount(y * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU = TP / (TP + FP + FN); NaN for a class absent from labels and predictions."""
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def segmentation_metrics(
+    labels: np.ndarray, pred: np.ndarray, class_names: Sequence[str], ignore_index: int | None = None
+) -> dict[str, Any]:
+    """`miou`, `oa`, `macc` (fractions), per-class IoU and the confusion matrix over all points."""
+    k = len(class_names)
+    cm = confusion(labels, pred, k, ignore_index)
+    iou = iou_from_confusion(cm)
+    support = cm.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(support > 0, np.diag(cm) / support, np.nan)
+    total = cm.sum()
+    return {
+        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "oa": float(np.trace(cm) / total) if total else float("nan"),
+        "macc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+        "per_class": [
+            {"class": c, "iou": None if np.isnan(iou[i]) else float(iou[i]), "points": int(support[i])}
+            for i, c in enumerate(class_names)
+        ],
+        "confusion": cm.tolist(),
+    }
+
+
+def part_miou(
+    labels: Sequence[np.ndarray], preds: Sequence[np.ndarray], categories: Sequence[str]
+) -> dict[str, Any]:
+    """ShapeNetPart instance mIoU (mean over shapes) and class mIoU (mean over categories of their
+    shapes' mean), each shape scored on its own category's parts only."""
+    if not len(labels) == len(preds) == len(categories):
+        raise ValueError(
+            f"part_miou: {len(labels)} label arrays, {len(preds)} predictions, {len(categories)} categories"
+        )
+    shape_iou, by_cat = [], {}
+    for i, (y, p, cat) in enumerate(zip(labels, preds, categories)):
+        if cat not in SHAPENETPART_PARTS:
+            raise ValueError(f"part_miou: shape {i}: unknown category {cat!r}")
+        y, p = np.asarray(y).ravel(), np.asarray(p).ravel()
+        if y.shape != p.shape:
+            raise ValueError(f"part_miou: shape {i} has {y.size} labels but {p.size} predictions")
+        ious = []
+        for part in SHAPENETPART_PARTS[cat]:
+            inter = np.sum((y == part) & (p == part))
+            union = np.sum((y == part) | (p == part))
+            ious.append(1.0 if union == 0 else inter / union)
+        shape_iou.append(float(np.mean(ious)))
+        by_cat.setdefault(cat, []).append(shape_iou[-1])
+    per_cat = {c: float(np.mean(v)) for c, v in by_cat.items()}
+    return {
+        "instance_miou": float(np.mean(shape_iou)),
+        "class_miou": float(np.mean(list(per_cat.values()))),
+        "per_category": per_cat,
+        "shapes": len(shape_iou),
+    }

@@ -1,0 +1,123 @@
+"""Per-point labels: segmentation metrics against hand-computed confusion matrices, and the
+ShapeNetPart v0 reader on the real samples and the official split lists."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from svl.data import build_dataset
+from svl.data.segmentation import read_pts_seg
+from svl.data.transforms import build_transforms
+from svl.eval.segmentation import SHAPENETPART_PARTS, confusion, part_miou, segmentation_metrics
+
+
+def test_metrics_match_a_hand_computed_confusion_matrix():
+    y = np.array([0, 0, 1, 1, 2, 3])
+    p = np.array([0, 1, 1, 1, 0, 3])
+    cm = confusion(y, p, 5)
+    want = np.zeros((5, 5), int)
+    want[0, 0], want[0, 1], want[1, 1], want[2, 0], want[3, 3] = 1, 1, 2, 1, 1
+    np.testing.assert_array_equal(cm, want)
+    m = segmentation_metrics(y, p, ["a", "b", "c", "d", "e"])
+    # IoU: a 1/(1+1+1), b 2/(2+1), c 0/1, d 1/1; e absent everywhere -> left out
+    assert [r["iou"] for r in m["per_class"]] == pytest.approx([1 / 3, 2 / 3, 0.0, 1.0, None][:4] + [None])
+    assert m["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0 + 1) / 4)
+    assert m["oa"] == pytest.approx(4 / 6)
+    assert m["macc"] == pytest.approx((0.5 + 1 + 0 + 1) / 4)
+    ig = segmentation_metrics(np.array([0, 255, 1]), np.array([0, 1, 1]), ["a", "b"], ignore_index=255)
+    assert ig["oa"] == 1.0 and ig["miou"] == 1.0
+    with pytest.raises(ValueError, match="outside"):
+        confusion(np.array([0, 7]), np.array([0, 1]), 3)
+    with pytest.raises(ValueError, match="labels but"):
+        confusion(np.array([0, 1]), np.array([0]), 3)
+
+
+def test_shapenetpart_instance_and_class_miou_by_hand():
+    bag = SHAPENETPART_PARTS["Bag"]  # [4, 5]
+    perfect = part_miou([np.array([4, 4, 5])], [np.array([4, 4, 5])], ["Bag"])
+    assert perfect["instance_miou"] == 1.0 and perfect["class_miou"] == 1.0
+    # part 5 absent in labels and predictions counts 1.0; part 4 perfect -> 1.0
+    assert part_miou([np.array([4, 4])], [np.array([4, 4])], ["Bag"])["instance_miou"] == 1.0
+    # one of four points wrong: part 4 IoU 2/3, part 5 IoU 1/2 -> shape 7/12
+    r = part_miou([np.array([4, 4, 4, 5])], [np.array([4, 4, 5, 5])], ["Bag"])
+    assert r["instance_miou"] == pytest.approx((2 / 3 + 1 / 2) / 2) and bag == [4, 5]
+    # instance mean over shapes, class mean over categories
+    r = part_miou(
+        [np.array([4, 4]), np.array([4, 5]), np.array([6, 7])],
+        [np.array([4, 4]), np.array([5, 4]), np.array([6, 7])],
+        ["Bag", "Bag", "Cap"],
+    )
+    assert r["instance_miou"] == pytest.approx((1 + 0 + 1) / 3)
+    assert r["class_miou"] == pytest.approx((0.5 + 1) / 2)
+    with pytest.raises(ValueError, match="unknown category"):
+        part_miou([np.array([0])], [np.array([0])], ["Sofa"])
+
+
+@pytest.fixture()
+def spp(shared_data: Path) -> Path:
+    root = shared_data / "shapenetpart_samples"
+    if not root.is_dir():
+        pytest.skip("ShapeNetPart samples not in the shared data")
+    return root
+
+
+def test_real_shapenetpart_samples_and_split_lists(spp):
+    names = [ln.split()[0] for ln in (spp / "synsetoffset2category.txt").read_text().splitlines() if ln]
+    assert names == list(SHAPENETPART_PARTS)  # the global part ids follow the file's category order
+    sizes = {s: len(json.loads((spp / "train_test_split" / f"shuffled_{s}_file_list.json").read_text()))
+             for s in ("train", "val", "test")}  # fmt: skip
+    assert sizes == {"train": 12137, "val": 1870, "test": 2874}
+    for pts in sorted(spp.glob("*/points/*.pts")):  # every real shape: one label per point, in range
+        xyz, lab = read_pts_seg(pts, pts.parent.parent / "points_label" / (pts.stem + ".seg"))
+        cat = names[[ln.split()[1] for ln in (spp / "synsetoffset2category.txt").read_text().splitlines()
+                     if ln].index(pts.parent.parent.name)]  # fmt: skip
+        assert len(xyz) == len(lab) > 0 and 1 <= lab.min() and lab.max() <= len(SHAPENETPART_PARTS[cat])
+    with pytest.raises(FileNotFoundError, match="listed shapes are missing"):
+        build_dataset("shapenetpart", "test", root=spp)
+    listed = set()
+    for split in ("train", "val", "test"):
+        listed |= {e.split("/", 1)[1] for e in json.loads(
+            (spp / "train_test_split" / f"shuffled_{split}_file_list.json").read_text())}  # fmt: skip
+    on_disk = {f"{p.parent.parent.name}/{p.stem}" for p in spp.glob("*/points/*.pts")}
+    total = 0
+    for split in ("train", "val", "test"):
+        try:
+            ds = build_dataset("shapenetpart", split, root=spp, skip_missing=True, num_points=1024)
+        except ValueError as e:  # a split none of the 16 samples belongs to
+            assert "no listed shape found" in str(e)
+            continue
+        total += len(ds)
+        for i in range(len(ds)):
+            s = ds[i]
+            parts = SHAPENETPART_PARTS[ds.classes[s["label"]]]
+            assert s["xyz"].shape == (1024, 3) and set(np.unique(s["segment"])) <= set(parts)
+    assert total == len(on_disk & listed) > 0
+
+
+def test_bad_label_files_are_named(tmp_path, spp):
+    pts = next(spp.glob("*/points/*.pts"))
+    seg = pts.parent.parent / "points_label" / (pts.stem + ".seg")
+    short = tmp_path / "short.seg"
+    short.write_text("\n".join(seg.read_text().split()[:-3]) + "\n")
+    with pytest.raises(ValueError, match=r"short\.seg: \d+ labels for \d+ points"):
+        read_pts_seg(pts, short)
+    bad = tmp_path / "bad.seg"
+    shutil.copy(seg, bad)
+    bad.write_text(bad.read_text().replace("1", "x", 1))
+    with pytest.raises(ValueError, match="bad.seg"):
+        read_pts_seg(pts, bad)
+
+
+def test_transforms_keep_point_labels_aligned():
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(500, 3)).astype(np.float32)
+    seg = (xyz[:, 0] > 0).astype(np.int64)  # a label that is a function of the point
+    tf = build_transforms([{"name": "random_sample", "num_points": 200}, {"name": "fps", "num_points": 64}])
+    out = tf({"xyz": xyz, "segment": seg}, rng)
+    assert out["xyz"].shape == (64, 3) and out["segment"].shape == (64,)
+    np.testing.assert_array_equal(out["segment"], (out["xyz"][:, 0] > 0).astype(np.int64))
