@@ -121,3 +121,60 @@ def test_transforms_keep_point_labels_aligned():
     out = tf({"xyz": xyz, "segment": seg}, rng)
     assert out["xyz"].shape == (64, 3) and out["segment"].shape == (64,)
     np.testing.assert_array_equal(out["segment"], (out["xyz"][:, 0] > 0).astype(np.int64))
+
+
+def _pointcept_scene(folder: Path, n: int, k: int, seg_name: str, rng) -> np.ndarray:
+    folder.mkdir(parents=True)
+    seg = rng.integers(-1, k, n)
+    np.save(folder / "coord.npy", rng.normal(size=(n, 3)).astype(np.float32))
+    np.save(folder / "color.npy", rng.integers(0, 256, (n, 3)).astype(np.uint8))
+    np.save(folder / seg_name, seg)
+    return seg
+
+
+def test_pointcept_layouts_read_labels_and_refuse_bad_ones(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "s3dis"
+    segs = {a: _pointcept_scene(root / f"Area_{a}" / "office_1", 300, 13, "segment.npy", rng) for a in (1, 5)}
+    tr = build_dataset("s3dis", "train", root=root, num_points=None)
+    te = build_dataset("s3dis", "test", root=root, num_points=128)
+    assert len(tr) == len(te) == 1 and len(tr.classes) == 13
+    np.testing.assert_array_equal(tr[0]["segment"], segs[1])  # -1 stays the ignore label
+    s = te[0]
+    assert s["xyz"].shape == (128, 3) and s["rgb"].max() <= 1 and s["segment"].shape == (128,)
+    sc = tmp_path / "scannet"
+    _pointcept_scene(sc / "val" / "scene0000_00", 200, 20, "segment20.npy", rng)
+    assert len(build_dataset("scannet", "val", root=sc).classes) == 20
+    np.save(sc / "val" / "scene0000_00" / "segment20.npy", np.full(200, 25))
+    with pytest.raises(ValueError, match="scene0000_00: label 25 outside 0..19"):
+        build_dataset("scannet", "val", root=sc)[0]
+    np.save(sc / "val" / "scene0000_00" / "segment20.npy", np.zeros(150, np.int64))
+    with pytest.raises(ValueError, match="segment has 150 rows for 200 points"):
+        build_dataset("scannet", "val", root=sc)[0]
+
+
+def test_semantic_kitti_learning_map_on_a_real_scan(tmp_path, shared_data):
+    scan = shared_data / "kitti_samples" / "training" / "velodyne" / "000000.bin"
+    if not scan.is_file():
+        pytest.skip("KITTI samples not in the shared data")
+    seq = tmp_path / "sequences" / "08"
+    (seq / "velodyne").mkdir(parents=True)
+    (seq / "labels").mkdir()
+    shutil.copy(scan, seq / "velodyne" / "000000.bin")
+    n = scan.stat().st_size // 16
+    rng = np.random.default_rng(0)
+    raw = rng.choice([0, 10, 40, 252, 60, 52], n).astype(np.uint32)
+    inst = rng.integers(0, 5, n).astype(np.uint32)
+    (raw | (inst << 16)).astype("<u4").tofile(seq / "labels" / "000000.label")
+    ds = build_dataset("semantic_kitti", "val", root=tmp_path, num_points=None)
+    s = ds[0]
+    want = {0: -1, 10: 0, 40: 8, 252: 0, 60: 8, 52: -1}  # car = 0, road = 8 (lane marking -> road)
+    np.testing.assert_array_equal(s["segment"], np.vectorize(want.get)(raw))
+    np.testing.assert_array_equal(s["instance"], inst)
+    assert len(s["xyz"]) == n and len(ds.classes) == 19
+    (raw[:-5]).astype("<u4").tofile(seq / "labels" / "000000.label")
+    with pytest.raises(ValueError, match=r"000000\.label: .* labels for \d+ points"):
+        build_dataset("semantic_kitti", "val", root=tmp_path)[0]
+    np.array([7] * n, "<u4").tofile(seq / "labels" / "000000.label")
+    with pytest.raises(ValueError, match="not in the SemanticKITTI learning map"):
+        build_dataset("semantic_kitti", "val", root=tmp_path)[0]
