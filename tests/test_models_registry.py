@@ -10,7 +10,17 @@ from svl.models import Contract, check_contract, create_model, get_pretrained, l
 
 ALL = [
     f"{a}{s}"
-    for a in ("e3dsnn_t", "e3dsnn_s", "e3dsnn_l", "e3dsnn_h", "spike_pointformer_l", "spike_pointnet")
+    for a in (
+        "e3dsnn_t",
+        "e3dsnn_s",
+        "e3dsnn_l",
+        "e3dsnn_h",
+        "spike_pointformer_l",
+        "spike_pointnet",
+        "e3dsnn_unet_t",
+        "e3dsnn_unet_s",
+        "e3dsnn_unet_l",
+    )
     for s in ("", "_ann")
 ]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from svl.data import datasets, event_sim, events, segmentation  # noqa: F401  (importing them registers the built-in datasets)
+from svl.data import datasets, event_sim, events, scenes, segmentation  # noqa: F401  (importing them registers the built-in datasets)
 
 # eager, so `svl.data.prepare` is the function and not the submodule of the same name
 from svl.data.prepare import DegenerateCloudWarning as DegenerateCloudWarning

@@ -24,6 +24,7 @@ from svl.data.transforms import Compose
 
 __all__ = [
     "IGNORE",
+    "SHAPENETPART_PARTS",
     "S3DIS_CLASSES",
     "SCANNET20_CLASSES",
     "SEMANTIC_KITTI_CLASSES",
@@ -33,6 +34,16 @@ __all__ = [
     "read_pts_seg",
     "read_semantic_kitti",
 ]
+
+
+# category -> its global part ids (50 parts), in the category order of synsetoffset2category.txt
+SHAPENETPART_PARTS: dict[str, list[int]] = {
+    "Airplane": [0, 1, 2, 3], "Bag": [4, 5], "Cap": [6, 7], "Car": [8, 9, 10, 11],
+    "Chair": [12, 13, 14, 15], "Earphone": [16, 17, 18], "Guitar": [19, 20, 21], "Knife": [22, 23],
+    "Lamp": [24, 25, 26, 27], "Laptop": [28, 29], "Motorbike": [30, 31, 32, 33, 34, 35],
+    "Mug": [36, 37], "Pistol": [38, 39, 40], "Rocket": [41, 42, 43], "Skateboard": [44, 45, 46],
+    "Table": [47, 48, 49],
+}  # fmt: skip
 
 
 def read_pts_seg(pts: str | Path, seg: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +76,10 @@ class ShapeNetPart(PointDataset):
     def __init__(self, items, categories, split, transforms, seed, num_points):
         super().__init__(split, categories, transforms, seed)
         self.items, self.num_points = items, num_points
+        # the 50 per-point classes ("Airplane part 1", ...); `classes` stay the 16 categories (label)
+        self.segment_classes = [
+            f"{c} part {j + 1}" for c in categories for j in range(len(SHAPENETPART_PARTS[c]))
+        ]
         self._labels = np.asarray([it[2] for it in items], np.int64)
 
     def __len__(self) -> int:
@@ -74,8 +89,6 @@ class ShapeNetPart(PointDataset):
         return self._labels
 
     def _load(self, i: int) -> dict[str, Any]:
-        from svl.eval.segmentation import SHAPENETPART_PARTS
-
         pts, seg, cat = self.items[i]
         xyz, lab = read_pts_seg(pts, seg)
         parts = SHAPENETPART_PARTS[self.classes[cat]]

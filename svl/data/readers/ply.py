@@ -185,3 +185,31 @@ def _ply_binary_element(el: dict[str, Any], body: bytes, pos: int, bo: str, pars
     if el["name"] == "face":
         parsed["face"] = rows
     return pos
+
+
+def write_ply_labels(
+    path: str | Path, xyz: np.ndarray, labels: np.ndarray, rgb8: np.ndarray | None = None
+) -> Path:
+    """A binary little-endian PLY of points with an int32 ``label`` property (and uchar colours),
+    written atomically; PLY viewers (CloudCompare, MeshLab) show the label as a scalar field."""
+    from svl.utils import atomic_write
+
+    xyz, labels = np.asarray(xyz, np.float32), np.asarray(labels).astype(np.int32)
+    if xyz.ndim != 2 or xyz.shape[1] != 3 or len(labels) != len(xyz):
+        raise ValueError(f"write_ply_labels: xyz {xyz.shape} and labels {labels.shape} do not match")
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if rgb8 is not None:
+        fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    fields.append(("label", "<i4"))
+    rec = np.empty(len(xyz), np.dtype(fields))
+    rec["x"], rec["y"], rec["z"] = xyz.T
+    if rgb8 is not None:
+        rec["red"], rec["green"], rec["blue"] = np.asarray(rgb8, np.uint8).T
+    rec["label"] = labels
+    props = {"<f4": "float", "u1": "uchar", "<i4": "int"}
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(xyz)}"]
+    header += [f"property {props[t]} {n}" for n, t in fields] + ["end_header"]
+    with atomic_write(path) as fh:
+        fh.write(("\n".join(header) + "\n").encode("ascii"))
+        fh.write(rec.tobytes())
+    return Path(path)

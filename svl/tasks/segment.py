@@ -1,0 +1,303 @@
+"""Task `segmentation`: fine-tune a spiking sparse U-Net for per-point labels (docs/SPEC.md §9).
+
+The encoder half of an `e3dsnn_unet_*` model has the E-3DSNN stages' names, so an SVL pretraining
+checkpoint (`init=PATH`) starts it, the decoder and the per-point classifier staying new. Training is
+per-point cross-entropy (points labelled IGNORE = -1 are left out); the report holds mIoU, overall
+and class-mean accuracy, per-class IoU, ShapeNetPart's instance / class mIoU on that dataset, and the
+energy per scene. The final `final.safetensors` (kind `svl-segmenter`) is what `svl segment` reads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from svl.tasks.base import ModelSection, Subset, Task, TrainParts, energy_per_sample, register_task
+from svl.train.trainer import TrainConfig
+from svl.utils import get_logger, progress, seed_everything
+
+__all__ = ["SEGMENTER_KIND", "SegmentationConfig", "SegmentationTask", "Segmenter", "load_segmenter"]
+
+log = get_logger(__name__)
+
+SEGMENTER_KIND = "svl-segmenter"
+IGNORE = -1
+
+
+def _seg_model() -> ModelSection:
+    return ModelSection(name="e3dsnn_unet_t", voxel_size=0.05)
+
+
+def _seg_augment() -> list[Any]:
+    # transforms that move points but keep each point's label (nothing reorders without its label)
+    return [
+        {"name": "rotate_gravity"},
+        {"name": "random_scale", "low": 0.9, "high": 1.1},
+        {"name": "jitter", "sigma": 0.005, "clip": 0.02},
+    ]
+
+
+@dataclass
+class SegData:
+    dataset: str = "modelnet40_scenes"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    num_points: int = 8192
+    train_split: str = "train"
+    test_split: str = "test"
+    train_limit: int | None = None  # first N training scenes (quick runs)
+    test_limit: int | None = None
+    augment: list[Any] = field(default_factory=_seg_augment)
+
+
+@dataclass
+class SegEval:
+    batch_size: int = 8
+    monitor_test: bool = True  # test mIoU logged each validation for the curve, never selected on
+
+
+def _seg_train() -> TrainConfig:
+    return TrainConfig(
+        epochs=20, batch_size=8, lr=2e-3, weight_decay=0.05, optimizer="adamw", schedule="cosine",
+        grad_clip=None, ckpt_every_steps=200, log_every_steps=20,
+    )  # fmt: skip
+
+
+@dataclass
+class SegmentationConfig:
+    task: str = "segmentation"
+    model: ModelSection = field(default_factory=_seg_model)
+    init: str = "scratch"  # or an svl checkpoint whose E-3DSNN encoder starts the U-Net's encoder
+    data: SegData = field(default_factory=SegData)
+    eval: SegEval = field(default_factory=SegEval)
+    train: TrainConfig = field(default_factory=_seg_train)
+    out_dir: str = "runs/segment_modelnet40_scenes"
+    energy: bool = True
+
+
+class Segmenter(nn.Module):
+    """A U-Net whose forward gives (B, N, K) logits, trained with per-point cross-entropy."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        logits = self.net(batch).float()
+        y = batch.extras.get("segment")
+        if y is None:
+            raise ValueError("segmentation needs per-point labels (sample key 'segment')")
+        y = y.long()
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+        keep = y != IGNORE
+        acc = (logits.argmax(-1)[keep] == y[keep]).float().mean() if keep.any() else logits.new_zeros(())
+        return {"loss": loss, "acc": acc.detach()}
+
+
+def load_segmenter(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
+    """(U-Net, class names, meta) of a `svl finetune task=segmentation` checkpoint."""
+    from svl.checkpoint import read_checkpoint_meta
+    from svl.models import create_model
+
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    meta = read_checkpoint_meta(p)
+    if meta.get("kind") != SEGMENTER_KIND:
+        raise ValueError(
+            f"{p}: not a segmentation checkpoint (kind {meta.get('kind')!r}); train one with "
+            "`svl finetune task=segmentation`"
+        )
+    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
+
+
+@torch.no_grad()
+def predict_points(net: nn.Module, dataset: Any, batch_size: int, desc: str = "segment") -> tuple[list, list]:
+    """Per-scene (labels, predictions) arrays of `net` over `dataset`, in order."""
+    from svl.data import collate_points
+
+    net.eval()
+    ys, ps = [], []
+    idx = list(range(len(dataset)))
+    for s in progress([idx[i : i + batch_size] for i in range(0, len(idx), batch_size)], desc=desc):
+        b = collate_points([dataset[i] for i in s])
+        pred = net(b).argmax(-1).numpy()
+        y = b.extras["segment"].numpy()
+        ys += list(y)
+        ps += list(pred)
+    return ys, ps
+
+
+@register_task("segmentation")
+class SegmentationTask(Task):
+    """Per-point segmentation; see the module docstring."""
+
+    Config = SegmentationConfig
+
+    def __init__(self, cfg: SegmentationConfig) -> None:
+        from svl.data import build_dataset
+
+        super().__init__(cfg)
+        seed_everything(cfg.train.seed)
+        d = cfg.data
+        kw = {"root": d.root, "seed": cfg.train.seed, **dict(d.options)}
+        n = d.num_points
+        aug = [{"name": "random_sample", "num_points": n}, *d.augment] if d.augment else None
+        train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
+        self.train_set = self._limit(train, d.train_limit)
+        self.test_set = self._limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
+        # per-point classes: a dataset whose `classes` label whole shapes (ShapeNetPart's categories)
+        # names its point classes `segment_classes`
+        base = getattr(self.train_set, "base", self.train_set)
+        self.classes = list(getattr(base, "segment_classes", None) or self.train_set.classes)
+        self.categories = list(base.classes)
+        first = self.train_set[0]
+        if first.get("segment") is None:
+            raise ValueError(f"{d.dataset}: its samples carry no per-point labels ('segment'); not a "
+                             "segmentation dataset")  # fmt: skip
+        log.info("segmentation on %s: %d classes, %d training scenes, %d test scenes",
+                 d.dataset, len(self.classes), len(self.train_set), len(self.test_set))  # fmt: skip
+
+    @staticmethod
+    def _limit(ds: Any, n: int | None) -> Any:
+        if n is None or n >= len(ds):
+            return ds
+        view = Subset(ds, np.arange(int(n)))
+        view.classes = ds.classes
+        return view
+
+    def model_cfg(self) -> dict[str, Any]:
+        m = self.cfg.model
+        cfg: dict[str, Any] = {
+            "num_classes": len(self.classes),
+            "T": m.T,
+            "D": m.D,
+            "voxel_size": m.voxel_size,
+        }
+        if m.in_channels is not None:
+            cfg["in_channels"] = m.in_channels
+        return cfg
+
+    def build_net(self) -> nn.Module:
+        from svl.models import create_model
+
+        net = create_model(self.cfg.model.name, **self.model_cfg())
+        init = self.cfg.init if self.cfg.init not in ("", "scratch", None) else self.cfg.model.init
+        if init:
+            self._load_encoder(net, init)
+        return net
+
+    def _load_encoder(self, net: nn.Module, init: str) -> None:
+        """The checkpoint's E-3DSNN stem and stages into the U-Net's encoder; the rest stays new."""
+        from svl.checkpoint import load_checkpoint, read_checkpoint_meta
+        from svl.models._registry import load_weights
+
+        p = Path(init)
+        if not p.is_file():
+            raise FileNotFoundError(f"init: checkpoint {p} does not exist")
+        held = read_checkpoint_meta(p).get("model") or ""
+        want = self.cfg.model.name.replace("_unet", "")  # e3dsnn_unet_t -> e3dsnn_t
+        if held and held != want:
+            raise ValueError(
+                f"init: {p} holds a {held!r} encoder; {self.cfg.model.name} needs {want!r} weights"
+            )
+        tensors, _ = load_checkpoint(p)
+        names = {k[len("encoder.") :] if k.startswith("encoder.") else k for k in tensors}
+        own = [k for k in net.state_dict() if not k.startswith(("stem.", "stages."))]  # decoder, classifier
+        n_enc = sum(k.startswith(("stem.", "stages.")) for k in net.state_dict() if k in names)
+        if not n_enc:
+            raise ValueError(f"init: {p} holds no E-3DSNN stem / stage weights")
+
+        def only_encoder(t: dict[str, Tensor], _own: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {k: v for k, v in t.items() if k.startswith(("stem.", "stages."))}
+
+        load_weights(net, p, held or self.cfg.model.name, keep=tuple(own), adapt=only_encoder)
+        log.info("init: %d encoder tensors from %s; %d tensors new", n_enc, p, len(own))
+
+    def setup(self) -> TrainParts:
+        from svl.data import collate_points
+
+        self.net = self.build_net()
+        self.model = Segmenter(self.net)
+        return TrainParts(self.model, self.train_set, collate_points, self.meta())
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "kind": SEGMENTER_KIND,
+            "model": self.cfg.model.name,
+            "model_cfg": self.model_cfg(),
+            "class_names": self.classes,
+            "init": self.cfg.init,
+            "data": {"dataset": self.cfg.data.dataset, "num_points": self.cfg.data.num_points},
+        }
+
+    @property
+    def has_validation(self) -> bool:
+        return self.cfg.eval.monitor_test
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        from svl.eval.segmentation import segmentation_metrics
+
+        ys, ps = predict_points(model.net, self.test_set, self.cfg.eval.batch_size, desc="test")
+        m = segmentation_metrics(np.concatenate(ys), np.concatenate(ps), self.classes, ignore_index=IGNORE)
+        return {"test/miou": m["miou"], "test/oa": m["oa"]}
+
+    def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
+        from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+        from svl.eval.segmentation import part_miou, segmentation_metrics
+
+        path = summary.get("best_path") or summary["last"]
+        tensors, _ = load_checkpoint(path)
+        load_state_into(self.model, tensors, where=path)
+        final = self.out / "final.safetensors"
+        save_checkpoint(final, dict(self.net.state_dict()), {**self.meta(), "source": Path(path).name})
+        t0 = time.perf_counter()
+        ys, ps = predict_points(self.net, self.test_set, self.cfg.eval.batch_size, desc="test")
+        ms = 1000 * (time.perf_counter() - t0) / max(len(ys), 1)
+        res = segmentation_metrics(np.concatenate(ys), np.concatenate(ps), self.classes, ignore_index=IGNORE)
+        res.update({
+            "n_test": len(ys), "n_train": len(self.train_set), "classes": len(self.classes),
+            "checkpoint": str(final), "model": self.cfg.model.name, "init": self.cfg.init,
+            "dataset": self.cfg.data.dataset, "ms_per_scene": ms,
+        })  # fmt: skip
+        if self.cfg.data.dataset == "shapenetpart":
+            cats = [self.categories[int(self.test_set[i]["label"])] for i in range(len(ys))]
+            res["shapenetpart"] = part_miou(ys, ps, cats)
+        if self.cfg.energy:
+            res["energy"] = energy_per_sample(self.net, self.test_set, samples=4)
+        return res
+
+    def format_results(self, result: dict[str, Any]) -> str:
+        lines = [
+            "",
+            f"Segmentation on {result.get('dataset')} ({result.get('classes')} classes): "
+            f"{result.get('model')}, init {result.get('init')}",
+            "",
+            f"{'class':<20}{'points':>10}{'IoU':>8}",
+            "-" * 38,
+        ]
+        for r in result.get("per_class", []):
+            iou = "-" if r["iou"] is None else f"{100 * r['iou']:.2f}"
+            lines.append(f"{r['class']:<20}{r['points']:>10}{iou:>8}")
+        lines += [
+            "-" * 38,
+            f"mIoU {100 * result['miou']:.2f}   OA {100 * result['oa']:.2f}   "
+            f"mAcc {100 * result['macc']:.2f}   scenes={result['n_test']}",
+        ]
+        if "shapenetpart" in result:
+            sp = result["shapenetpart"]
+            lines.append(f"ShapeNetPart instance mIoU {100 * sp['instance_miou']:.2f}   "
+                         f"class mIoU {100 * sp['class_miou']:.2f}")  # fmt: skip
+        if "energy" in result:
+            e = result["energy"]
+            lines.append(f"energy per scene: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
+                         f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f})")  # fmt: skip
+        lines.append(f"checkpoint: {result.get('checkpoint')}")
+        return "\n".join(lines)
