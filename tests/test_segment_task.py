@@ -67,3 +67,10 @@ def test_encoder_init_loads_only_the_e3dsnn_stages(tmp_path, spp, model_checkpoi
     _, cfg2 = load_task_config("classification", None, _over(tmp_path / "run2", spp, f"init={bad}"))
     with pytest.raises(ValueError, match="spike_pointnet"):
         SegmentationTask(cfg2).build_net()
+
+
+def test_scene_config_builds_the_task(tmp_path):
+    cfgfile = Path(__file__).resolve().parents[1] / "configs" / "segment_modelnet40_scenes.yaml"
+    cls, cfg = load_task_config("classification", cfgfile, [f"out_dir={tmp_path}", "data.options.scenes=3",
+                                                             "data.num_points=512"])  # fmt: skip
+    assert cls is SegmentationTask and cfg.model.name == "e3dsnn_unet_t"
