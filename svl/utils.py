@@ -23,6 +23,7 @@ from typing import IO, Any, TypeVar
 __all__ = [
     "DiskFullError",
     "atomic_path",
+    "cached_arrays",
     "atomic_write",
     "cache_dir",
     "data_root",
@@ -293,6 +294,43 @@ def data_root(required: bool = False) -> Path | None:
             "Set SVL_DATA=/path/to/data."
         )
     return None
+
+
+def cached_arrays(
+    name: str,
+    settings: dict[str, Any],
+    make: Any,
+    valid: Any = None,
+    enabled: bool = True,
+) -> dict[str, Any]:
+    """Arrays built once by `make()` and kept under cache_dir(name) as one .npz keyed by `settings`.
+
+    A cache whose stored settings differ, that cannot be read, or that `valid(arrays)` rejects is
+    built again and overwritten (atomically); `enabled=False` always builds and writes nothing.
+    """
+    import json
+
+    import numpy as np
+
+    if not enabled:
+        return make()
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir(name) / f"{settings.get('split', 'data')}-{key}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if json.loads(str(z["settings"])) == json.loads(json.dumps(settings)):
+                    data = {k: z[k] for k in z.files if k != "settings"}
+                    if valid is None or valid(data):
+                        return data
+        except (OSError, ValueError, KeyError):  # unreadable or foreign: build again and overwrite
+            pass
+    data = make()
+    nbytes = sum(getattr(a, "nbytes", 0) for a in data.values())
+    with atomic_path(path, expected_bytes=nbytes + 1024) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, settings=np.array(json.dumps(settings, sort_keys=True)), **data)
+    return data
 
 
 def cache_dir(*parts: str) -> Path:

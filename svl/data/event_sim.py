@@ -19,10 +19,8 @@ Only numpy at import time, so `import svl.data` stays cheap.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -493,29 +491,6 @@ def simulate_split(
     return events, np.asarray(offsets, np.int64)
 
 
-def _cache_path(settings: dict[str, Any]) -> Path:
-    from svl.utils import cache_dir
-
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir("modelnet40_dvs") / f"{settings['split']}-{key}.npz"
-
-
-def _load_cache(path: Path, settings: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The cached arrays when `path` holds a complete result for exactly these settings, else None."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if json.loads(str(z["settings"])) != json.loads(json.dumps(settings)):
-                return None
-            out = {k: z[k] for k in ("events", "offsets", "labels", "indices")}
-    except (OSError, ValueError, KeyError):  # unreadable or foreign: simulate again and overwrite
-        return None
-    if len(out["offsets"]) != len(out["labels"]) + 1 or out["offsets"][-1] != len(out["events"]):
-        return None
-    return out
-
-
 @register_dataset("modelnet40_dvs")
 def _build_modelnet40_dvs(
     split: str,
@@ -544,7 +519,7 @@ def _build_modelnet40_dvs(
     `cache=False` simulates in memory every time). `per_class` keeps the first shapes of each class.
     """
     from svl.data.datasets import _modelnet40_arrays
-    from svl.utils import atomic_path, get_logger
+    from svl.utils import cached_arrays, get_logger
     from svl.vocab import load_class_names
 
     if split not in ("train", "test"):
@@ -574,21 +549,21 @@ def _build_modelnet40_dvs(
         "sim": asdict(sim_cfg),
         "render": asdict(render_cfg),
     }
-    target = _cache_path(settings) if cache else None
-    data = _load_cache(target, settings) if target is not None else None
-    if data is None:
+
+    def simulate() -> dict[str, np.ndarray]:
         events, offsets = simulate_split(
             arrs["points"], indices, split, int(sim_seed), int(sensor), int(frames), int(duration_us),
             sim_cfg, render_cfg,
         )  # fmt: skip
-        data = {"events": events, "offsets": offsets, "labels": all_labels[indices], "indices": indices}
         empty = int((np.diff(offsets) == 0).sum())
         if empty:
             get_logger(__name__).warning("modelnet40_dvs/%s: %d shapes gave no events", split, empty)
-        if target is not None:
-            with atomic_path(target, expected_bytes=events.nbytes + 1024) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, settings=np.array(json.dumps(settings, sort_keys=True)), **data)
+        return {"events": events, "offsets": offsets, "labels": all_labels[indices], "indices": indices}
+
+    def complete(d: dict[str, np.ndarray]) -> bool:
+        return len(d["offsets"]) == len(d["labels"]) + 1 and d["offsets"][-1] == len(d["events"])
+
+    data = cached_arrays("modelnet40_dvs", settings, simulate, complete, enabled=cache)
     return ModelNet40DVS(
         data["events"], data["offsets"], data["labels"], load_class_names("modelnet40"), split,
         transforms, seed, sensor, shape_ids=names[data["indices"]], settings=settings,

@@ -21,10 +21,8 @@ padding): padded to K so samples stack in `collate_points`. Only numpy at import
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -298,30 +296,7 @@ class ModelNet40Scenes(PointDataset):
         }
 
 
-def _cache_path(settings: dict[str, Any]) -> Path:
-    from svl.utils import cache_dir
-
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_dir("modelnet40_scenes") / f"{settings['split']}-{key}.npz"
-
-
 _KEYS = ("xyz", "segment", "instance", "boxes", "box_labels", "shape_ids", "poses", "num_raw", "num_kept")
-
-
-def _load_cache(path: Path, settings: dict[str, Any]) -> dict[str, np.ndarray] | None:
-    """The cached arrays when `path` holds a complete result for exactly these settings, else None."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if json.loads(str(z["settings"])) != json.loads(json.dumps(settings)):
-                return None
-            out = {k: z[k] for k in _KEYS}
-    except (OSError, ValueError, KeyError):  # unreadable or foreign: generate again and overwrite
-        return None
-    if out["xyz"].shape != (settings["scenes"], settings["points_per_scene"], 3):
-        return None
-    return out
 
 
 @register_dataset("modelnet40_scenes")
@@ -346,7 +321,7 @@ def _build_modelnet40_scenes(
     (not the training `seed`), and are cached per split and settings (`cache=False`: in memory).
     """
     from svl.data.datasets import _modelnet40_arrays
-    from svl.utils import atomic_path
+    from svl.utils import cached_arrays
     from svl.vocab import load_class_names
 
     if split not in _SPLIT_ID:
@@ -374,17 +349,16 @@ def _build_modelnet40_scenes(
         "scene_seed": int(scene_seed),
         "layout": asdict(cfg),
     }
-    target = _cache_path(settings) if cache else None
-    data = _load_cache(target, settings) if target is not None else None
-    if data is None:
-        data = generate_split(
+
+    def generate() -> dict[str, np.ndarray]:
+        return generate_split(
             arrs["points"], labels, split, scenes, int(points_per_scene), int(objects_min),
             int(objects_max), bool(visible_only), int(scene_seed), cfg,
         )  # fmt: skip
-        if target is not None:
-            nbytes = sum(a.nbytes for a in data.values())
-            with atomic_path(target, expected_bytes=nbytes + 1024) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, settings=np.array(json.dumps(settings, sort_keys=True)), **data)
+
+    def complete(d: dict[str, np.ndarray]) -> bool:
+        return all(k in d for k in _KEYS) and d["xyz"].shape == (scenes, int(points_per_scene), 3)
+
+    data = cached_arrays("modelnet40_scenes", settings, generate, complete, enabled=cache)
     classes = [*load_class_names("modelnet40"), "floor"]
     return ModelNet40Scenes(data, classes, split, transforms, seed, shape_names=names, settings=settings)
