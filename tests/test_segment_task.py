@@ -74,3 +74,38 @@ def test_scene_config_builds_the_task(tmp_path):
     cls, cfg = load_task_config("classification", cfgfile, [f"out_dir={tmp_path}", "data.options.scenes=3",
                                                              "data.num_points=512"])  # fmt: skip
     assert cls is SegmentationTask and cfg.model.name == "e3dsnn_unet_t"
+
+
+def test_semantic_kitti_layout_end_to_end_on_a_real_scan(tmp_path, shared_data, run_cli):
+    """Dense LiDAR: voxel_sample + sphere_crop before the cap, then `svl segment` labels every point."""
+    import shutil
+
+    scan = shared_data / "kitti_samples" / "training" / "velodyne" / "000000.bin"
+    if not scan.is_file():
+        pytest.skip("KITTI samples not in the shared data")
+    xyz = np.fromfile(scan, "<f4").reshape(-1, 4)[:, :3]
+    raw = np.where(xyz[:, 2] < -1.4, 40, 50).astype("<u4")  # road below the sensor height, else building
+    for seq in ("00", "08"):  # 00 trains, 08 validates (the official split)
+        d = tmp_path / "kitti" / "sequences" / seq
+        (d / "velodyne").mkdir(parents=True)
+        (d / "labels").mkdir()
+        shutil.copy(scan, d / "velodyne" / "000000.bin")
+        raw.tofile(d / "labels" / "000000.label")
+    run = tmp_path / "run"
+    _, cfg = load_task_config("classification", None, [
+        "task=segmentation", f"out_dir={run}", "data.dataset=semantic_kitti",
+        f"data.root={tmp_path / 'kitti'}",
+        "data.num_points=2048", "model.voxel_size=0.2", "train.epochs=1", "train.batch_size=1",
+        "data.test_split=val", "train.ckpt_every_steps=0", "eval.monitor_test=false", "eval.precise_bn=1",
+        "energy=false",
+        "data.presample=[{name: voxel_sample, voxel_size: 0.1}, {name: sphere_crop, max_points: 8000}]",
+    ])  # fmt: skip
+    res = run_task(cfg)
+    assert res["n_train"] == res["n_test"] == 1 and len(res["per_class"]) == 19
+    out = tmp_path / "seg"
+    code, stdout, err = run_cli(
+        "segment", "--checkpoint", run / "final.safetensors", "--format", "kitti", scan, "-o", out, "--json"
+    )
+    assert code == 0, err
+    labels = np.load(out / "000000.npy")
+    assert len(labels) == len(xyz) == json.loads(stdout)[0]["points"] and labels.max() < 19

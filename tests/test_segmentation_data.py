@@ -123,6 +123,50 @@ def test_transforms_keep_point_labels_aligned():
     np.testing.assert_array_equal(out["segment"], (out["xyz"][:, 0] > 0).astype(np.int64))
 
 
+def test_voxel_sample_votes_the_majority_label_of_each_voxel():
+    from collections import Counter
+
+    from svl.data.transforms import voxel_vote
+
+    rng = np.random.default_rng(1)
+    xyz = rng.uniform(0, 1, (3000, 3))
+    seg = rng.integers(-1, 4, 3000)
+    seg[:50] = -1  # some voxels hold only ignored points
+    out = build_transforms([{"name": "voxel_sample", "voxel_size": 0.25}])(
+        {"xyz": xyz, "segment": seg, "instance": np.arange(3000)}, rng
+    )
+    cells = [tuple(c) for c in np.floor(xyz / 0.25).astype(int)]
+    kept = [tuple(c) for c in np.floor(out["xyz"] / 0.25).astype(int)]
+    assert len(kept) == len(set(kept)) == len(set(cells))  # one point per occupied voxel
+    np.testing.assert_array_equal(out["xyz"], xyz[out["instance"]])  # other fields follow the point
+    for cell, label in zip(kept, out["segment"]):
+        votes = Counter(int(s) for c, s in zip(cells, seg) if c == cell and s != -1)
+        top = max(votes.values()) if votes else None
+        want = min(k for k, v in votes.items() if v == top) if votes else -1  # ties: smaller label
+        assert label == want
+    np.testing.assert_array_equal(voxel_vote(np.array([0, 0, 0, 1]), np.array([-1, -1, 2, -1])), [2, -1])
+    with pytest.raises(ValueError, match="voxel_size must be positive"):
+        build_transforms([{"name": "voxel_sample", "voxel_size": 0}])
+
+
+def test_sphere_crop_keeps_the_nearest_points_with_their_labels():
+    rng = np.random.default_rng(2)
+    xyz = rng.normal(size=(1000, 3))
+    seg = np.arange(1000)
+    out = build_transforms([{"name": "sphere_crop", "max_points": 100, "mode": "center"}])(
+        {"xyz": xyz, "segment": seg}, rng
+    )
+    centre = (xyz.min(0) + xyz.max(0)) / 2
+    want = np.sort(np.argsort(((xyz - centre) ** 2).sum(1))[:100])
+    np.testing.assert_array_equal(out["segment"], want)
+    np.testing.assert_array_equal(out["xyz"], xyz[want])
+    rnd = build_transforms([{"name": "sphere_crop", "max_points": 100}])({"xyz": xyz, "segment": seg}, rng)
+    assert len(rnd["xyz"]) == 100 and np.array_equal(rnd["xyz"], xyz[rnd["segment"]])
+    inside = np.isin(np.arange(1000), rnd["segment"])
+    d = np.linalg.norm(xyz[:, None] - rnd["xyz"][None], axis=2)  # (all points, candidate centres)
+    assert (d[inside].max(0) <= d[~inside].min(0)).any()  # a ball around one of the kept points
+
+
 def _pointcept_scene(folder: Path, n: int, k: int, seg_name: str, rng) -> np.ndarray:
     folder.mkdir(parents=True)
     seg = rng.integers(-1, k, n)

@@ -32,6 +32,7 @@ __all__ = [
     "list_transforms",
     "register_transform",
     "unit_sphere",
+    "voxel_vote",
 ]
 
 Sample = dict[str, Any]
@@ -230,6 +231,77 @@ class FarthestPointSample(_Base):
             idx = np.concatenate([np.arange(n), rng.choice(n, self.num_points - n)])
         else:
             idx = farthest_point_sample(sample["xyz"], self.num_points, backend=self.backend)
+        return _take(sample, idx)
+
+
+def voxel_vote(voxel: np.ndarray, labels: np.ndarray, ignore: int = -1) -> np.ndarray:
+    """Majority label of each voxel id in ``0..V-1`` (ties: the smaller label); ``ignore`` only when a
+    voxel holds no labelled point. Why: a voxel straddling two objects should take the label most of
+    its points carry, not whichever point the sampler happened to keep."""
+    voxel, labels = np.asarray(voxel, np.int64), np.asarray(labels, np.int64)
+    n_vox = int(voxel.max()) + 1 if len(voxel) else 0
+    ok = labels != ignore
+    out = np.full(n_vox, ignore, np.int64)
+    if not ok.any():
+        return out
+    if labels[ok].min() < 0:
+        raise ValueError(f"voxel_vote: labels must be >= 0 or the ignore index {ignore}")
+    n_cls = int(labels[ok].max()) + 1
+    counts = np.bincount(voxel[ok] * n_cls + labels[ok], minlength=n_vox * n_cls).reshape(n_vox, n_cls)
+    has = counts.sum(1) > 0
+    out[has] = counts[has].argmax(1)
+    return out
+
+
+@register_transform("voxel_sample")
+class VoxelSample(_Base):
+    """Keep one random point per voxel of `voxel_size` (Pointcept's GridSample, train mode); with
+    `vote`, the kept point's ``segment`` becomes its voxel's majority label (`voxel_vote`).
+
+    Dense scans (LiDAR near the sensor, S3DIS rooms) hold far more points than voxels: sampling per
+    voxel evens the density out before `random_sample`/`sphere_crop` caps the count.
+    """
+
+    def __init__(self, voxel_size: float, vote: bool = True) -> None:
+        if not (float(voxel_size) > 0 and math.isfinite(float(voxel_size))):
+            raise ValueError(f"voxel_sample: voxel_size must be positive, got {voxel_size}")
+        self.voxel_size, self.vote = float(voxel_size), bool(vote)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        xyz = np.asarray(sample["xyz"])
+        if len(xyz) == 0:
+            return sample
+        perm = rng.permutation(len(xyz))
+        keys = np.floor(xyz[perm] / self.voxel_size).astype(np.int64)
+        _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        out = _take(sample, perm[first])
+        seg = sample.get("segment")
+        if self.vote and seg is not None and len(seg) == len(xyz):
+            out["segment"] = voxel_vote(inv.reshape(-1), np.asarray(seg)[perm])
+        return out
+
+
+@register_transform("sphere_crop")
+class SphereCrop(_Base):
+    """Keep the `max_points` points nearest a centre (Pointcept's SphereCrop): a random point of the
+    cloud (``mode="random"``, training) or the bounding-box centre (``"center"``). Smaller clouds pass."""
+
+    def __init__(self, max_points: int, mode: str = "random") -> None:
+        if int(max_points) < 1 or mode not in ("random", "center"):
+            raise ValueError(f"sphere_crop: need max_points >= 1 and mode random|center, got "
+                             f"{max_points}, {mode!r}")  # fmt: skip
+        self.max_points, self.mode = int(max_points), mode
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        xyz = np.asarray(sample["xyz"])
+        if len(xyz) <= self.max_points:
+            return sample
+        if self.mode == "random":
+            centre = xyz[rng.integers(len(xyz))]
+        else:
+            centre = (xyz.min(0) + xyz.max(0)) / 2
+        d2 = ((xyz - centre) ** 2).sum(1)
+        idx = np.sort(np.argpartition(d2, self.max_points - 1)[: self.max_points])
         return _take(sample, idx)
 
 

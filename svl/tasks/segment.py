@@ -54,6 +54,9 @@ class SegData:
     test_split: str = "test"
     train_limit: int | None = None  # first N training scenes (quick runs)
     test_limit: int | None = None
+    # training transforms before the cap to num_points, e.g. [{name: voxel_sample, voxel_size: 0.05},
+    # {name: sphere_crop, max_points: 40000}] for dense LiDAR or room scans
+    presample: list[Any] = field(default_factory=list)
     augment: list[Any] = field(default_factory=_seg_augment)
 
 
@@ -153,7 +156,7 @@ class SegmentationTask(Task):
         d = cfg.data
         kw = {"root": d.root, "seed": cfg.train.seed, **dict(d.options)}
         n = d.num_points
-        aug = [{"name": "random_sample", "num_points": n}, *d.augment] if d.augment else None
+        aug = [*d.presample, {"name": "random_sample", "num_points": n}, *d.augment]
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
         self.train_set = self._limit(train, d.train_limit)
         self.test_set = self._limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
