@@ -20,6 +20,8 @@ ALL = [
         "e3dsnn_unet_t",
         "e3dsnn_unet_s",
         "e3dsnn_unet_l",
+        "e3dsnn_det_t",
+        "e3dsnn_det_s",
     )
     for s in ("", "_ann")
 ]

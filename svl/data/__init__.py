@@ -1,9 +1,10 @@
 """svl.data: file readers, datasets, transforms, input preparation, batching and event streams.
 
-Importing the package registers the built-in datasets (datasets.py, events.py) and stays cheap:
-torch, h5py and trimesh load only when a function needs them. Where things live: readers/
-(`load_points`, one module per format behind one table), base.py (dataset registry,
-`build_dataset`), datasets.py and events.py (the datasets), transforms.py, prepare.py
+Importing the package registers the built-in datasets (datasets.py, events.py, scenes.py,
+segmentation.py, detection.py) and stays cheap: torch, h5py and trimesh load only when a function
+needs them. Where things live: readers/ (`load_points`, one module per format behind one table),
+base.py (dataset registry, `build_dataset`), datasets.py and events.py (the datasets),
+detection.py (KITTI objects, ground-truth databases), transforms.py, prepare.py
 (`prepare`: a loaded cloud made to look like a checkpoint's training data), batch.py
 (`PointBatch`, `collate_points`, `MISSING_COLOR`), axes.py (up-axis rotations).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from svl.data import datasets, event_sim, events, scenes, segmentation  # noqa: F401  (importing them registers the built-in datasets)
+from svl.data import datasets, detection, event_sim, events, scenes, segmentation  # noqa: F401  (importing them registers the built-in datasets)
 
 # eager, so `svl.data.prepare` is the function and not the submodule of the same name
 from svl.data.prepare import DegenerateCloudWarning as DegenerateCloudWarning

@@ -281,6 +281,19 @@ class ModelNet40Scenes(PointDataset):
     def __len__(self) -> int:
         return len(self._labels)
 
+    @property
+    def box_classes(self) -> list[str]:
+        """Classes a box can carry (the 40 shapes; the floor has no box)."""
+        return self.classes[:FLOOR]
+
+    @property
+    def point_cloud_range(self) -> tuple[float, ...]:
+        """(x_min, y_min, z_min, x_max, y_max, z_max) holding every scene: the floor square, up to
+        the tallest shape (a bounding sphere's diameter) and 0.2 m of margin below and above."""
+        layout = self.settings.get("layout") or asdict(SceneConfig())
+        f, top = float(layout["floor_half"]), 2 * float(layout["radius"][1])
+        return (-f, -f, -0.2, f, f, top + 0.2)
+
     def labels(self) -> np.ndarray:
         return self._labels
 

@@ -10,16 +10,28 @@ points replaced by the first point), ``random_scale`` U(0.8, 1.25), ``random_shi
 ``rotation_jitter`` (angles N(0, 0.06) clipped to 0.18 rad per axis), ``rotate_gravity`` (uniform
 rotation about z, the gravity axis) and ``color_drop`` (rgb := MISSING_COLOR with p = 0.5);
 ``openshape_augment`` chains them in that order.
+
+Boxes (detection, `svl.boxes` convention): a sample may carry ``boxes (K, 7)`` with ``box_labels (K,)``
+and ``ignore_boxes (M, 7)`` with ``ignore_labels (M,)``, padded with label -1 (zero rows) so samples
+stack. Every transform that moves points moves the real rows of these boxes with them
+(``normalize``, ``rotate_gravity``, isotropic ``random_scale``, ``random_shift``, ``random_flip``)
+and leaves padding rows untouched; one that cannot keep a z-up box aligned (``rotation_jitter``,
+anisotropic ``random_scale``, ``swap_axes``) refuses such a sample instead of silently misaligning
+it. ``object_noise`` and ``gt_sample`` are detection-only augmentations (SECOND, OpenPCDet). Without
+boxes every transform draws from ``rng`` exactly as before, so existing pipelines are unchanged.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from svl.boxes import points_in_boxes
 from svl.data.axes import rotate_up_to_z
 from svl.data.batch import MISSING_COLOR
 from svl.registry import Registry
@@ -40,6 +52,8 @@ TRANSFORMS: Registry[Callable[..., Any]] = Registry(
     "transform", group="svl.transforms", hint="svl.data.list_transforms()"
 )
 _PER_POINT = ("xyz", "rgb", "normals", "feats", "segment", "instance")  # resampled together
+_BOX_SETS = (("boxes", "box_labels"), ("ignore_boxes", "ignore_labels"))  # (K, 7) boxes, their labels
+_BOX_ROWS = ("box_labels", "difficulty")  # per-row companions of "boxes" that gt_sample fills
 
 
 def register_transform(name: str) -> Callable[[type], type]:
@@ -126,7 +140,9 @@ class NormalizeUnitSphere(_Base):
         self.center = center
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        return {**sample, "xyz": unit_sphere(sample["xyz"], self.center)[0]}
+        xyz, c, r = unit_sphere(sample["xyz"], self.center)
+        scale = 1.0 / r if r > 0 else 1.0
+        return _map_boxes({**sample, "xyz": xyz}, lambda b: _affine_boxes(b, scale=scale, shift=-c * scale))
 
 
 def unit_sphere(xyz: np.ndarray, center: str = "mean") -> tuple[np.ndarray, np.ndarray, float]:
@@ -153,6 +169,7 @@ class SwapAxes(_Base):
         rotate_up_to_z(np.zeros((1, 3), np.float32), up_axis)  # validates the axis name
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        _refuse_boxes(sample, "swap_axes", "it changes which axis is up, and a box turns about z only")
         out = dict(sample)
         for k in ("xyz", "normals"):
             if sample.get(k) is None:
@@ -331,8 +348,12 @@ class RandomScale(_Base):
         self.low, self.high, self.anisotropic = float(low), float(high), bool(anisotropic)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if self.anisotropic:
+            _refuse_boxes(sample, "random_scale(anisotropic=True)", "a box turned by yaw stays a box only "
+                          "under the same scale on every axis; use anisotropic=False")  # fmt: skip
         s = rng.uniform(self.low, self.high, 3) if self.anisotropic else rng.uniform(self.low, self.high)
-        return {**sample, "xyz": (np.asarray(sample["xyz"], np.float32) * s).astype(np.float32)}
+        out = {**sample, "xyz": (np.asarray(sample["xyz"], np.float32) * s).astype(np.float32)}
+        return _map_boxes(out, lambda b: _affine_boxes(b, scale=float(s)))
 
 
 @register_transform("jitter")
@@ -357,7 +378,8 @@ class RandomShift(_Base):
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         t = rng.uniform(-self.shift, self.shift, 3)
-        return {**sample, "xyz": (np.asarray(sample["xyz"], np.float32) + t).astype(np.float32)}
+        out = {**sample, "xyz": (np.asarray(sample["xyz"], np.float32) + t).astype(np.float32)}
+        return _map_boxes(out, lambda b: _affine_boxes(b, shift=t))
 
 
 def _rot(ax: float, ay: float, az: float) -> np.ndarray:
@@ -375,11 +397,12 @@ def _rot(ax: float, ay: float, az: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _apply_rot(sample: Sample, r: np.ndarray) -> Sample:
+def _apply_rot(sample: Sample, r: np.ndarray, yaw: float = 0.0) -> Sample:
+    """Rotate points and normals by `r`; boxes too, when `r` is the turn by `yaw` about z."""
     out = {**sample, "xyz": (np.asarray(sample["xyz"], np.float64) @ r.T).astype(np.float32)}
     if sample.get("normals") is not None:
         out["normals"] = (np.asarray(sample["normals"], np.float64) @ r.T).astype(np.float32)
-    return out
+    return _map_boxes(out, lambda b: _affine_boxes(b, yaw=yaw))
 
 
 @register_transform("rotation_jitter")
@@ -390,16 +413,56 @@ class RotationJitter(_Base):
         self.sigma, self.clip = float(sigma), float(clip)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        _refuse_boxes(sample, "rotation_jitter", "it tilts the scene about x and y, and a box turns about "
+                      "z only; use rotate_gravity")  # fmt: skip
         a = np.clip(self.sigma * rng.standard_normal(3), -self.clip, self.clip)
         return _apply_rot(sample, _rot(*a))
 
 
 @register_transform("rotate_gravity")
 class RandomRotateGravity(_Base):
-    """Uniform random rotation about the gravity axis (+z in svl)."""
+    """Random rotation about the gravity axis (+z in svl): uniform over the circle, or U(-max_angle,
+    max_angle) radians when given (OpenPCDet's KITTI recipe turns scenes by at most pi/4)."""
+
+    def __init__(self, max_angle: float | None = None) -> None:
+        if max_angle is not None and not (0 < float(max_angle) <= math.pi):
+            raise ValueError(f"rotate_gravity: max_angle must be in (0, pi], got {max_angle}")
+        self.max_angle = None if max_angle is None else float(max_angle)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        return _apply_rot(sample, _rot(0.0, 0.0, rng.uniform(0, 2 * math.pi)))
+        if self.max_angle is None:
+            a = rng.uniform(0, 2 * math.pi)
+        else:
+            a = rng.uniform(-self.max_angle, self.max_angle)
+        return _apply_rot(sample, _rot(0.0, 0.0, a), yaw=a)
+
+
+@register_transform("random_flip")
+class RandomFlip(_Base):
+    """Mirror the scene, each enabled axis with probability p: ``y`` negates y (the x-z plane is the
+    mirror: a street scene driven on the other side; OpenPCDet's flip "along x"), ``x`` negates x.
+    Boxes follow: yaw -> -yaw for y, pi - yaw for x. Front-camera KITTI data wants y only: an x
+    mirror would put the scene behind the car."""
+
+    def __init__(self, p: float = 0.5, y: bool = True, x: bool = False) -> None:
+        if not 0 <= float(p) <= 1 or not (y or x):
+            raise ValueError(
+                f"random_flip: need 0 <= p <= 1 and at least one of x, y; got p={p}, x={x}, y={y}"
+            )
+        self.p, self.y, self.x = float(p), bool(y), bool(x)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        u = rng.random(2)  # always two draws: the stream does not depend on the outcome
+        axes = [ax for ax, on, ui in ((1, self.y, u[0]), (0, self.x, u[1])) if on and ui < self.p]
+        if not axes:
+            return sample
+        out = dict(sample)
+        for k in ("xyz", "normals"):
+            if sample.get(k) is not None:
+                v = np.array(sample[k], np.float32)
+                v[:, axes] *= -1
+                out[k] = v
+        return _map_boxes(out, lambda b: _mirror_boxes(b, axes))
 
 
 @register_transform("color_drop")
@@ -449,3 +512,334 @@ class Voxelize(_Base):
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         return {**sample, "voxel_size": self.voxel_size}
+
+
+# ----------------------------------------------------------------------------- boxes (detection)
+def _real_rows(sample: Sample, key: str, label_key: str) -> np.ndarray:
+    """Indices of the real rows of sample[key]: label >= 0, or non-zero rows when there are no labels."""
+    boxes = np.asarray(sample[key]).reshape(-1, 7)
+    labels = sample.get(label_key)
+    if labels is not None:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != len(boxes):
+            raise ValueError(f"{key} has {len(boxes)} rows but {label_key} has {len(labels)}")
+        return np.flatnonzero(labels >= 0)
+    return np.flatnonzero(np.any(boxes != 0, axis=1))
+
+
+def _map_boxes(sample: Sample, fn: Callable[[np.ndarray], np.ndarray]) -> Sample:
+    """Apply `fn` ((k, 7) float64 -> (k, 7)) to the real rows of every box set; padding stays as it is."""
+    out = sample
+    for key, label_key in _BOX_SETS:
+        if sample.get(key) is None:
+            continue
+        rows = _real_rows(sample, key, label_key)
+        if not len(rows):
+            continue
+        src = np.asarray(sample[key])
+        b = src.astype(np.float64).reshape(-1, 7)
+        b[rows] = fn(b[rows].copy())
+        out = {**out, key: b.reshape(src.shape).astype(src.dtype if src.dtype.kind == "f" else np.float32)}
+    return out
+
+
+def _refuse_boxes(sample: Sample, name: str, why: str) -> None:
+    """A transform that cannot move boxes with the points stops here (even on a frame with no objects,
+    so a pipeline fails on its first sample rather than on the first busy one)."""
+    found = [k for k, _ in _BOX_SETS if sample.get(k) is not None]
+    if found:
+        raise ValueError(f"{name}: the sample carries 3D boxes ({', '.join(found)}) and {why}")
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+def _affine_boxes(
+    b: np.ndarray, *, scale: float = 1.0, yaw: float = 0.0, shift: np.ndarray | None = None
+) -> np.ndarray:
+    """Boxes under p -> scale * Rz(yaw) @ p + shift, the map the points went through."""
+    if yaw:
+        c, s = math.cos(yaw), math.sin(yaw)
+        b[:, :2] = b[:, :2] @ np.array([[c, s], [-s, c]])  # rows @ Rz.T
+        b[:, 6] = _wrap(b[:, 6] + yaw)
+    b[:, :6] *= scale
+    if shift is not None:
+        b[:, :3] += np.asarray(shift, np.float64)
+    return b
+
+
+def _mirror_boxes(b: np.ndarray, axes: list[int]) -> np.ndarray:
+    """Boxes under negated coordinate `axes` (0 = x, 1 = y)."""
+    for ax in axes:
+        b[:, ax] *= -1
+        b[:, 6] = _wrap(-b[:, 6] if ax == 1 else math.pi - b[:, 6])
+    return b
+
+
+def _bev_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(A, B) bool: the bird's-eye-view rectangles of boxes a and b meet (touching counts).
+
+    Exact for rotated rectangles (separating axis theorem over the 4 edge normals): collision tests
+    for object placement need a yes/no, not an IoU.
+    """
+    a, b = np.asarray(a, np.float64).reshape(-1, 7), np.asarray(b, np.float64).reshape(-1, 7)
+    d = b[None, :, :2] - a[:, None, :2]  # (A, B, 2)
+
+    def axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, s = np.cos(x[:, 6]), np.sin(x[:, 6])
+        return np.stack([c, s], -1), np.stack([-s, c], -1)
+
+    def radius(h: np.ndarray, u: np.ndarray, v: np.ndarray, n: np.ndarray) -> np.ndarray:
+        return h[..., 0] * np.abs((u * n).sum(-1)) + h[..., 1] * np.abs((v * n).sum(-1))
+
+    (ua, va), (ub, vb) = axes(a), axes(b)
+    rect_a = (a[:, None, 3:5] / 2, ua[:, None], va[:, None])  # broadcast over (A, B)
+    rect_b = (b[None, :, 3:5] / 2, ub[None], vb[None])
+    separated = np.zeros((len(a), len(b)), bool)
+    for n in (rect_a[1], rect_a[2], rect_b[1], rect_b[2]):  # the 4 edge normals
+        separated |= np.abs((d * n).sum(-1)) > radius(*rect_a, n) + radius(*rect_b, n)
+    return ~separated
+
+
+def _obstacles(sample: Sample, skip: str | None = None) -> np.ndarray:
+    """(m, 7) float64: the real rows of every box set except `skip`."""
+    out = [np.zeros((0, 7))]
+    for key, label_key in _BOX_SETS:
+        if key != skip and sample.get(key) is not None:
+            out.append(np.asarray(sample[key], np.float64).reshape(-1, 7)[_real_rows(sample, key, label_key)])
+    return np.concatenate(out)
+
+
+def _turn_points(p: np.ndarray, a: float) -> np.ndarray:
+    """(n, 3) points turned by `a` about z (through the origin)."""
+    c, s = math.cos(a), math.sin(a)
+    return p @ np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+@register_transform("object_noise")
+class ObjectNoise(_Base):
+    """Move each object a little on its own (SECOND's per-object noise): its box and the points inside
+    it turn by U(-rotation, rotation) about the box centre and shift by N(0, translation_std) per axis.
+
+    Why: detectors otherwise learn where cars usually stand in the few thousand KITTI frames. Each
+    box gets up to `tries` random poses; the first whose bird's-eye footprint meets no other box
+    (including ``ignore_boxes``, in their current places) is taken, else the object stays. Boxes that
+    share points with another box or an ignore box never move (the shared points cannot follow
+    both), so every point inside box k before is inside box k after. Padding rows (label -1) are untouched.
+    """
+
+    def __init__(
+        self,
+        translation_std: float | Sequence[float] = 0.25,
+        rotation: float = math.pi / 20,
+        tries: int = 100,
+    ) -> None:
+        std = np.broadcast_to(np.asarray(translation_std, np.float64), (3,))
+        if (std < 0).any() or not 0 <= float(rotation) <= math.pi or int(tries) < 1:
+            raise ValueError(f"object_noise: need translation_std >= 0, 0 <= rotation <= pi, tries >= 1; got "
+                             f"{translation_std}, {rotation}, {tries}")  # fmt: skip
+        self.translation_std, self.rotation, self.tries = tuple(map(float, std)), float(rotation), int(tries)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if sample.get("boxes") is None:
+            raise ValueError("object_noise: the sample has no 'boxes' (a detection dataset's samples do)")
+        rows = _real_rows(sample, "boxes", "box_labels")
+        k = len(rows)
+        shifts = rng.standard_normal((k, self.tries, 3)) * np.asarray(self.translation_std)
+        turns = rng.uniform(-self.rotation, self.rotation, (k, self.tries))
+        if k == 0:
+            return sample
+        xyz = np.asarray(sample["xyz"], np.float64)
+        normals = sample.get("normals")
+        normals = None if normals is None else np.asarray(normals, np.float64).copy()
+        boxes = np.asarray(sample["boxes"], np.float64).reshape(-1, 7)[rows].copy()
+        still = _obstacles(sample, skip="boxes")
+        inside = points_in_boxes(xyz, np.concatenate([boxes, still]))  # before any move
+        frozen = inside[inside.sum(1) > 1, :k].any(0)  # shares points with another box (or ignore box)
+        inside = inside[:, :k]
+        xyz, moved = xyz.copy(), False
+        for j in np.flatnonzero(~frozen):
+            cand = np.repeat(boxes[j : j + 1], self.tries, 0)
+            cand[:, :3] += shifts[j]
+            cand[:, 6] = _wrap(cand[:, 6] + turns[j])
+            others = np.concatenate([np.delete(boxes, j, 0), still])
+            free = ~_bev_overlap(cand, others).any(1) if len(others) else np.ones(self.tries, bool)
+            if not free.any():
+                continue
+            t = int(np.argmax(free))
+            pts = inside[:, j]
+            c = boxes[j, :3]
+            xyz[pts] = _turn_points(xyz[pts] - c, turns[j, t]) + c + shifts[j, t]
+            if normals is not None:
+                normals[pts] = _turn_points(normals[pts], turns[j, t])
+            boxes[j] = cand[t]
+            moved = True
+        if not moved:
+            return sample
+        src = np.asarray(sample["boxes"])
+        out_boxes = src.astype(np.float64).reshape(-1, 7)
+        out_boxes[rows] = boxes
+        out = {
+            **sample,
+            "xyz": xyz.astype(np.float32),
+            "boxes": out_boxes.reshape(src.shape).astype(np.float32),
+        }
+        if normals is not None:
+            out["normals"] = normals.astype(np.float32)
+        return out
+
+
+GT_DATABASE_KEYS = ("points", "offsets", "boxes", "labels")  # required; optional: feats, difficulty, classes
+
+
+@register_transform("gt_sample")
+class GTSample(_Base):
+    """Paste ground-truth objects from a database into the scene (SECOND's GT sampling).
+
+    Why: a KITTI frame holds a handful of cars and hardly any cyclists; pasting real objects from
+    other frames multiplies the positives a detector sees. For each class the scene is filled up to
+    ``per_class[c]`` objects of that class (OpenPCDet's sample groups, limit_whole_scene), with
+    random database objects holding at least `min_points` points, skipping any whose bird's-eye
+    footprint meets a box already there (``boxes`` and ``ignore_boxes``) or one pasted before it.
+    Scene points inside a pasted box are removed and the object's own points added, at the pose it
+    had in its frame; pasted boxes fill padding rows of ``boxes`` (with ``box_labels`` and
+    ``difficulty``), so the count never exceeds the padded size. The point count changes: put
+    gt_sample before the resampling to a fixed N. Samples with per-point arrays it cannot fill for
+    the pasted points (``rgb``, ``normals``, ``segment``, ``instance``) are refused.
+
+    database: a dict or the path of an .npz with ``points (P, 3)`` (each object's points in its own
+    box frame: centre at 0, x along l), ``offsets (O+1,)`` (object o owns points[offsets[o]:
+    offsets[o+1]]), ``boxes (O, 7)``, ``labels (O,)`` and optionally ``feats (P, C)``,
+    ``difficulty (O,)`` and ``classes`` (names of the labels);
+    `svl.data.detection.build_gt_database` makes one. per_class: {class name or index: count}, or
+    one count for every class of the database. exclude_difficulty: database objects of these
+    levels are never pasted (KITTI's -1: too small, occluded or truncated to be rated).
+    """
+
+    def __init__(
+        self,
+        database: dict[str, Any] | str | os.PathLike[str],
+        per_class: dict[str | int, int] | int = 15,
+        min_points: int = 5,
+        exclude_difficulty: Sequence[int] = (-1,),
+    ) -> None:
+        self._db: dict[str, np.ndarray] | None
+        if isinstance(database, (str, os.PathLike)):
+            self._from_file, self.source, self._db = True, str(database), None
+        else:
+            self._from_file, self.source, self._db = False, "<in memory>", dict(database)
+        self.per_class, self.min_points = per_class, int(min_points)
+        self.exclude_difficulty = tuple(int(d) for d in exclude_difficulty)
+        self._pools: list[tuple[int, int, np.ndarray]] | None = None  # (class, target count, eligible ids)
+        if self._db is not None:
+            self._prepare()
+
+    def __repr__(self) -> str:
+        return (f"GTSample(database={self.source!r}, per_class={self.per_class!r}, "
+                f"min_points={self.min_points}, exclude_difficulty={self.exclude_difficulty})")  # fmt: skip
+
+    def __getstate__(self) -> dict[str, Any]:  # a file-backed database is reloaded in each worker
+        state = dict(vars(self))
+        if self._from_file:
+            state["_db"], state["_pools"] = None, None
+        return state
+
+    def _prepare(self) -> None:
+        """Load (once per process) and check the database, then index the eligible objects per class."""
+        if self._db is None:
+            path = Path(self.source)
+            if not path.is_file():
+                raise FileNotFoundError(f"gt_sample: {path}: no such database file")
+            with np.load(path, allow_pickle=False) as z:
+                self._db = {k: z[k] for k in z.files}
+        db, where = self._db, f"gt_sample database {self.source}"
+        missing = [k for k in GT_DATABASE_KEYS if k not in db]
+        if missing:
+            raise ValueError(f"{where}: missing {missing} (needs {list(GT_DATABASE_KEYS)})")
+        n_obj, off = len(db["boxes"]), np.asarray(db["offsets"])
+        if (
+            off.shape != (n_obj + 1,)
+            or off[0] != 0
+            or off[-1] != len(db["points"])
+            or (np.diff(off) < 0).any()
+        ):
+            raise ValueError(f"{where}: offsets must run from 0 to {len(db['points'])} over {n_obj} objects")
+        labels = np.asarray(db["labels"], np.int64)
+        classes = [str(c) for c in db.get("classes", [])]
+        if isinstance(self.per_class, dict):
+            targets = {}
+            for c, n in self.per_class.items():
+                if isinstance(c, str):
+                    if c not in classes:
+                        raise ValueError(f"gt_sample: class {c!r} is not in the database (it has {classes})")
+                    c = classes.index(c)
+                targets[int(c)] = int(n)
+        else:
+            targets = {int(c): int(self.per_class) for c in np.unique(labels)}
+        ok = np.diff(off) >= self.min_points
+        if "difficulty" in db and self.exclude_difficulty:
+            ok &= ~np.isin(np.asarray(db["difficulty"]), self.exclude_difficulty)
+        self._pools = [(c, n, np.flatnonzero(ok & (labels == c))) for c, n in sorted(targets.items())]
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        if self._pools is None:
+            self._prepare()
+        db = self._db
+        assert db is not None and self._pools is not None
+        if sample.get("boxes") is None or sample.get("box_labels") is None:
+            raise ValueError("gt_sample: the sample has no 'boxes' and 'box_labels' to paste objects into")
+        unfillable = [k for k in _PER_POINT if k not in ("xyz", "feats") and sample.get(k) is not None]
+        if unfillable:
+            raise ValueError(f"gt_sample: the sample carries per-point {unfillable}, which pasted objects "
+                             "have no values for")  # fmt: skip
+        if sample.get("feats") is not None and "feats" not in db:
+            raise ValueError(f"gt_sample: the sample has feats but database {self.source} holds none")
+        if sample.get("difficulty") is not None and "difficulty" not in db:
+            raise ValueError(f"gt_sample: the sample has difficulty but database {self.source} holds none")
+        labels = np.asarray(sample["box_labels"]).reshape(-1)
+        free = np.flatnonzero(labels < 0)
+        occupied = _obstacles(sample)
+        chosen: list[int] = []
+        for cls, target, pool in self._pools:
+            want = min(target - int((labels == cls).sum()), len(free) - len(chosen), len(pool))
+            if want <= 0:
+                continue
+            cand = rng.choice(pool, size=want, replace=False)
+            hit = _bev_overlap(db["boxes"][cand], occupied).any(1) if len(occupied) else np.zeros(want, bool)
+            for o in cand[~hit]:
+                box = np.asarray(db["boxes"][o], np.float64)[None]
+                if chosen and _bev_overlap(box, db["boxes"][chosen]).any():
+                    continue
+                chosen.append(int(o))
+            if chosen:
+                occupied = np.concatenate([occupied, np.asarray(db["boxes"][chosen], np.float64)])
+        if not chosen:
+            return sample
+        new = np.asarray(db["boxes"][chosen], np.float64)
+        keep = np.flatnonzero(~points_in_boxes(sample["xyz"], new).any(1))
+        out = _take(sample, keep)
+        off = np.asarray(db["offsets"])
+        parts = [np.arange(off[o], off[o + 1]) for o in chosen]
+        world = [
+            _turn_points(np.asarray(db["points"][p], np.float64), b[6]) + b[:3] for p, b in zip(parts, new)
+        ]
+        out["xyz"] = np.concatenate([np.asarray(out["xyz"], np.float32), *world]).astype(np.float32)
+        if sample.get("feats") is not None:
+            f = np.asarray(out["feats"], np.float32)
+            pasted = [np.asarray(db["feats"][p], np.float32).reshape(len(p), -1) for p in parts]
+            if pasted[0].shape[1] != f.shape[1]:
+                raise ValueError(f"gt_sample: database feats have {pasted[0].shape[1]} channels, the "
+                                 f"sample's {f.shape[1]}")  # fmt: skip
+            out["feats"] = np.concatenate([f, *pasted])
+        rows = free[: len(chosen)]
+        boxes = np.array(sample["boxes"], np.float32)
+        boxes.reshape(-1, 7)[rows] = new
+        out["boxes"] = boxes
+        fill = {"box_labels": db["labels"], "difficulty": db.get("difficulty")}
+        for key in _BOX_ROWS:
+            if sample.get(key) is not None:
+                v = np.array(sample[key])
+                v[rows] = np.asarray(fill[key])[chosen]
+                out[key] = v
+        return out

@@ -1,0 +1,35 @@
+"""`svl detect`: 3D boxes in point-cloud files with a `svl finetune task=detection` checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from svl.eval.detection import detect_files
+    from svl.tasks.detect import load_detector
+
+    net, names, meta = load_detector(args.checkpoint)
+    results = detect_files(
+        net, names, args.files, args.output, format=args.format, score_threshold=args.score_threshold,
+        settings=meta.get("eval"),
+    )  # fmt: skip
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        top = ", ".join(f"{d['class']} {d['score']:.2f}" for d in r["detections"][:5])
+        print(f"{r['file']}: {r['boxes']} boxes -> {r['json']}, {r['png']}" + (f"  [{top}]" if top else ""))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="3D boxes in point-cloud files (a detection checkpoint)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="final.safetensors of a detection run")
+    p.add_argument("files", nargs="+", metavar="FILE", help="point-cloud files (any format svl.data reads)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes <name>.json/.png here")
+    p.add_argument("--format", default=None, help="force a point-cloud reader (e.g. kitti for .bin)")
+    p.add_argument("--score-threshold", type=float, default=None, help="drop boxes scored below this")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.set_defaults(func=_cmd_detect)

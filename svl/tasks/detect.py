@@ -1,0 +1,438 @@
+"""Task `detection`: fine-tune a spiking CenterPoint detector for 3D boxes (docs/SPEC.md §9).
+
+The detector's encoder is E-3DSNN's stem and first stages under their own names, so an SVL
+pretraining checkpoint (`init=PATH`) starts it; the BEV neck and the CenterPoint head stay new.
+Training is CenterNet's focal loss on class heatmaps plus L1 on the box regression at object centres;
+evaluation decodes peaks, applies rotated NMS per class in bird's-eye view and computes AP the way
+KITTI's devkit does (R40 recall positions, BEV and 3D, per class and difficulty level where the data
+has one). `final.safetensors` (kind `svl-detector`) is what `svl detect` reads.
+
+A dataset serves ``boxes (K, 7)`` and ``box_labels (K,)`` (-1 = padding) in each sample, names its
+box classes in ``box_classes`` (else ``classes``) and may give ``point_cloud_range``; optional keys
+``difficulty (K,)``, ``ignore_boxes (M, 7)`` (DontCare and neighbouring classes) feed the evaluation.
+`data.classes` picks which box classes to detect (the others become ignore boxes) and
+`data.agnostic` merges them into one class "object".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from svl.tasks.base import ModelSection, Subset, Task, TrainParts, energy_per_sample, register_task
+from svl.train.trainer import TrainConfig
+from svl.utils import get_logger, progress, seed_everything
+
+__all__ = [
+    "DETECTOR_KIND",
+    "DetectionConfig",
+    "DetectionTask",
+    "Detector",
+    "load_detector",
+    "predict_boxes",
+]
+
+log = get_logger(__name__)
+
+DETECTOR_KIND = "svl-detector"
+
+
+@dataclass
+class DetModel(ModelSection):
+    """The detector: a registered `e3dsnn_det_*`, its grid and where its encoder starts."""
+
+    name: str = "e3dsnn_det_t"
+    voxel_size: float = 0.05
+    point_cloud_range: list[float] | None = None  # None: the dataset's (its `point_cloud_range`)
+    bev_stride: int = 4
+
+
+def _det_augment() -> list[Any]:
+    # global transforms that move boxes with the points (svl.data.transforms refuses the others)
+    return [
+        {"name": "random_flip"},
+        {"name": "rotate_gravity"},
+        {"name": "random_scale", "low": 0.95, "high": 1.05},
+    ]
+
+
+@dataclass
+class DetData:
+    dataset: str = "modelnet40_scenes"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    num_points: int = 8192
+    train_split: str = "train"
+    test_split: str = "test"
+    train_limit: int | None = None  # first N training frames (quick runs)
+    test_limit: int | None = None
+    classes: list[str] | None = None  # box classes to detect; None: all of the dataset's
+    agnostic: bool = False  # one class "object" for every detected class
+    presample: list[Any] = field(default_factory=list)  # before the cap to num_points (e.g. voxel_sample)
+    augment: list[Any] = field(default_factory=_det_augment)
+
+
+@dataclass
+class DetEval:
+    batch_size: int = 8
+    monitor_test: bool = True  # test mAP logged each validation for the curve, never selected on
+    precise_bn: int = 16  # as segmentation: re-estimate BN statistics before evaluating
+    iou: dict[str, float] = field(default_factory=dict)  # per-class IoU threshold (KITTI: Car 0.7)
+    default_iou: float = 0.5
+    score_threshold: float = 0.1
+    topk: int = 100  # peaks decoded per frame before NMS
+    nms_iou: float = 0.1  # BEV IoU above which a lower-scored box of the same class is dropped
+    max_boxes: int = 50  # per frame after NMS
+    num_recall: int = 40  # KITTI R40 (11: the older R11)
+
+
+def _det_train() -> TrainConfig:
+    return TrainConfig(
+        epochs=20, batch_size=8, lr=2e-3, weight_decay=0.01, optimizer="adamw", schedule="cosine",
+        grad_clip=10.0, ckpt_every_steps=200, log_every_steps=20,
+    )  # fmt: skip
+
+
+@dataclass
+class DetectionConfig:
+    task: str = "detection"
+    model: DetModel = field(default_factory=DetModel)
+    init: str = "scratch"  # or an svl checkpoint whose E-3DSNN encoder starts the detector's encoder
+    data: DetData = field(default_factory=DetData)
+    eval: DetEval = field(default_factory=DetEval)
+    train: TrainConfig = field(default_factory=_det_train)
+    out_dir: str = "runs/detect_modelnet40_scenes"
+    energy: bool = True
+
+
+class Detector(nn.Module):
+    """A detector plus the map from dataset box classes to detected classes; forward gives the loss."""
+
+    def __init__(self, net: nn.Module, lut: Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("lut", lut.long(), persistent=False)
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        from svl.models.detector import centerpoint_loss, centerpoint_targets
+
+        boxes, labels = batch.extras.get("boxes"), batch.extras.get("box_labels")
+        if boxes is None or labels is None:
+            raise ValueError("detection needs boxes (sample keys 'boxes' and 'box_labels')")
+        labels = remap_labels(labels.long(), self.lut)
+        out = self.net(batch)
+        t = centerpoint_targets(boxes.float(), labels, self.net.grid, self.net.num_classes)
+        losses = centerpoint_loss({k: v.float() for k, v in out.items()}, t)
+        return {"loss": losses["loss"], "heatmap": losses["heatmap"].detach(), "reg": losses["reg"].detach()}
+
+
+def remap_labels(labels: Tensor, lut: Tensor) -> Tensor:
+    """Dataset box classes -> detected classes (-1: padding or a class not detected)."""
+    out = torch.full_like(labels, -1)
+    ok = labels >= 0
+    out[ok] = lut[labels[ok].clamp(max=len(lut) - 1)]
+    return out
+
+
+def load_detector(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
+    """(detector, class names, meta) of a `svl finetune task=detection` checkpoint."""
+    from svl.checkpoint import read_checkpoint_meta
+    from svl.models import create_model
+
+    p = Path(checkpoint)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    meta = read_checkpoint_meta(p)
+    if meta.get("kind") != DETECTOR_KIND:
+        raise ValueError(
+            f"{p}: not a detection checkpoint (kind {meta.get('kind')!r}); train one with "
+            "`svl finetune task=detection`"
+        )
+    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
+
+
+@torch.no_grad()
+def postprocess(
+    out: dict[str, Tensor], grid: Any, ev: DetEval
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Decoded peaks -> per-class rotated NMS in BEV -> the best `max_boxes` per frame (numpy)."""
+    from svl.boxes import nms_bev
+    from svl.models.detector import decode
+
+    res = []
+    for boxes, scores, labels in decode(out, grid, topk=ev.topk, score_threshold=ev.score_threshold):
+        keep = []
+        for c in labels.unique().tolist():
+            idx = torch.nonzero(labels == c).flatten()
+            keep.append(idx[nms_bev(boxes[idx], scores[idx], ev.nms_iou)])
+        k = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
+        k = k[scores[k].argsort(descending=True)][: ev.max_boxes]
+        res.append((boxes[k].double().numpy(), scores[k].double().numpy(), labels[k].numpy()))
+    return res
+
+
+@torch.no_grad()
+def predict_boxes(net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect") -> list[tuple]:
+    """Per frame (boxes, scores, labels) of `net` over `dataset`, in order."""
+    from svl.data import collate_points
+
+    net.eval()
+    preds: list[tuple] = []
+    idx = list(range(len(dataset)))
+    for s in progress([idx[i : i + ev.batch_size] for i in range(0, len(idx), ev.batch_size)], desc=desc):
+        b = collate_points([dataset[i] for i in s])
+        preds += postprocess(net(b), net.grid, ev)
+    return preds
+
+
+@register_task("detection")
+class DetectionTask(Task):
+    """3D object detection; see the module docstring."""
+
+    Config = DetectionConfig
+
+    def __init__(self, cfg: DetectionConfig) -> None:
+        from svl.data import build_dataset
+
+        super().__init__(cfg)
+        seed_everything(cfg.train.seed)
+        d = cfg.data
+        kw = {"root": d.root, "seed": cfg.train.seed, **dict(d.options)}
+        n = d.num_points
+        augment = [self._with_database(t, d, kw) for t in d.augment]
+        aug = [*d.presample, *augment[: self._n_before(augment)], {"name": "random_sample", "num_points": n},
+               *augment[self._n_before(augment) :]]  # fmt: skip
+        train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
+        self.train_set = self._limit(train, d.train_limit)
+        self.test_set = self._limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
+        base = getattr(train, "base", train)
+        self.box_classes = list(getattr(base, "box_classes", None) or base.classes)
+        if d.classes:
+            unknown = [c for c in d.classes if c not in self.box_classes]
+            if unknown:
+                raise ValueError(f"data.classes: {unknown} are not box classes of {d.dataset} "
+                                 f"({', '.join(self.box_classes)})")  # fmt: skip
+        kept = list(d.classes or self.box_classes)
+        self.classes = ["object"] if d.agnostic else kept
+        lut = [(0 if d.agnostic else kept.index(c)) if c in kept else -1 for c in self.box_classes]
+        self.lut = torch.tensor(lut, dtype=torch.long)
+        rng = cfg.model.point_cloud_range or getattr(base, "point_cloud_range", None)
+        if rng is None:
+            raise ValueError(
+                f"{d.dataset}: set model.point_cloud_range (x_min y_min z_min x_max y_max z_max)"
+            )
+        self.point_cloud_range = [float(v) for v in rng]
+        first = self.train_set[0]
+        if first.get("boxes") is None or first.get("box_labels") is None:
+            raise ValueError(f"{d.dataset}: its samples carry no boxes ('boxes', 'box_labels'); not a "
+                             "detection dataset")  # fmt: skip
+        log.info("detection on %s: classes %s, %d training frames, %d test frames",
+                 d.dataset, self.classes, len(self.train_set), len(self.test_set))  # fmt: skip
+
+    @staticmethod
+    def _n_before(augment: list[Any]) -> int:
+        """gt_sample changes the point count, so it (and what precedes it) runs before the cap."""
+        names = [t.get("name") if isinstance(t, dict) else None for t in augment]
+        return max((i + 1 for i, name in enumerate(names) if name == "gt_sample"), default=0)
+
+    @staticmethod
+    def _with_database(t: Any, d: DetData, kw: dict[str, Any]) -> Any:
+        """A `gt_sample` entry without a database gets the training split's (built once, cached)."""
+        if not (isinstance(t, dict) and t.get("name") == "gt_sample" and t.get("database") is None):
+            return t
+        from svl.data import build_dataset
+        from svl.data.detection import build_gt_database
+
+        return {**t, "database": build_gt_database(build_dataset(d.dataset, d.train_split, **kw))}
+
+    @staticmethod
+    def _limit(ds: Any, n: int | None) -> Any:
+        if n is None or n >= len(ds):
+            return ds
+        view = Subset(ds, np.arange(int(n)))
+        view.classes = ds.classes
+        return view
+
+    def model_cfg(self) -> dict[str, Any]:
+        m = self.cfg.model
+        cfg: dict[str, Any] = {
+            "num_classes": len(self.classes), "T": m.T, "D": m.D, "voxel_size": m.voxel_size,
+            "point_cloud_range": self.point_cloud_range, "bev_stride": m.bev_stride,
+        }  # fmt: skip
+        if m.in_channels is not None:
+            cfg["in_channels"] = m.in_channels
+        return cfg
+
+    def build_net(self) -> nn.Module:
+        from svl.models import create_model
+
+        net = create_model(self.cfg.model.name, **self.model_cfg())
+        init = self.cfg.init if self.cfg.init not in ("", "scratch", None) else self.cfg.model.init
+        if init:
+            self._load_encoder(net, init)
+        return net
+
+    def _load_encoder(self, net: nn.Module, init: str) -> None:
+        """The checkpoint's E-3DSNN stem and stages into the detector's encoder; the rest stays new."""
+        from svl.checkpoint import load_checkpoint, read_checkpoint_meta
+
+        p = Path(init)
+        if not p.is_file():
+            raise FileNotFoundError(f"init: checkpoint {p} does not exist")
+        held = read_checkpoint_meta(p).get("model") or ""
+        want = self.cfg.model.name.replace("_det", "")  # e3dsnn_det_t -> e3dsnn_t
+        if held and held != want:
+            raise ValueError(
+                f"init: {p} holds a {held!r} encoder; {self.cfg.model.name} needs {want!r} weights"
+            )
+        tensors, _ = load_checkpoint(p)
+        state = {k.removeprefix("encoder."): v for k, v in tensors.items()}
+        try:
+            skipped = net.load_encoder_state(state)
+        except ValueError as e:
+            raise ValueError(f"init: {p}: {e}") from None
+        n = sum(k.startswith(("stem.", "stages.")) for k in net.state_dict())
+        log.info("init: %d encoder tensors from %s (%d of its tensors unused)", n, p, len(skipped))
+
+    def setup(self) -> TrainParts:
+        from svl.data import collate_points
+
+        self.net = self.build_net()
+        self.model = Detector(self.net, self.lut)
+        return TrainParts(self.model, self.train_set, collate_points, self.meta())
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "kind": DETECTOR_KIND,
+            "model": self.cfg.model.name,
+            "model_cfg": self.model_cfg(),
+            "class_names": self.classes,
+            "init": self.cfg.init,
+            "eval": {
+                "score_threshold": self.cfg.eval.score_threshold,
+                "nms_iou": self.cfg.eval.nms_iou,
+                "topk": self.cfg.eval.topk,
+                "max_boxes": self.cfg.eval.max_boxes,
+            },  # fmt: skip
+            "data": {"dataset": self.cfg.data.dataset, "num_points": self.cfg.data.num_points},
+        }
+
+    @property
+    def has_validation(self) -> bool:
+        return self.cfg.eval.monitor_test
+
+    def _precise_bn(self) -> None:
+        from svl.tasks.finetune import precise_bn
+
+        if self.cfg.eval.precise_bn:
+            precise_bn(self.net, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
+
+    def frames(self, preds: list[tuple]) -> list[dict[str, Any]]:
+        """Ground truth and predictions of every test frame in the layout `evaluate_detection` reads.
+
+        Boxes of box classes not detected drop out of the ground truth (detections on them count as
+        false positives: training taught the detector they are background); a dataset's
+        ``ignore_boxes`` (KITTI's Van, Person_sitting, ...) go to the evaluation as neighbours.
+        """
+        out = []
+        lut = self.lut.numpy()
+        base = getattr(self.test_set, "base", self.test_set)
+        ignore_names = list(getattr(base, "ignore_classes", []) or [])
+        for i, (boxes, scores, labels) in enumerate(preds):
+            s = self.test_set[i]
+            gl = np.asarray(s["box_labels"], np.int64)
+            gb = np.asarray(s["boxes"], np.float64).reshape(-1, 7)
+            mapped = np.where(gl >= 0, lut[np.clip(gl, 0, len(lut) - 1)], -1)
+            keep = mapped >= 0
+            frame: dict[str, Any] = {
+                "gt_boxes": gb[keep], "gt_labels": mapped[keep], "det_boxes": boxes, "det_labels": labels,
+                "det_scores": scores, "name": str(s.get("frame_id", i)),
+            }  # fmt: skip
+            if s.get("difficulty") is not None:
+                frame["gt_difficulty"] = np.asarray(s["difficulty"], np.int64)[keep]
+            if s.get("ignore_boxes") is not None and ignore_names:
+                il = np.asarray(s["ignore_labels"], np.int64)
+                frame["ignore_boxes"] = np.asarray(s["ignore_boxes"], np.float64).reshape(-1, 7)[il >= 0]
+                frame["ignore_names"] = [ignore_names[k] for k in il[il >= 0]]
+            out.append(frame)
+        return out
+
+    def _ap(self, preds: list[tuple]) -> dict[str, Any]:
+        from svl.eval.detection import evaluate_detection
+
+        ev = self.cfg.eval
+        iou = {c: float(ev.iou.get(c, ev.default_iou)) for c in self.classes}
+        res = evaluate_detection(self.frames(preds), self.classes, iou, num_recall=ev.num_recall)
+        level = "moderate" if "moderate" in res["levels"] else res["levels"][0]
+        for key, name in (("ap_bev", "map_bev"), ("ap3d", "map3d")):
+            vals = [v[level] for v in res[key].values() if v.get(level) == v.get(level)]  # not NaN
+            res[name] = float(np.mean(vals)) if vals else float("nan")
+        res["map_level"] = level
+        return res
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        self._precise_bn()
+        res = self._ap(predict_boxes(model.net, self.test_set, self.cfg.eval, desc="test"))
+        return {"test/map_bev": res["map_bev"], "test/map3d": res["map3d"]}
+
+    def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
+        from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+
+        path = summary.get("best_path") or summary["last"]
+        tensors, _ = load_checkpoint(path)
+        load_state_into(self.model, tensors, where=path)
+        self._precise_bn()
+        final = self.out / "final.safetensors"
+        save_checkpoint(final, dict(self.net.state_dict()), {**self.meta(), "source": Path(path).name})
+        t0 = time.perf_counter()
+        preds = predict_boxes(self.net, self.test_set, self.cfg.eval, desc="test")
+        ms = 1000 * (time.perf_counter() - t0) / max(len(preds), 1)
+        res = self._ap(preds)
+        res.update({
+            "n_test": len(preds), "n_train": len(self.train_set), "classes": self.classes,
+            "checkpoint": str(final), "model": self.cfg.model.name, "init": self.cfg.init,
+            "dataset": self.cfg.data.dataset, "ms_per_frame": ms,
+            "boxes_per_frame": float(np.mean([len(p[0]) for p in preds])) if preds else 0.0,
+        })  # fmt: skip
+        if self.cfg.energy:
+            res["energy"] = energy_per_sample(self.net, self.test_set, samples=4)
+        return res
+
+    def format_results(self, result: dict[str, Any]) -> str:
+        levels = sorted({lv for per in result["ap3d"].values() for lv in per}, key=_level_order)
+        lines = [
+            "",
+            f"Detection on {result.get('dataset')}: {result.get('model')}, init {result.get('init')}, "
+            f"{result.get('n_test')} frames, AP R{self.cfg.eval.num_recall} (%)",
+            "",
+            f"{'class':<16}{'GT':>6}" + "".join(f"{'BEV ' + lv:>14}{'3D ' + lv:>14}" for lv in levels),
+            "-" * (22 + 28 * len(levels)),
+        ]
+        for c in result["ap3d"]:
+            cells = []
+            for lv in levels:
+                for key in ("ap_bev", "ap3d"):
+                    v = result[key].get(c, {}).get(lv)
+                    cells.append(f"{'-' if v is None or v != v else f'{100 * v:.2f}':>14}")
+            n_gt = max((result.get("num_gt", {}).get(c) or {}).values(), default=0)
+            lines.append(f"{c:<16}{n_gt:>6}" + "".join(cells))
+        lines += ["-" * (22 + 28 * len(levels)),
+                  f"mAP BEV {100 * result['map_bev']:.2f}   mAP 3D {100 * result['map3d']:.2f}   "
+                  f"({result.get('map_level')})"]  # fmt: skip
+        if "energy" in result:
+            e = result["energy"]
+            lines.append(f"energy per frame: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
+                         f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f})")  # fmt: skip
+        lines.append(f"checkpoint: {result.get('checkpoint')}")
+        return "\n".join(lines)
+
+
+def _level_order(level: str) -> int:
+    order = ["all", "easy", "moderate", "hard"]
+    return order.index(level) if level in order else len(order)
