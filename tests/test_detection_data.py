@@ -17,11 +17,11 @@ import pickle
 import numpy as np
 import pytest
 
-from svl.boxes import points_in_boxes
+from svl.boxes import bev_overlap, points_in_boxes
 from svl.data import build_dataset, collate_points
 from svl.data.detection import KITTI_POINT_CLOUD_RANGE, build_gt_database
 from svl.data.readers.kitti import camera_boxes_to_lidar, fov_mask, read_velodyne
-from svl.data.transforms import _bev_overlap, build_transforms
+from svl.data.transforms import build_transforms
 
 SETS = (("boxes", "box_labels"), ("ignore_boxes", "ignore_labels"))
 PAD = 12  # box rows of the test samples: room for padding and pasted objects
@@ -188,8 +188,8 @@ def test_object_noise_freezes_boxes_that_share_points_and_never_collides(scenes)
         assert np.array_equal(out["boxes"][[0, k]], s["boxes"][[0, k]])
         moved += int((np.abs(out["boxes"][1:k] - s["boxes"][1:k]).max(1) > 0).sum())
         real = out["boxes"][: k + 1]
-        ov = _bev_overlap(real, real)
-        was = _bev_overlap(s["boxes"][: k + 1], s["boxes"][: k + 1])
+        ov = bev_overlap(real, real)
+        was = bev_overlap(s["boxes"][: k + 1], s["boxes"][: k + 1])
         assert not (ov & ~was).any()  # no new collision
     assert moved >= 5
     # an ignore box over box 1 freezes it too
@@ -266,14 +266,14 @@ def test_bev_overlap_matches_sampling():
     for _ in range(400):
         a, b = box(), box()
         hit = points_in_boxes(samples(a), b[None]).any() or points_in_boxes(samples(b), a[None]).any()
-        ov = bool(_bev_overlap(a, b)[0, 0])
-        assert ov == bool(_bev_overlap(b, a)[0, 0])
+        ov = bool(bev_overlap(a, b)[0, 0])
+        assert ov == bool(bev_overlap(b, a)[0, 0])
         if hit:
             assert ov
         shrunk_a, shrunk_b = a.copy(), b.copy()
         shrunk_a[3:5] -= 0.1
         shrunk_b[3:5] -= 0.1
-        if _bev_overlap(shrunk_a, shrunk_b)[0, 0]:
+        if bev_overlap(shrunk_a, shrunk_b)[0, 0]:
             assert hit
         counts[ov] += 1
     assert min(counts) > 100  # both outcomes well represented
@@ -306,7 +306,7 @@ def test_gt_sample_pastes_non_colliding_objects_with_their_points(kitti_all):
     assert sorted(out["box_labels"][rows].tolist()) == [0, 0, 2] and rows.tolist() == [1, 2, 3]
     assert (out["box_labels"][4:] == -1).all() and not out["boxes"][4:].any()
     allb = _all_real_boxes(out)
-    ov = _bev_overlap(allb, allb)
+    ov = bev_overlap(allb, allb)
     np.fill_diagonal(ov, False)
     assert not ov.any()
     # the scene keeps every point outside the pasted boxes and gains exactly the objects' points
@@ -379,7 +379,7 @@ def test_gt_sample_on_scenes(scenes):
         rows = _pasted_rows(s, out)
         total += len(rows)
         allb = _all_real_boxes(out)
-        ov = _bev_overlap(allb, allb)
+        ov = bev_overlap(allb, allb)
         np.fill_diagonal(ov, False)
         assert not ov.any()
         for cls in np.unique(out["box_labels"][rows]):  # filled up to 2 per class, never past it

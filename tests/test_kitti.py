@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from svl.boxes import points_in_boxes
+from svl.boxes import points_in_boxes, wrap_angle
 from svl.data.readers.kitti import (
     KittiCalib,
     camera_boxes_to_lidar,
@@ -23,7 +23,6 @@ from svl.data.readers.kitti import (
     read_kitti_calib,
     read_kitti_labels,
     read_velodyne,
-    wrap_angle,
 )
 
 FRAMES = ("000000", "000001", "000002")

@@ -263,6 +263,19 @@ def test_models_do_not_import_eval() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("lower", "upper"),
+    [("svl.eval", "svl.tasks"), ("svl.energy", "svl.tasks"), ("svl.models", "svl.tasks"),
+     ("svl.data", "svl.tasks"), ("svl.data", "svl.models"), ("svl.boxes", "svl.data"),
+     ("svl.tasks", "svl.cli"), ("svl.eval", "svl.cli")],
+)  # fmt: skip
+def test_library_layers_point_down(lower: str, upper: str) -> None:
+    """docs/DESIGN.md's layers: a lower layer never reaches an upper one (tasks and the CLI stay on top)."""
+    modules = svl_modules()
+    chains = layering_violations(modules, import_edges(modules), lower, upper)
+    assert not chains, f"{lower} imports {upper}:\n  " + "\n  ".join(chains)
+
+
 # ----------------------------------------------------------------------------- the checker itself
 def _write_tree(root: Path, files: dict[str, str]) -> dict[str, Path]:
     for rel, text in files.items():

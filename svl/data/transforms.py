@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from svl.boxes import points_in_boxes
+from svl.boxes import bev_overlap, points_in_boxes, wrap_angle
 from svl.data.axes import rotate_up_to_z
 from svl.data.batch import MISSING_COLOR
 from svl.registry import Registry
@@ -551,10 +551,6 @@ def _refuse_boxes(sample: Sample, name: str, why: str) -> None:
         raise ValueError(f"{name}: the sample carries 3D boxes ({', '.join(found)}) and {why}")
 
 
-def _wrap(a: np.ndarray) -> np.ndarray:
-    return (a + np.pi) % (2 * np.pi) - np.pi
-
-
 def _affine_boxes(
     b: np.ndarray, *, scale: float = 1.0, yaw: float = 0.0, shift: np.ndarray | None = None
 ) -> np.ndarray:
@@ -562,7 +558,7 @@ def _affine_boxes(
     if yaw:
         c, s = math.cos(yaw), math.sin(yaw)
         b[:, :2] = b[:, :2] @ np.array([[c, s], [-s, c]])  # rows @ Rz.T
-        b[:, 6] = _wrap(b[:, 6] + yaw)
+        b[:, 6] = wrap_angle(b[:, 6] + yaw)
     b[:, :6] *= scale
     if shift is not None:
         b[:, :3] += np.asarray(shift, np.float64)
@@ -573,33 +569,8 @@ def _mirror_boxes(b: np.ndarray, axes: list[int]) -> np.ndarray:
     """Boxes under negated coordinate `axes` (0 = x, 1 = y)."""
     for ax in axes:
         b[:, ax] *= -1
-        b[:, 6] = _wrap(-b[:, 6] if ax == 1 else math.pi - b[:, 6])
+        b[:, 6] = wrap_angle(-b[:, 6] if ax == 1 else math.pi - b[:, 6])
     return b
-
-
-def _bev_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A, B) bool: the bird's-eye-view rectangles of boxes a and b meet (touching counts).
-
-    Exact for rotated rectangles (separating axis theorem over the 4 edge normals): collision tests
-    for object placement need a yes/no, not an IoU.
-    """
-    a, b = np.asarray(a, np.float64).reshape(-1, 7), np.asarray(b, np.float64).reshape(-1, 7)
-    d = b[None, :, :2] - a[:, None, :2]  # (A, B, 2)
-
-    def axes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c, s = np.cos(x[:, 6]), np.sin(x[:, 6])
-        return np.stack([c, s], -1), np.stack([-s, c], -1)
-
-    def radius(h: np.ndarray, u: np.ndarray, v: np.ndarray, n: np.ndarray) -> np.ndarray:
-        return h[..., 0] * np.abs((u * n).sum(-1)) + h[..., 1] * np.abs((v * n).sum(-1))
-
-    (ua, va), (ub, vb) = axes(a), axes(b)
-    rect_a = (a[:, None, 3:5] / 2, ua[:, None], va[:, None])  # broadcast over (A, B)
-    rect_b = (b[None, :, 3:5] / 2, ub[None], vb[None])
-    separated = np.zeros((len(a), len(b)), bool)
-    for n in (rect_a[1], rect_a[2], rect_b[1], rect_b[2]):  # the 4 edge normals
-        separated |= np.abs((d * n).sum(-1)) > radius(*rect_a, n) + radius(*rect_b, n)
-    return ~separated
 
 
 def _obstacles(sample: Sample, skip: str | None = None) -> np.ndarray:
@@ -662,9 +633,9 @@ class ObjectNoise(_Base):
         for j in np.flatnonzero(~frozen):
             cand = np.repeat(boxes[j : j + 1], self.tries, 0)
             cand[:, :3] += shifts[j]
-            cand[:, 6] = _wrap(cand[:, 6] + turns[j])
+            cand[:, 6] = wrap_angle(cand[:, 6] + turns[j])
             others = np.concatenate([np.delete(boxes, j, 0), still])
-            free = ~_bev_overlap(cand, others).any(1) if len(others) else np.ones(self.tries, bool)
+            free = ~bev_overlap(cand, others).any(1) if len(others) else np.ones(self.tries, bool)
             if not free.any():
                 continue
             t = int(np.argmax(free))
@@ -806,10 +777,10 @@ class GTSample(_Base):
             if want <= 0:
                 continue
             cand = rng.choice(pool, size=want, replace=False)
-            hit = _bev_overlap(db["boxes"][cand], occupied).any(1) if len(occupied) else np.zeros(want, bool)
+            hit = bev_overlap(db["boxes"][cand], occupied).any(1) if len(occupied) else np.zeros(want, bool)
             for o in cand[~hit]:
                 box = np.asarray(db["boxes"][o], np.float64)[None]
-                if chosen and _bev_overlap(box, db["boxes"][chosen]).any():
+                if chosen and bev_overlap(box, db["boxes"][chosen]).any():
                     continue
                 chosen.append(int(o))
             if chosen:

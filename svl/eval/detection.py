@@ -66,6 +66,7 @@ __all__ = [
     "evaluate_detection",
     "kitti_difficulty",
     "plot_bev",
+    "postprocess",
 ]
 
 LEVELS = ("easy", "moderate", "hard")
@@ -530,6 +531,35 @@ def _average_precision(
     return float(curve.mean()), curve.tolist()
 
 
+def postprocess(
+    out: Mapping[str, Any],
+    grid: Any,
+    score_threshold: float = 0.1,
+    topk: int = 100,
+    nms_iou: float = 0.1,
+    max_boxes: int = 50,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A detector's maps -> per frame (boxes, scores, labels), numpy, best first: decoded peaks, rotated
+    NMS in BEV per class (a box of one class never suppresses another's), the best `max_boxes`."""
+    import torch
+
+    from svl.boxes import nms_bev
+    from svl.models.detector import decode
+
+    res = []
+    with torch.no_grad():
+        decoded = decode(out, grid, topk=topk, score_threshold=score_threshold)
+    for boxes, scores, labels in decoded:
+        keep = [
+            idx[nms_bev(boxes[idx], scores[idx], nms_iou)]
+            for idx in (torch.nonzero(labels == c).flatten() for c in labels.unique().tolist())
+        ]
+        k = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
+        k = k[scores[k].argsort(descending=True)][:max_boxes]
+        res.append((boxes[k].double().numpy(), scores[k].double().numpy(), labels[k].numpy()))
+    return res
+
+
 def plot_bev(
     xyz: np.ndarray,
     boxes: np.ndarray,
@@ -601,12 +631,11 @@ def detect_files(
     import torch
 
     from svl.data import collate_points, load_points
-    from svl.tasks.detect import DetEval, postprocess
     from svl.utils import atomic_write
 
-    ev = DetEval(**(settings or {}))
+    ev = dict(settings or {})
     if score_threshold is not None:
-        ev.score_threshold = float(score_threshold)
+        ev["score_threshold"] = float(score_threshold)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -614,7 +643,7 @@ def detect_files(
         s = load_points(p, format=format)
         item = {"xyz": s["xyz"], "index": 0, **({"rgb": s["rgb"]} if s.get("rgb") is not None else {})}
         with torch.no_grad():
-            boxes, scores, labels = postprocess(net.eval()(collate_points([item])), net.grid, ev)[0]
+            boxes, scores, labels = postprocess(net.eval()(collate_points([item])), net.grid, **ev)[0]
         if len(labels) and int(labels.max()) >= len(class_names):
             raise ValueError(f"model predicted class {int(labels.max())} for {len(class_names)} class names")
         dets = [

@@ -91,6 +91,11 @@ class DetEval:
     max_boxes: int = 50  # per frame after NMS
     num_recall: int = 40  # KITTI R40 (11: the older R11)
 
+    def decoding(self) -> dict[str, Any]:
+        """The settings `svl.eval.detection.postprocess` takes (saved in the checkpoint for `svl detect`)."""
+        return {"score_threshold": self.score_threshold, "topk": self.topk, "nms_iou": self.nms_iou,
+                "max_boxes": self.max_boxes}  # fmt: skip
+
 
 def _det_train() -> TrainConfig:
     return TrainConfig(
@@ -158,36 +163,17 @@ def load_detector(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[st
 
 
 @torch.no_grad()
-def postprocess(
-    out: dict[str, Tensor], grid: Any, ev: DetEval
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Decoded peaks -> per-class rotated NMS in BEV -> the best `max_boxes` per frame (numpy)."""
-    from svl.boxes import nms_bev
-    from svl.models.detector import decode
-
-    res = []
-    for boxes, scores, labels in decode(out, grid, topk=ev.topk, score_threshold=ev.score_threshold):
-        keep = []
-        for c in labels.unique().tolist():
-            idx = torch.nonzero(labels == c).flatten()
-            keep.append(idx[nms_bev(boxes[idx], scores[idx], ev.nms_iou)])
-        k = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
-        k = k[scores[k].argsort(descending=True)][: ev.max_boxes]
-        res.append((boxes[k].double().numpy(), scores[k].double().numpy(), labels[k].numpy()))
-    return res
-
-
-@torch.no_grad()
 def predict_boxes(net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect") -> list[tuple]:
     """Per frame (boxes, scores, labels) of `net` over `dataset`, in order."""
     from svl.data import collate_points
+    from svl.eval.detection import postprocess
 
     net.eval()
     preds: list[tuple] = []
     idx = list(range(len(dataset)))
     for s in progress([idx[i : i + ev.batch_size] for i in range(0, len(idx), ev.batch_size)], desc=desc):
         b = collate_points([dataset[i] for i in s])
-        preds += postprocess(net(b), net.grid, ev)
+        preds += postprocess(net(b), net.grid, **ev.decoding())
     return preds
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from svl.boxes import wrap_angle
 from svl.data.readers._common import BadFile, ReadOptions
 from svl.data.readers._sniff import kitti_problem, nmnist_problem
 
@@ -40,7 +41,6 @@ __all__ = [
     "read_kitti_calib",
     "read_kitti_labels",
     "read_velodyne",
-    "wrap_angle",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -326,11 +326,6 @@ def _is_float(t: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- box conventions
-def wrap_angle(a: np.ndarray | float) -> np.ndarray:
-    """Angles wrapped to [-pi, pi)."""
-    return (np.asarray(a, np.float64) + np.pi) % (2 * np.pi) - np.pi
-
-
 def camera_boxes_to_lidar(
     loc: np.ndarray, dims_hwl: np.ndarray, ry: np.ndarray, calib: KittiCalib
 ) -> np.ndarray:
