@@ -1,13 +1,16 @@
-"""Segmentation benchmarks (the segmentation issue): arms side by side over seeds, runs in parallel.
+"""Dense-prediction benchmarks (segmentation, detection): arms side by side over seeds, in parallel.
 
 Each arm is `name:key=value,key=value` (overrides on the config) and runs once per seed with the
 same recipe otherwise; `--jobs` runs that many at once, each on `--threads` threads (2 cores: 2 x 1).
-Reports mean +- sample std of mIoU / OA / mAcc, the IoU of each arm's best classes, energy per
-scene (spiking and ANN-equivalent), inference time per scene and wall time per run.
+Reports mean +- sample std of the task's metrics (segmentation: mIoU / OA / mAcc and the IoU of each
+arm's best classes; detection: mAP in BEV and 3D and the AP of the best classes), energy per scene
+(spiking and ANN-equivalent), inference time per scene and wall time per run.
 
-    python benchmarks/segmentation_scenes.py --config configs/segment_modelnet40_scenes.yaml \
-        --arms scratch: svl:init=runs/labelfree_scenes/final.safetensors ann:model.name=e3dsnn_unet_t_ann \
+    python benchmarks/dense_prediction.py --config configs/segment_modelnet40_scenes.yaml \
+        --arms scratch: svl:init=runs/labelfree_v08/final.safetensors ann:model.name=e3dsnn_unet_t_ann \
         --seeds 0 1 2 --jobs 2 --out runs/bench_seg train.epochs=12
+    python benchmarks/dense_prediction.py --config configs/detect_modelnet40_scenes.yaml \
+        --arms scratch: ann:model.name=e3dsnn_det_t_ann --jobs 2 --out runs/bench_det data.agnostic=true
 
 Writes OUT/summary.{md,json}; `--reuse` keeps finished runs.
 """
@@ -67,34 +70,42 @@ def main() -> None:
     for name, s, run_dir, _ in plan:
         res = json.loads((run_dir / "results.json").read_text())
         e = res.get("energy") or {}
-        rows.append(
-            {"arm": name, "seed": s, "miou": res["miou"], "oa": res["oa"], "macc": res["macc"],
-             "per_class": {c["class"]: c["iou"] for c in res["per_class"] if c.get("iou") is not None},
-             "energy_snn_mj": e.get("energy_snn_mj"), "energy_ann_mj": e.get("energy_ann_mj"),
-             "ms_per_scene": res.get("ms_per_scene"), "wall_s": res.get("wall_seconds")}
-        )  # fmt: skip
+        row = {"arm": name, "seed": s, "energy_snn_mj": e.get("energy_snn_mj"),
+               "energy_ann_mj": e.get("energy_ann_mj"), "wall_s": res.get("wall_seconds"),
+               "ms": res.get("ms_per_scene", res.get("ms_per_frame"))}  # fmt: skip
+        if "miou" in res:
+            per = {c["class"]: c["iou"] for c in res["per_class"] if c.get("iou") is not None}
+            row.update(miou=res["miou"], oa=res["oa"], macc=res["macc"], per_class=per)
+        else:
+            lv = res["map_level"]
+            per = {c: v[lv] for c, v in res["ap_bev"].items() if v.get(lv) == v.get(lv)}  # not NaN
+            row.update(map_bev=res["map_bev"], map3d=res["map3d"], per_class=per)
+        rows.append(row)
 
     def ms(vals: list[float], scale: float = 100.0, nd: int = 2) -> str:
         v = scale * np.array(vals, float)
         return f"{v.mean():.{nd}f} ± {v.std(ddof=1) if len(v) > 1 else 0:.{nd}f}"
 
-    lines = [f"Segmentation, {args.config} {' '.join(args.overrides)} (seeds {args.seeds})", ""]
-    lines += ["| arm | mIoU % | OA % | mAcc % | best classes (IoU %) | SNN mJ / scene | ANN-eq. mJ | "
-              "ms / scene | wall s / run |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    seg = "miou" in rows[0]
+    metrics = [("miou", "mIoU %"), ("oa", "OA %"), ("macc", "mAcc %")] if seg else [
+        ("map_bev", "mAP BEV %"), ("map3d", "mAP 3D %")]  # fmt: skip
+    best_what = "best classes (IoU %)" if seg else "best classes (AP BEV %)"
+    lines = [f"{'Segmentation' if seg else 'Detection'}, {args.config} {' '.join(args.overrides)} "
+             f"(seeds {args.seeds})", ""]  # fmt: skip
+    head = [m for _, m in metrics] + [best_what, "SNN mJ / scene", "ANN-eq. mJ", "ms / scene", "wall s / run"]
+    lines += ["| arm | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for arm in args.arms:
         name = arm.partition(":")[0]
         rs = [r for r in rows if r["arm"] == name]
         classes = rs[0]["per_class"]
-        mean_iou = {c: np.mean([r["per_class"].get(c, 0.0) for r in rs]) for c in classes}
-        best = ", ".join(f"{c} {100 * v:.0f}" for c, v in sorted(mean_iou.items(), key=lambda kv: -kv[1])[:4])
+        mean = {c: np.mean([r["per_class"].get(c, 0.0) for r in rs]) for c in classes}
+        best = ", ".join(f"{c} {100 * v:.0f}" for c, v in sorted(mean.items(), key=lambda kv: -kv[1])[:4])
         en = [r["energy_snn_mj"] for r in rs if r["energy_snn_mj"] is not None]
         ea = [r["energy_ann_mj"] for r in rs if r["energy_ann_mj"] is not None]
-        lines.append(
-            f"| {name} | {ms([r['miou'] for r in rs])} | {ms([r['oa'] for r in rs])} | "
-            f"{ms([r['macc'] for r in rs])} | {best} | {f'{np.mean(en):.4f}' if en else '-'} | "
-            f"{f'{np.mean(ea):.4f}' if ea else '-'} | {ms([r['ms_per_scene'] for r in rs], 1.0, 1)} | "
-            f"{np.mean([r['wall_s'] for r in rs]):.0f} |"
-        )
+        cells = [ms([r[k] for r in rs]) for k, _ in metrics]
+        cells += [best, f"{np.mean(en):.4f}" if en else "-", f"{np.mean(ea):.4f}" if ea else "-",
+                  ms([r["ms"] for r in rs], 1.0, 1), f"{np.mean([r['wall_s'] for r in rs]):.0f}"]  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     write_summary(out, "\n".join(lines), rows)
 
 
