@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svl.tasks.base import ModelSection, Subset, Task, TrainParts, energy_per_sample, register_task
+from svl.tasks.base import ModelSection, TrainParts, energy_per_sample, register_task
+from svl.tasks.dense import DenseTask
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, progress, seed_everything
 
@@ -178,7 +179,7 @@ def predict_boxes(net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect
 
 
 @register_task("detection")
-class DetectionTask(Task):
+class DetectionTask(DenseTask):
     """3D object detection; see the module docstring."""
 
     Config = DetectionConfig
@@ -195,8 +196,8 @@ class DetectionTask(Task):
         aug = [*d.presample, *augment[: self._n_before(augment)], {"name": "random_sample", "num_points": n},
                *augment[self._n_before(augment) :]]  # fmt: skip
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
-        self.train_set = self._limit(train, d.train_limit)
-        self.test_set = self._limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
+        self.train_set = self.limit(train, d.train_limit)
+        self.test_set = self.limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
         base = getattr(train, "base", train)
         self.box_classes = list(getattr(base, "box_classes", None) or base.classes)
         if d.classes:
@@ -237,14 +238,6 @@ class DetectionTask(Task):
 
         return {**t, "database": build_gt_database(build_dataset(d.dataset, d.train_split, **kw))}
 
-    @staticmethod
-    def _limit(ds: Any, n: int | None) -> Any:
-        if n is None or n >= len(ds):
-            return ds
-        view = Subset(ds, np.arange(int(n)))
-        view.classes = ds.classes
-        return view
-
     def model_cfg(self) -> dict[str, Any]:
         m = self.cfg.model
         cfg: dict[str, Any] = {
@@ -254,37 +247,6 @@ class DetectionTask(Task):
         if m.in_channels is not None:
             cfg["in_channels"] = m.in_channels
         return cfg
-
-    def build_net(self) -> nn.Module:
-        from svl.models import create_model
-
-        net = create_model(self.cfg.model.name, **self.model_cfg())
-        init = self.cfg.init if self.cfg.init not in ("", "scratch", None) else self.cfg.model.init
-        if init:
-            self._load_encoder(net, init)
-        return net
-
-    def _load_encoder(self, net: nn.Module, init: str) -> None:
-        """The checkpoint's E-3DSNN stem and stages into the detector's encoder; the rest stays new."""
-        from svl.checkpoint import load_checkpoint, read_checkpoint_meta
-
-        p = Path(init)
-        if not p.is_file():
-            raise FileNotFoundError(f"init: checkpoint {p} does not exist")
-        held = read_checkpoint_meta(p).get("model") or ""
-        want = self.cfg.model.name.replace("_det", "")  # e3dsnn_det_t -> e3dsnn_t
-        if held and held != want:
-            raise ValueError(
-                f"init: {p} holds a {held!r} encoder; {self.cfg.model.name} needs {want!r} weights"
-            )
-        tensors, _ = load_checkpoint(p)
-        state = {k.removeprefix("encoder."): v for k, v in tensors.items()}
-        try:
-            skipped = net.load_encoder_state(state)
-        except ValueError as e:
-            raise ValueError(f"init: {p}: {e}") from None
-        n = sum(k.startswith(("stem.", "stages.")) for k in net.state_dict())
-        log.info("init: %d encoder tensors from %s (%d of its tensors unused)", n, p, len(skipped))
 
     def setup(self) -> TrainParts:
         from svl.data import collate_points
@@ -308,16 +270,6 @@ class DetectionTask(Task):
             },  # fmt: skip
             "data": {"dataset": self.cfg.data.dataset, "num_points": self.cfg.data.num_points},
         }
-
-    @property
-    def has_validation(self) -> bool:
-        return self.cfg.eval.monitor_test
-
-    def _precise_bn(self) -> None:
-        from svl.tasks.finetune import precise_bn
-
-        if self.cfg.eval.precise_bn:
-            precise_bn(self.net, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
 
     def frames(self, preds: list[tuple]) -> list[dict[str, Any]]:
         """Ground truth and predictions of every test frame in the layout `evaluate_detection` reads.
@@ -363,19 +315,12 @@ class DetectionTask(Task):
         return res
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        self._precise_bn()
+        self.precise_bn()
         res = self._ap(predict_boxes(model.net, self.test_set, self.cfg.eval, desc="test"))
         return {"test/map_bev": res["map_bev"], "test/map3d": res["map3d"]}
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
-        from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
-
-        path = summary.get("best_path") or summary["last"]
-        tensors, _ = load_checkpoint(path)
-        load_state_into(self.model, tensors, where=path)
-        self._precise_bn()
-        final = self.out / "final.safetensors"
-        save_checkpoint(final, dict(self.net.state_dict()), {**self.meta(), "source": Path(path).name})
+        final = self.restore_best(summary)
         t0 = time.perf_counter()
         preds = predict_boxes(self.net, self.test_set, self.cfg.eval, desc="test")
         ms = 1000 * (time.perf_counter() - t0) / max(len(preds), 1)

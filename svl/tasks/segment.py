@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from svl.tasks.base import ModelSection, Subset, Task, TrainParts, energy_per_sample, register_task
+from svl.tasks.base import ModelSection, TrainParts, energy_per_sample, register_task
+from svl.tasks.dense import DenseTask
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, progress, seed_everything
 
@@ -143,7 +144,7 @@ def predict_points(net: nn.Module, dataset: Any, batch_size: int, desc: str = "s
 
 
 @register_task("segmentation")
-class SegmentationTask(Task):
+class SegmentationTask(DenseTask):
     """Per-point segmentation; see the module docstring."""
 
     Config = SegmentationConfig
@@ -158,8 +159,8 @@ class SegmentationTask(Task):
         n = d.num_points
         aug = [*d.presample, {"name": "random_sample", "num_points": n}, *d.augment]
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
-        self.train_set = self._limit(train, d.train_limit)
-        self.test_set = self._limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
+        self.train_set = self.limit(train, d.train_limit)
+        self.test_set = self.limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
         # per-point classes: a dataset whose `classes` label whole shapes (ShapeNetPart's categories)
         # names its point classes `segment_classes`
         base = getattr(self.train_set, "base", self.train_set)
@@ -172,14 +173,6 @@ class SegmentationTask(Task):
         log.info("segmentation on %s: %d classes, %d training scenes, %d test scenes",
                  d.dataset, len(self.classes), len(self.train_set), len(self.test_set))  # fmt: skip
 
-    @staticmethod
-    def _limit(ds: Any, n: int | None) -> Any:
-        if n is None or n >= len(ds):
-            return ds
-        view = Subset(ds, np.arange(int(n)))
-        view.classes = ds.classes
-        return view
-
     def model_cfg(self) -> dict[str, Any]:
         m = self.cfg.model
         cfg: dict[str, Any] = {
@@ -191,42 +184,6 @@ class SegmentationTask(Task):
         if m.in_channels is not None:
             cfg["in_channels"] = m.in_channels
         return cfg
-
-    def build_net(self) -> nn.Module:
-        from svl.models import create_model
-
-        net = create_model(self.cfg.model.name, **self.model_cfg())
-        init = self.cfg.init if self.cfg.init not in ("", "scratch", None) else self.cfg.model.init
-        if init:
-            self._load_encoder(net, init)
-        return net
-
-    def _load_encoder(self, net: nn.Module, init: str) -> None:
-        """The checkpoint's E-3DSNN stem and stages into the U-Net's encoder; the rest stays new."""
-        from svl.checkpoint import load_checkpoint, read_checkpoint_meta
-        from svl.models._registry import load_weights
-
-        p = Path(init)
-        if not p.is_file():
-            raise FileNotFoundError(f"init: checkpoint {p} does not exist")
-        held = read_checkpoint_meta(p).get("model") or ""
-        want = self.cfg.model.name.replace("_unet", "")  # e3dsnn_unet_t -> e3dsnn_t
-        if held and held != want:
-            raise ValueError(
-                f"init: {p} holds a {held!r} encoder; {self.cfg.model.name} needs {want!r} weights"
-            )
-        tensors, _ = load_checkpoint(p)
-        names = {k[len("encoder.") :] if k.startswith("encoder.") else k for k in tensors}
-        own = [k for k in net.state_dict() if not k.startswith(("stem.", "stages."))]  # decoder, classifier
-        n_enc = sum(k.startswith(("stem.", "stages.")) for k in net.state_dict() if k in names)
-        if not n_enc:
-            raise ValueError(f"init: {p} holds no E-3DSNN stem / stage weights")
-
-        def only_encoder(t: dict[str, Tensor], _own: dict[str, Tensor]) -> dict[str, Tensor]:
-            return {k: v for k, v in t.items() if k.startswith(("stem.", "stages."))}
-
-        load_weights(net, p, held or self.cfg.model.name, keep=tuple(own), adapt=only_encoder)
-        log.info("init: %d encoder tensors from %s; %d tensors new", n_enc, p, len(own))
 
     def setup(self) -> TrainParts:
         from svl.data import collate_points
@@ -245,34 +202,18 @@ class SegmentationTask(Task):
             "data": {"dataset": self.cfg.data.dataset, "num_points": self.cfg.data.num_points},
         }
 
-    @property
-    def has_validation(self) -> bool:
-        return self.cfg.eval.monitor_test
-
-    def _precise_bn(self) -> None:
-        from svl.tasks.finetune import precise_bn
-
-        if self.cfg.eval.precise_bn:
-            precise_bn(self.net, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
-
     def validate(self, model: nn.Module) -> dict[str, float]:
         from svl.eval.segmentation import segmentation_metrics
 
-        self._precise_bn()
+        self.precise_bn()
         ys, ps = predict_points(model.net, self.test_set, self.cfg.eval.batch_size, desc="test")
         m = segmentation_metrics(np.concatenate(ys), np.concatenate(ps), self.classes, ignore_index=IGNORE)
         return {"test/miou": m["miou"], "test/oa": m["oa"]}
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
-        from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
         from svl.eval.segmentation import part_miou, segmentation_metrics
 
-        path = summary.get("best_path") or summary["last"]
-        tensors, _ = load_checkpoint(path)
-        load_state_into(self.model, tensors, where=path)
-        self._precise_bn()
-        final = self.out / "final.safetensors"
-        save_checkpoint(final, dict(self.net.state_dict()), {**self.meta(), "source": Path(path).name})
+        final = self.restore_best(summary)
         t0 = time.perf_counter()
         ys, ps = predict_points(self.net, self.test_set, self.cfg.eval.batch_size, desc="test")
         ms = 1000 * (time.perf_counter() - t0) / max(len(ys), 1)
