@@ -143,17 +143,21 @@ class KittiCalib:
             return h[:, 0] / h[:, 2], h[:, 1] / h[:, 2], xyz[:, 2].copy()
 
 
+def _read_text(p: Path, what: str) -> str:
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not a text {what} file ({e})") from None
+
+
 def read_kitti_calib(path: PathLike) -> KittiCalib:
     """Parse a KITTI object calibration file (``KEY: v v v ...`` lines; P0-P3, R0_rect, Tr_velo_to_cam,
     Tr_imu_to_velo). Every line must parse; P2, R0_rect and Tr_velo_to_cam must be present with 12,
     9 and 12 finite values (the tracking names R_rect and Tr_velo_cam are accepted too)."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{p}: not a text calibration file ({e})") from None
+    text = _read_text(p, "calibration")
     found: dict[str, tuple[np.ndarray, int]] = {}  # key -> (values, line number)
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -266,12 +270,7 @@ def read_kitti_labels(path: PathLike) -> KittiLabels:
     DontCare (DontCare rows hold -1 placeholders).
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{p}: not a text label file ({e})") from None
+    text = _read_text(p, "label")
     names: list[str] = []
     rows: list[list[float]] = []
     width: tuple[int, int] | None = None  # (field count, line) of the first object
