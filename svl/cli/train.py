@@ -25,11 +25,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "finetune": (
         "classification",
         "fine-tune an encoder on a labelled dataset (task=classification; from scratch or an SVL checkpoint)",
-        "Fine-tune a registered encoder for a downstream task (the config's `task` key; default "
-        "classification): from scratch (init=scratch), from an `svl pretrain` checkpoint's encoder "
+        "Fine-tune a registered encoder for a downstream task (the config's `task` key: "
+        "classification (default), event_classification, segmentation, detection): from scratch "
+        "(init=scratch), from an `svl pretrain` checkpoint's encoder "
         "(init=PATH), or from its Rep-VLI zero-shot head too (init=PATH head=HEAD). With no arguments: "
         "E-3DSNN-T on ModelNet40 with the E-3DSNN recipe at a CPU-sized budget. Writes OA, class-mean "
-        "accuracy, a per-class table, confusion.png and energy per sample to out_dir/results.json. "
+        "accuracy, a per-class table, confusion.png and energy per sample to out_dir/results.json "
+        "(segmentation: mIoU, OA, per-class IoU; detection: AP in BEV and 3D per class and level). "
         "Launch with torchrun for DDP.",
     ),
 }
