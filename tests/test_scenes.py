@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from svl.data.scenes import FLOOR, SceneConfig, sensor_bins, visible_mask
+from svl.data.scenes import FLOOR, MIN_BOX, SceneConfig, sensor_bins, visible_mask
 
 TINY = dict(scenes=4, points_per_scene=2048)
 
@@ -50,6 +50,7 @@ def test_scenes_use_their_split_and_are_geometrically_sound(shared_data, svl_cac
         k = int((ids >= 0).sum())
         assert 1 <= k <= 6 and (ids[:k] >= 0).all() and (ids[k:] == -1).all()
         assert (s["box_labels"][k:] == -1).all() and not s["boxes"][k:].any()
+        assert (s["boxes"][:k, 3:6] >= MIN_BOX - 1e-6).all()  # planar shapes too: every box has a volume
         # floor: label 40, instance 0, on the plane
         floor = seg == FLOOR
         assert floor.any() and (inst[floor] == 0).all() and np.abs(xyz[floor, 2]).max() < 1e-6

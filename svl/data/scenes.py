@@ -32,6 +32,7 @@ from svl.data.transforms import Compose
 
 __all__ = [
     "FLOOR",
+    "MIN_BOX",
     "SCENES_VERSION",
     "ModelNet40Scenes",
     "Scene",
@@ -42,7 +43,8 @@ __all__ = [
     "visible_mask",
 ]
 
-SCENES_VERSION = 1  # bump when the generator changes what it outputs: old caches then miss
+SCENES_VERSION = 2  # bump when the generator changes what it outputs: old caches then miss
+MIN_BOX = 0.01  # metres: a flat shape (some ModelNet40 clouds are planar) still gets a box with volume
 FLOOR = 40  # class id of floor points (after the 40 ModelNet40 classes)
 _SPLIT_ID = {"train": 0, "test": 1}
 
@@ -138,7 +140,7 @@ def generate_scene(
         xyz.append(world)
         seg.append(np.full(len(world), label, np.int64))
         inst.append(np.full(len(world), len(placed), np.int64))
-        boxes.append([t[0], t[1], 0.5 * (hi[2] - lo[2]), *(hi - lo), yaw])
+        boxes.append([t[0], t[1], 0.5 * (hi[2] - lo[2]), *np.maximum(hi - lo, MIN_BOX), yaw])
         box_labels.append(label)
         kept.append(j)
         poses.append([s, yaw, *offset])
