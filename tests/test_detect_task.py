@@ -118,3 +118,25 @@ def test_kitti_detection_end_to_end_on_real_frames(tmp_path, kitti_root, svl_cac
     assert (
         json.loads(stdout)[0]["json"].endswith("000000.json") and (tmp_path / "det" / "000000.png").is_file()
     )
+
+
+def test_detect_names_bad_files(tmp_path, model_checkpoint, run_cli):
+    """A truncated LiDAR scan and a checkpoint that is not a detector: exit 2, the file named."""
+    from svl.checkpoint import save_checkpoint
+    from svl.models import create_model
+    from svl.tasks.detect import DETECTOR_KIND
+
+    net = create_model(
+        "e3dsnn_det_t", num_classes=1, point_cloud_range=[-3, -3, -0.2, 3, 3, 1.8], bev_stride=4
+    )
+    ckpt = tmp_path / "det.safetensors"
+    cfg = {"num_classes": 1, "point_cloud_range": [-3, -3, -0.2, 3, 3, 1.8], "bev_stride": 4}
+    save_checkpoint(ckpt, dict(net.state_dict()), {"kind": DETECTOR_KIND, "model": "e3dsnn_det_t",
+                                                    "model_cfg": cfg, "class_names": ["object"]})  # fmt: skip
+    scan = tmp_path / "cut.bin"
+    scan.write_bytes(np.zeros(10 * 16 + 7, np.uint8).tobytes())
+    code, _, err = run_cli("detect", "--checkpoint", ckpt, "--format", "kitti", scan, "-o", tmp_path / "o")
+    assert code == 2 and "cut.bin" in err and "16" in err
+    _, enc = model_checkpoint(tmp_path / "enc.safetensors", "e3dsnn_t")
+    code, _, err = run_cli("detect", "--checkpoint", enc, scan, "-o", tmp_path / "o")
+    assert code == 2 and "not a detection checkpoint" in err and "enc.safetensors" in err
