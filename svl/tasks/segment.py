@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from svl.tasks.base import ModelSection, TrainParts, energy_per_sample, register_task
-from svl.tasks.dense import DenseTask
+from svl.tasks.dense import DenseTask, load_task_checkpoint
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, progress, seed_everything
 
@@ -111,19 +111,7 @@ class Segmenter(nn.Module):
 
 def load_segmenter(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
     """(U-Net, class names, meta) of a `svl finetune task=segmentation` checkpoint."""
-    from svl.checkpoint import read_checkpoint_meta
-    from svl.models import create_model
-
-    p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    meta = read_checkpoint_meta(p)
-    if meta.get("kind") != SEGMENTER_KIND:
-        raise ValueError(
-            f"{p}: not a segmentation checkpoint (kind {meta.get('kind')!r}); train one with "
-            "`svl finetune task=segmentation`"
-        )
-    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
+    return load_task_checkpoint(checkpoint, SEGMENTER_KIND, "segmentation")
 
 
 @torch.no_grad()
