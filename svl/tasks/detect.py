@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from svl.tasks.base import ModelSection, TrainParts, energy_per_sample, register_task
-from svl.tasks.dense import DenseTask
+from svl.tasks.dense import DenseTask, load_task_checkpoint
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, progress, seed_everything
 
@@ -42,6 +42,7 @@ __all__ = [
 log = get_logger(__name__)
 
 DETECTOR_KIND = "svl-detector"
+_TRUTH_KEYS = ("boxes", "box_labels", "difficulty", "ignore_boxes", "ignore_labels", "frame_id")
 
 
 @dataclass
@@ -142,30 +143,23 @@ def remap_labels(labels: Tensor, lut: Tensor) -> Tensor:
     """Dataset box classes -> detected classes (-1: padding or a class not detected)."""
     out = torch.full_like(labels, -1)
     ok = labels >= 0
-    out[ok] = lut[labels[ok].clamp(max=len(lut) - 1)]
+    if ok.any() and int(labels[ok].max()) >= len(lut):
+        raise ValueError(f"box label {int(labels[ok].max())} outside the dataset's {len(lut)} box classes")
+    out[ok] = lut[labels[ok]]
     return out
 
 
 def load_detector(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
     """(detector, class names, meta) of a `svl finetune task=detection` checkpoint."""
-    from svl.checkpoint import read_checkpoint_meta
-    from svl.models import create_model
-
-    p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    meta = read_checkpoint_meta(p)
-    if meta.get("kind") != DETECTOR_KIND:
-        raise ValueError(
-            f"{p}: not a detection checkpoint (kind {meta.get('kind')!r}); train one with "
-            "`svl finetune task=detection`"
-        )
-    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
+    return load_task_checkpoint(checkpoint, DETECTOR_KIND, "detection")
 
 
 @torch.no_grad()
-def predict_boxes(net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect") -> list[tuple]:
-    """Per frame (boxes, scores, labels) of `net` over `dataset`, in order."""
+def predict_boxes(
+    net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect", truth: list | None = None
+) -> list[tuple]:
+    """Per frame (boxes, scores, labels) of `net` over `dataset`, in order; `truth`, when given, gets
+    each frame's box keys (GT, difficulty, ignore boxes) from the same pass over the data."""
     from svl.data import collate_points
     from svl.eval.detection import postprocess
 
@@ -173,8 +167,10 @@ def predict_boxes(net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect
     preds: list[tuple] = []
     idx = list(range(len(dataset)))
     for s in progress([idx[i : i + ev.batch_size] for i in range(0, len(idx), ev.batch_size)], desc=desc):
-        b = collate_points([dataset[i] for i in s])
-        preds += postprocess(net(b), net.grid, **ev.decoding())
+        samples = [dataset[i] for i in s]
+        if truth is not None:
+            truth += [{k: v for k, v in x.items() if k in _TRUTH_KEYS} for x in samples]
+        preds += postprocess(net(collate_points(samples)), net.grid, **ev.decoding())
     return preds
 
 
@@ -271,7 +267,7 @@ class DetectionTask(DenseTask):
             "data": {"dataset": self.cfg.data.dataset, "num_points": self.cfg.data.num_points},
         }
 
-    def frames(self, preds: list[tuple]) -> list[dict[str, Any]]:
+    def frames(self, preds: list[tuple], truth: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Ground truth and predictions of every test frame in the layout `evaluate_detection` reads.
 
         Boxes of box classes not detected drop out of the ground truth (detections on them count as
@@ -279,14 +275,11 @@ class DetectionTask(DenseTask):
         ``ignore_boxes`` (KITTI's Van, Person_sitting, ...) go to the evaluation as neighbours.
         """
         out = []
-        lut = self.lut.numpy()
         base = getattr(self.test_set, "base", self.test_set)
         ignore_names = list(getattr(base, "ignore_classes", []) or [])
-        for i, (boxes, scores, labels) in enumerate(preds):
-            s = self.test_set[i]
-            gl = np.asarray(s["box_labels"], np.int64)
+        for i, ((boxes, scores, labels), s) in enumerate(zip(preds, truth, strict=True)):
             gb = np.asarray(s["boxes"], np.float64).reshape(-1, 7)
-            mapped = np.where(gl >= 0, lut[np.clip(gl, 0, len(lut) - 1)], -1)
+            mapped = remap_labels(torch.as_tensor(np.asarray(s["box_labels"], np.int64)), self.lut).numpy()
             keep = mapped >= 0
             frame: dict[str, Any] = {
                 "gt_boxes": gb[keep], "gt_labels": mapped[keep], "det_boxes": boxes, "det_labels": labels,
@@ -301,12 +294,12 @@ class DetectionTask(DenseTask):
             out.append(frame)
         return out
 
-    def _ap(self, preds: list[tuple]) -> dict[str, Any]:
+    def _ap(self, preds: list[tuple], truth: list[dict[str, Any]]) -> dict[str, Any]:
         from svl.eval.detection import evaluate_detection
 
         ev = self.cfg.eval
         iou = {c: float(ev.iou.get(c, ev.default_iou)) for c in self.classes}
-        res = evaluate_detection(self.frames(preds), self.classes, iou, num_recall=ev.num_recall)
+        res = evaluate_detection(self.frames(preds, truth), self.classes, iou, num_recall=ev.num_recall)
         level = "moderate" if "moderate" in res["levels"] else res["levels"][0]
         for key, name in (("ap_bev", "map_bev"), ("ap3d", "map3d")):
             vals = [v[level] for v in res[key].values() if v.get(level) == v.get(level)]  # not NaN
@@ -316,15 +309,17 @@ class DetectionTask(DenseTask):
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         self.precise_bn()
-        res = self._ap(predict_boxes(model.net, self.test_set, self.cfg.eval, desc="test"))
+        truth: list[dict[str, Any]] = []
+        res = self._ap(predict_boxes(model.net, self.test_set, self.cfg.eval, "test", truth), truth)
         return {"test/map_bev": res["map_bev"], "test/map3d": res["map3d"]}
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         final = self.restore_best(summary)
         t0 = time.perf_counter()
-        preds = predict_boxes(self.net, self.test_set, self.cfg.eval, desc="test")
+        truth: list[dict[str, Any]] = []
+        preds = predict_boxes(self.net, self.test_set, self.cfg.eval, "test", truth)
         ms = 1000 * (time.perf_counter() - t0) / max(len(preds), 1)
-        res = self._ap(preds)
+        res = self._ap(preds, truth)
         res.update({
             "n_test": len(preds), "n_train": len(self.train_set), "classes": self.classes,
             "checkpoint": str(final), "model": self.cfg.model.name, "init": self.cfg.init,
