@@ -455,3 +455,51 @@ def openshape_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) 
 @pytest.fixture(scope="session")
 def captions_root(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     return build_captions_folder(tmp_path_factory.mktemp("captions"), shared_data)
+
+
+# ----------------------------------------------------------------------------- CLIP
+def _tiny_tokenizer_files(d):
+    chars = list("abcdefghijklmnopqrstuvwxyz.")
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (d / "vocab.json").write_text(json.dumps(vocab))
+    (d / "merges.txt").write_text("#version: 0.2\n")
+    return vocab
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised Hugging Face CLIP saved locally (the CLIP teachers' test double)."""
+    transformers = pytest.importorskip("transformers")
+    d = tmp_path_factory.mktemp("tinyclip")
+    vocab = _tiny_tokenizer_files(d)
+    tok = transformers.CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
+    tok.save_pretrained(str(d))
+    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
+    torch.manual_seed(0)
+    cfg = transformers.CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
+    transformers.CLIPModel(cfg).eval().save_pretrained(str(d))
+    return d

@@ -22,6 +22,13 @@ ALL = [
         "e3dsnn_unet_l",
         "e3dsnn_det_t",
         "e3dsnn_det_s",
+        "spikformer_t",
+        "spikformer_s",
+        "spikformer_tiny",
+        "spikformer_4_384",
+        "spikformer_8_384",
+        "spikformer_8_512",
+        "spikformer_8_768",
     )
     for s in ("", "_ann")
 ]

@@ -1,6 +1,5 @@
 """CLIP teachers from local files: HF transformers CLIP (tiny random model) and the OpenCLIP adaptor."""
 
-import json
 import sys
 import types
 
@@ -12,51 +11,6 @@ from svl.teachers import create_teacher
 from svl.teachers.clip import CLIP_MEAN, CLIP_STD
 
 transformers = pytest.importorskip("transformers")
-
-
-def _tiny_tokenizer_files(d):
-    chars = list("abcdefghijklmnopqrstuvwxyz.")
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (d / "vocab.json").write_text(json.dumps(vocab))
-    (d / "merges.txt").write_text("#version: 0.2\n")
-    return vocab
-
-
-@pytest.fixture(scope="module")
-def tiny_clip_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tinyclip")
-    vocab = _tiny_tokenizer_files(d)
-    tok = transformers.CLIPTokenizer(str(d / "vocab.json"), str(d / "merges.txt"))
-    tok.save_pretrained(str(d))
-    bos, eos = vocab["<|startoftext|>"], vocab["<|endoftext|>"]
-    torch.manual_seed(0)
-    cfg = transformers.CLIPConfig(
-        text_config=dict(
-            vocab_size=len(vocab),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=32,
-            bos_token_id=bos,
-            eos_token_id=eos,
-            pad_token_id=eos,
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        projection_dim=16,
-    )
-    transformers.CLIPModel(cfg).eval().save_pretrained(str(d))
-    return d
 
 
 def _feat(out):

@@ -34,6 +34,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "(segmentation: mIoU, OA, per-class IoU; detection: AP in BEV and 3D per class and level). "
         "Launch with torchrun for DDP.",
     ),
+    "distill": (
+        "distill",
+        "VL2Spike: distil a vision-language teacher into an image Spikformer (SVS + SPL terms)",
+        "Train a spiking image transformer on a labelled image dataset with cross-entropy plus the "
+        "VL2Spike distillation terms (docs/SPEC.md §11), each switched by its weight in the `distill` "
+        "section: SVS feature alignment (pooled / token, cosine or contrastive) and temporal "
+        "consistency, SPL prototype-text alignment and logit distillation. Teachers: EfficientNet-Lite0 "
+        "+ MiniLM offline, or a local CLIP checkpoint (teacher.image=openclip:PATH teacher.text=null). "
+        "With no arguments: spikformer_t on rendered ModelNet40 views. Writes OA, class-mean accuracy, "
+        "view-retrieval Recall@1/5/10, energy per image and the teacher's own scores to "
+        "out_dir/results.json; final.safetensors is read by `svl classify IMAGE...`.",
+    ),
 }
 
 

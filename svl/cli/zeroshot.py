@@ -142,6 +142,13 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     num_points = args.num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
     data = (meta or {}).get("data") or {}
+    if data.get("input") == "image":  # an image classifier (`svl distill`) reads PNG/JPEG files
+        from svl.eval.classify import classify_image_files
+
+        results = classify_image_files(
+            model, names, args.files, data, topk=args.topk, device=resolve_device(args.device)
+        )
+        return _print_results(results, args, events=True)
     if data.get("input") == "events":  # a classifier fine-tuned on event streams reads event files
         from svl.eval.classify import classify_event_files
 
@@ -197,7 +204,8 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "files", nargs="+", metavar="FILE",
-        help="point-cloud files (any format svl.data reads), or event files for an event classifier",
+        help="point-cloud files (any format svl.data reads), event files for an event classifier, or "
+        "PNG/JPEG images for an image classifier (`svl distill`)",
     )  # fmt: skip
     p.add_argument("--topk", type=int, default=5, help="scores to show per file (default 5)")
     p.add_argument("--num-points", type=int, default=None, help="resample to N points (default: model's)")

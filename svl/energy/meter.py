@@ -453,7 +453,10 @@ def _bind(hook: Callable[..., None], name: str) -> Callable[..., None]:
 
 
 def _batch_info(batch: Any) -> tuple[int, float]:
-    """(batch size, points per sample) of a Tensor (B, N, C), a PointBatch or a SparseTensor."""
+    """(batch size, points per sample) of a Tensor (B, N, C), images (B, C, H, W), a PointBatch, an
+    object with ``.images`` (an ImageBatch: counted as its image tensor) or a SparseTensor."""
+    if isinstance(getattr(batch, "images", None), Tensor):
+        batch = batch.images
     if isinstance(batch, Tensor):
         if batch.dim() < 2:
             raise ValueError(f"the energy meter needs a batched input, got shape {tuple(batch.shape)}")

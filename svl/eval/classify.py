@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["classify_event_files", "classify_files", "predict_scores"]
+__all__ = ["classify_event_files", "classify_files", "classify_image_files", "predict_scores"]
 
 
 @torch.no_grad()
@@ -163,6 +163,49 @@ def classify_event_files(
                     "num_points": n,
                 },
                 "warnings": notes,
+            }
+        )
+    return results
+
+
+@torch.no_grad()
+def classify_image_files(
+    model: nn.Module,
+    class_names: Sequence[str],
+    paths: Sequence[str | os.PathLike[str]],
+    data: dict[str, Any],
+    topk: int = 5,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """Label image files (PNG/JPEG) with an image classifier (`svl distill`): each image is read with
+    the channels the model was trained on and resized to its input size, as in training. Scores are
+    softmax probabilities."""
+    import torch.nn.functional as F
+
+    from svl.data.images import collate_images, read_image
+
+    if not paths:
+        raise ValueError("no image files given")
+    size, channels = int(data["image_size"]), int(data["channels"])
+    model.eval().to(device)
+    k = min(int(topk), len(class_names))
+    results = []
+    for p in paths:
+        path = Path(p)
+        img = read_image(path, channels=channels)
+        h, w = img.shape[-2:]
+        if (h, w) != (size, size):
+            img = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True)[0]
+        batch = collate_images([{"image": img, "label": 0, "index": 0}]).to(device)
+        probs = model(batch).float().softmax(-1).cpu()[0]
+        top = torch.topk(probs, k)
+        results.append(
+            {
+                "file": str(path),
+                "label": class_names[int(top.indices[0])],
+                "top": [{"class": class_names[int(i)], "score": float(probs[i])} for i in top.indices],
+                "prepared": {"image_size": [int(h), int(w)], "resized_to": size, "channels": channels},
+                "warnings": [],
             }
         )
     return results

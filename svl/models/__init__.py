@@ -3,7 +3,7 @@
 Importing this package imports every architecture file so their ``@register_model`` builders exist.
 """
 
-from svl.models import detector, e3dsnn, pointformer, pointnet, unet  # noqa: F401  (registers the architectures)
+from svl.models import detector, e3dsnn, pointformer, pointnet, spikformer, unet  # noqa: F401  (registers the architectures)
 from svl.models._registry import (
     MODELS,
     Contract,

@@ -76,6 +76,7 @@ class ModelSection:
     voxel_size: float = 0.02
     init: str | None = None
     in_channels: int | None = None  # None: the model's default (6 = xyz + rgb); event tasks use 4
+    options: dict[str, Any] = field(default_factory=dict)  # other builder arguments (img_size=..., head=...)
 
     def builder_kwargs(self) -> dict[str, Any]:
         """What goes to the model builder (and into checkpoint metadata as `model_cfg`)."""
@@ -84,7 +85,7 @@ class ModelSection:
             cfg["in_channels"] = int(self.in_channels)
         if self.name.startswith("e3dsnn"):  # voxel encoders; point encoders have no voxel size
             cfg["voxel_size"] = self.voxel_size
-        return cfg
+        return {**cfg, **dict(self.options)}
 
     def build(self) -> nn.Module:
         """The encoder, with `init`'s weights when set (architecture and shapes must match)."""
@@ -145,8 +146,17 @@ def cap_per_class(idx: np.ndarray, labels: np.ndarray, per_class: int | None) ->
 
 
 @torch.no_grad()
-def encode(model: nn.Module, dataset: Any, batch_size: int = 64, desc: str = "encode") -> Tensor:
-    """Model outputs (N, D) for every sample of `dataset`, in eval mode, in order (mode restored)."""
+def encode(
+    model: nn.Module,
+    dataset: Any,
+    batch_size: int = 64,
+    desc: str = "encode",
+    collate: Callable[[list[Any]], Any] | None = None,
+) -> Tensor:
+    """Model outputs (N, D) for every sample of `dataset`, in eval mode, in order (mode restored).
+
+    `collate` batches the samples (default: point clouds, `collate_points`; images: `collate_images`).
+    """
     from svl.data import collate_points
     from svl.utils import progress
 
@@ -156,20 +166,22 @@ def encode(model: nn.Module, dataset: Any, batch_size: int = 64, desc: str = "en
     out = []
     starts = range(0, len(dataset), batch_size)
     for a in progress(starts, desc=desc, leave=False):
-        batch = collate_points([dataset[i] for i in range(a, min(a + batch_size, len(dataset)))])
+        batch = (collate or collate_points)([dataset[i] for i in range(a, min(a + batch_size, len(dataset)))])
         out.append(model(batch.to(device)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def energy_per_sample(model: nn.Module, dataset: Any, samples: int = 16) -> dict[str, Any]:
+def energy_per_sample(
+    model: nn.Module, dataset: Any, samples: int = 16, collate: Callable[[list[Any]], Any] | None = None
+) -> dict[str, Any]:
     """Spiking and ANN-equivalent energy per sample (mJ) of `model` on up to `samples` shapes spread
     over `dataset` (docs/SPEC.md §7), with the unit both figures count in."""
     from svl.data import collate_points
     from svl.energy import measure_energy
 
     step = max(1, len(dataset) // samples)
-    batch = collate_points([dataset[i] for i in range(0, len(dataset), step)][:samples])
+    batch = (collate or collate_points)([dataset[i] for i in range(0, len(dataset), step)][:samples])
     rep = measure_energy(model.eval(), batch.to(next(model.parameters()).device))
     return {
         "energy_snn_mj": rep.energy_snn_mj,

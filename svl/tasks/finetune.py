@@ -345,11 +345,14 @@ def set_head(encoder: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Modu
 
 
 @torch.no_grad()
-def precise_bn(model: nn.Module, dataset: Any, batch_size: int, batches: int) -> nn.Module:
+def precise_bn(
+    model: nn.Module, dataset: Any, batch_size: int, batches: int, collate: Any = None
+) -> nn.Module:
     """Replace every BatchNorm's running statistics by their plain average over `batches` training
     batches (the model's weights are untouched); returns the model in eval mode."""
     from svl.data import collate_points
 
+    collate = collate or collate_points
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return model.eval()
@@ -362,7 +365,7 @@ def precise_bn(model: nn.Module, dataset: Any, batch_size: int, batches: int) ->
     order = np.random.default_rng(len(dataset)).permutation(len(dataset))
     for b in range(min(batches, max(1, len(dataset) // batch_size))):
         idx = order[b * batch_size : (b + 1) * batch_size]
-        model(collate_points([dataset[int(i)] for i in idx]).to(device))
+        model(collate([dataset[int(i)] for i in idx]).to(device))
     for m, mom in zip(bns, saved):
         m.momentum = mom
     return model.eval()
@@ -456,6 +459,13 @@ class ClassificationTask(Task):
     """Fine-tuning for shape classification; see the module docstring."""
 
     Config = FinetuneConfig
+
+    @staticmethod
+    def collate(samples: list[Any]) -> Any:
+        """How samples become a batch (point clouds here; the image tasks batch images)."""
+        from svl.data import collate_points
+
+        return collate_points(samples)
 
     def __init__(self, cfg: FinetuneConfig) -> None:
         super().__init__(cfg)
@@ -600,28 +610,32 @@ class ClassificationTask(Task):
         set_head(enc, a[:, rows].T, None if b is None else b[rows])
 
     def setup(self) -> TrainParts:
-        from svl.data import collate_points
-
         self.encoder = self.build_encoder()
         self.model = Classifier(
             self.encoder, self.cfg.label_smoothing, freeze_encoder=self.cfg.mode == "linear_probe"
         )
         meta = self.meta()
         if self.cfg.mode == "full":
-            return TrainParts(self.model, self.train_set, collate_points, meta)
+            return TrainParts(self.model, self.train_set, self.collate, meta)
         # Linear probe: pool the frozen encoder's features once, train the (C -> K) map on them.
         # An untrained encoder's BN statistics are at their init values and it hardly spikes, so a
         # scratch probe is only a random-features baseline with eval.precise_bn on.
         if self.cfg.eval.precise_bn:
-            precise_bn(self.encoder, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
+            precise_bn(
+                self.encoder,
+                self.train_set,
+                self.cfg.train.batch_size,
+                self.cfg.eval.precise_bn,
+                self.collate,
+            )
         feat = pooled_features(self.encoder)
         bs = self.cfg.eval.batch_size
         self.feats = {
-            "train": encode(feat, self.train_eval, bs, desc="probe features (train)"),
-            "test": encode(feat, self.test_set, bs, desc="probe features (test)"),
+            "train": encode(feat, self.train_eval, bs, "probe features (train)", self.collate),
+            "test": encode(feat, self.test_set, bs, "probe features (test)", self.collate),
         }
         if self.val_set is not None:
-            self.feats["val"] = encode(feat, self.val_set, bs, desc="probe features (val)")
+            self.feats["val"] = encode(feat, self.val_set, bs, "probe features (val)", self.collate)
         self.probe = FeatureProbe(self.feats["train"].shape[1], len(self.classes), self.cfg.label_smoothing)
         if self.cfg.head:  # start the probe at the zero-shot head
             from svl.models.heads import head_affine
@@ -668,7 +682,7 @@ class ClassificationTask(Task):
             with torch.no_grad():
                 return model.linear(self.feats[split])
         ds = {"val": self.val_set, "test": self.test_set}[split]
-        return encode(model.encoder, ds, self.cfg.eval.batch_size, desc=split)
+        return encode(model.encoder, ds, self.cfg.eval.batch_size, split, self.collate)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Validation accuracy (selects checkpoints), and test accuracy as `test/oa` when monitored."""
@@ -696,7 +710,13 @@ class ClassificationTask(Task):
         if self.cfg.mode == "full":
             load_state_into(self.model, tensors, where=path)
             if self.cfg.eval.precise_bn:
-                precise_bn(self.encoder, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
+                precise_bn(
+                    self.encoder,
+                    self.train_set,
+                    self.cfg.train.batch_size,
+                    self.cfg.eval.precise_bn,
+                    self.collate,
+                )
             return self.encoder.eval(), path
         load_state_into(self.probe, tensors, where=path)
         return set_head(self.encoder, self.probe.linear.weight, self.probe.linear.bias.detach()).eval(), path
@@ -706,14 +726,16 @@ class ClassificationTask(Task):
         """Class probabilities on the test shapes: one plain pass, plus votes-1 augmented passes."""
         e = self.cfg.eval
         t0 = time.perf_counter()
-        passes = [encode(encoder, self.test_set, e.batch_size, desc="test")]
+        passes = [encode(encoder, self.test_set, e.batch_size, "test", self.collate)]
         self.ms_per_sample = 1000 * (time.perf_counter() - t0) / max(len(self.test_set), 1)
         if e.votes > 1:
             aug = self.build_split(self.eval_split, "vote")
             view = LabelView(aug, self.test_set.indices, self.lut)
             for v in range(1, e.votes):
                 aug.set_epoch(v)
-                passes.append(encode(encoder, view, e.batch_size, desc=f"test vote {v + 1}/{e.votes}"))
+                passes.append(
+                    encode(encoder, view, e.batch_size, f"test vote {v + 1}/{e.votes}", self.collate)
+                )
         return vote_probabilities(passes)
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
@@ -756,7 +778,7 @@ class ClassificationTask(Task):
             "dataset": self.cfg.data.dataset,
         }
         if self.cfg.energy:
-            result["energy"] = energy_per_sample(encoder, self.test_set)
+            result["energy"] = energy_per_sample(encoder, self.test_set, collate=self.collate)
         return result
 
     def format_results(self, result: dict[str, Any]) -> str:

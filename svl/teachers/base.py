@@ -57,6 +57,7 @@ class Teacher:
     dim: int = 0
     has_text: bool = False
     has_image: bool = False
+    has_tokens: bool = False  # spatial (token-level) image features, for token-level distillation
     takes_path: bool = False  # built from a local file: spec "name:PATH", the path as first argument
     description: str = ""  # one line for list_teachers()
 
@@ -96,6 +97,28 @@ class Teacher:
                 out.append(self._embed_images(chunk).float().cpu())
         return F.normalize(torch.cat(out), dim=-1)
 
+    def embed_images_with_tokens(self, images: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled embeddings (N, dim) and a `grid` x `grid` map of token features (N, grid^2, dim), both
+        L2-normalised, from one pass: the targets of token-level distillation (VL2Spike SVS)."""
+        if not self.has_tokens:
+            raise ValueError(
+                f"teacher {self.id!r} gives pooled image features only; use pooled-level alignment "
+                "or a teacher with spatial features such as 'efficientnet-lite0'"
+            )
+        if grid < 1:
+            raise ValueError(f"teacher {self.id}: token grid must be >= 1, got {grid}")
+        images = _check_images(images, self.id)
+        pooled, tokens = [], []
+        with torch.inference_mode():
+            for i in range(0, images.shape[0], self.batch_size):
+                chunk = images[i : i + self.batch_size].to(self.device, torch.float32)
+                p, t = self._embed_image_tokens(chunk, grid)
+                pooled.append(p.float().cpu())
+                tokens.append(t.float().cpu())
+        if not pooled:
+            return torch.zeros(0, self.dim), torch.zeros(0, grid * grid, self.dim)
+        return F.normalize(torch.cat(pooled), dim=-1), F.normalize(torch.cat(tokens), dim=-1)
+
     def to(self, device: str | torch.device) -> Teacher:
         """Move the frozen model to `device` (the run's device)."""
         self.device = torch.device(device)
@@ -111,6 +134,11 @@ class Teacher:
         raise NotImplementedError
 
     def _embed_images(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _embed_image_tokens(
+        self, images: torch.Tensor, grid: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _modules(self) -> list[torch.nn.Module]:

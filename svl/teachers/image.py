@@ -44,6 +44,7 @@ class EfficientNetLiteTeacher(Teacher):
     id = "efficientnet-lite0"
     dim = 1280
     has_image = True
+    has_tokens = True
     description = "1280-d ImageNet EfficientNet-Lite0 pooled features (bundled weights)"
 
     def __init__(
@@ -92,6 +93,11 @@ class EfficientNetLiteTeacher(Teacher):
     def _embed_images(self, images: torch.Tensor) -> torch.Tensor:
         feats = self.model.extract_features(self.preprocess(images))
         return feats.mean(dim=(2, 3))
+
+    def _embed_image_tokens(self, images: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.model.extract_features(self.preprocess(images))  # (N, 1280, h, w)
+        tokens = F.adaptive_avg_pool2d(feats, grid).flatten(2).transpose(1, 2)
+        return feats.mean(dim=(2, 3)), tokens
 
     def classify(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet-1k probabilities (N, 1000) for images in [0, 1]; used to check the weights."""
