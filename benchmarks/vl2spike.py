@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=None, help="name:key=value,key=value ...")
     ap.add_argument("--ablation", action="store_true", help="run the ablation arms instead")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--ann-seeds", type=int, default=1, help="the ANN twin runs the first N seeds only")
     ap.add_argument("--jobs", type=int, default=1, help="runs at once")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--out", default="runs/bench_vl2spike")
@@ -78,7 +79,7 @@ def main() -> None:
     plan = []
     for arm in arms:
         name, _, extra = arm.partition(":")
-        for s in args.seeds:
+        for s in args.seeds[: args.ann_seeds] if name == "ann" else args.seeds:
             run_dir = out / f"{name}_seed{s}"
             cmd = [
                 sys.executable, "-m", "svl", "distill", "--overwrite", "--config", args.config,

@@ -191,6 +191,38 @@ def test_distill_on_rendered_views_reports_view_retrieval(tmp_path, svl_cache, s
     assert 0 <= r["recall@1"] <= r["recall@5"] <= r["recall@10"] <= 1 and r["queries"] == 40
     assert 0 <= r["teacher"]["recall@1"] <= 1 and res["recall@1"] == r["recall@1"]
     assert "view retrieval" in stdout
+    # The same views as a place-recognition dataset (VPR layout, one "place" per shape, 1 km apart):
+    # `svl retrieve` must give the task's view-retrieval recalls.
+    from PIL import Image
+
+    from svl.data.images import build_image_dataset
+
+    ds = build_image_dataset("modelnet40_views", "test", views=2, size=32, per_class=2)
+    keep = _test_rows(ds, 2)  # data.test_per_class=2: the first shape's two views in each class
+    root = tmp_path / "vpr"
+    for i in keep:
+        s = ds[i]
+        folder = root / "images" / "test" / ("queries" if s["view"] == 0 else "database")
+        folder.mkdir(parents=True, exist_ok=True)
+        east = 100000 + 1000 * s["shape_id"]
+        name = f"@{east}@4000000@32@T@0@0@p@0@0@0@0@0@0@@.png"
+        Image.fromarray((s["image"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(
+            folder / name
+        )
+    code, stdout, err = run_cli(
+        "retrieve", "--checkpoint", out / "final.safetensors", "--root", root, "--json"
+    )
+    assert code == 0, err
+    got = json.loads(stdout)
+    assert got["queries"] == 40 and got["database"] == 40
+    for k in (5, 10):
+        assert got[f"recall@{k}"] == pytest.approx(r[f"recall@{k}"], abs=1 / 40 + 1e-9)
+
+
+def _test_rows(ds, per_class: int) -> np.ndarray:
+    from svl.tasks.base import cap_per_class
+
+    return cap_per_class(np.arange(len(ds)), ds.labels(), per_class)
 
 
 def test_clip_teacher_gives_zero_shot_logits(tmp_path, svl_cache, shared_data, tiny_clip_dir):

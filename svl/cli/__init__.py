@@ -21,7 +21,9 @@ from svl.cli._common import add_config_args, parse_overrides
 __all__ = ["add_config_args", "build_parser", "main", "parse_overrides"]
 
 # Command families, in the order `svl --help` lists them.
-COMMAND_MODULES = ("info", "train", "embed", "energy", "zeroshot", "segment", "detect", "models", "data")
+COMMAND_MODULES = (
+    "info", "train", "embed", "energy", "zeroshot", "segment", "detect", "retrieve", "models", "data",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,7 +42,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "section: SVS feature alignment (pooled / token, cosine or contrastive) and temporal "
         "consistency, SPL prototype-text alignment and logit distillation. Teachers: EfficientNet-Lite0 "
         "+ MiniLM offline, or a local CLIP checkpoint (teacher.image=openclip:PATH teacher.text=null). "
-        "With no arguments: spikformer_t on rendered ModelNet40 views. Writes OA, class-mean accuracy, "
+        "With no arguments: spikformer_s (T=2, binary spikes) on rendered ModelNet40 views, 20 labelled "
+        "shapes per class. Writes OA, class-mean accuracy, "
         "view-retrieval Recall@1/5/10, energy per image and the teacher's own scores to "
         "out_dir/results.json; final.safetensors is read by `svl classify IMAGE...`.",
     ),

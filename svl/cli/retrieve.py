@@ -1,0 +1,46 @@
+"""`svl retrieve`: place recognition with an image model's descriptors (Recall@1/5/10)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _cmd_retrieve(args: argparse.Namespace) -> int:
+    from svl.data.readers.vpr import read_vpr
+    from svl.eval.retrieval import evaluate_vpr, format_recalls
+    from svl.tasks.finetune import load_classifier
+
+    model, _, meta = load_classifier(args.checkpoint)
+    data = meta.get("data") or {}
+    if data.get("input") != "image":
+        raise ValueError(f"{args.checkpoint}: not an image model (written by `svl distill`)")
+    split = read_vpr(args.root, args.split, threshold=args.threshold, positives_file=args.positives)
+    res = evaluate_vpr(
+        model, split, int(data["image_size"]), int(data["channels"]), batch_size=args.batch_size
+    )
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{split.root} ({split.split}): {res['queries']} queries, {res['database']} database images")
+        print(format_recalls(res))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "retrieve",
+        help="place recognition: Recall@1/5/10 of an image model's descriptors on a VPR dataset",
+        description="Rank the database images of a visual place recognition split (the "
+        "images/<split>/{database,queries}/@UTM_east@UTM_north@...@.jpg layout of the VPR benchmarks) "
+        "for each query by the cosine similarity of an `svl distill` model's pooled spike features; "
+        "a database image within --threshold metres (or listed in --positives) is a hit.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT")
+    p.add_argument("--root", required=True, metavar="DIR", help="the dataset folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--threshold", type=float, default=25.0, help="positive radius in metres (default 25)")
+    p.add_argument("--positives", default=None, metavar="FILE", help="ground-truth positives instead")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_retrieve)
