@@ -30,7 +30,8 @@ import numpy as np
 from _summary import write_summary  # benchmarks/_summary.py
 
 OFF = "distill.svs_align=0,distill.svs_temporal=0,distill.spl_proto=0,distill.spl_logit=0"
-ARMS = [f"ce:{OFF}", "vl2spike:", "ann:model.name={ann}"]
+# The ANN twin runs one step: with direct encoding every step of a ReLU network is the same.
+ARMS = [f"ce:{OFF}", "vl2spike:", "ann:model.name={ann},model.T=1"]
 ABLATION = [
     "vl2spike:",
     "no_svs_align:distill.svs_align=0",
