@@ -7,7 +7,8 @@ models so one energy meter and one spike-mode switch serve both:
   widths ``embed_dim / 8, / 4, / 2, embed_dim``; ``log2(patch_size)`` pools sit at the last stages.
   The first conv reads the real-valued image (direct encoding: it runs once and its output is
   repeated over T, the one layer paid as MACs); every later conv reads spikes. Pooling acts on
-  membranes (before the neuron), so it is membrane-side work and lets the last stage, which ends in a membrane, pool like the others.
+  membranes (before the neuron), so it is membrane-side work and lets the last stage, which ends in
+  a membrane, pool like the others.
   A relative position embedding ``BN(conv3x3(SN(x)))`` is added to that membrane.
 - ``depth`` membrane-residual blocks with softmax-free spike-driven attention ``SN(Q (K^T V) s)``,
   reused from svl.models.pointformer (no LayerNorm, only BatchNorm).
