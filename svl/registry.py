@@ -63,6 +63,16 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
+    def register_class(self, name: str) -> Any:
+        """Class decorator: register under `name` and record it as `cls.registered_name` (transforms)."""
+
+        def deco(cls: Any) -> Any:
+            self.register(name, cls)
+            cls.registered_name = name
+            return cls
+
+        return deco
+
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
 

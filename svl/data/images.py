@@ -276,13 +276,7 @@ def _extras(samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
 # ----------------------------------------------------------------------------- augmentations
 def register_image_transform(name: str) -> Callable[[type], type]:
     """Class decorator: make an image transform buildable by name."""
-
-    def deco(cls: type) -> type:
-        IMAGE_TRANSFORMS.register(name, cls)
-        cls.registered_name = name
-        return cls
-
-    return deco
+    return IMAGE_TRANSFORMS.register_class(name)
 
 
 def list_image_transforms() -> list[str]:

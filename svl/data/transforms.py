@@ -58,13 +58,7 @@ _BOX_ROWS = ("box_labels", "difficulty")  # per-row companions of "boxes" that g
 
 def register_transform(name: str) -> Callable[[type], type]:
     """Class decorator: make a transform buildable by name."""
-
-    def deco(cls: type) -> type:
-        TRANSFORMS.register(name, cls)
-        cls.registered_name = name
-        return cls
-
-    return deco
+    return TRANSFORMS.register_class(name)
 
 
 def list_transforms() -> list[str]:
