@@ -19,24 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _summary import write_summary  # benchmarks/_summary.py
-
-
-def _run(cmd: list[str], run_dir: Path, threads: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    print("==", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    with open(run_dir.with_suffix(".log"), "w") as log:
-        subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-    print(f"== {run_dir.name}: {time.perf_counter() - t0:.0f}s", flush=True)
+from _summary import run_logged, write_summary  # benchmarks/_summary.py
 
 
 def main() -> None:
@@ -64,7 +52,7 @@ def main() -> None:
             plan.append((name, s, run_dir, cmd))
     todo = [p for p in plan if not (args.reuse and (p[2] / "results.json").exists())]
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        for f in [pool.submit(_run, cmd, run_dir, args.threads) for _, _, run_dir, cmd in todo]:
+        for f in [pool.submit(run_logged, cmd, run_dir, args.threads) for _, _, run_dir, cmd in todo]:
             f.result()
     rows = []
     for name, s, run_dir, _ in plan:

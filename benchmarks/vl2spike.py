@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _summary import write_summary  # benchmarks/_summary.py
+from _summary import run_logged, write_summary  # benchmarks/_summary.py
 
 OFF = "distill.svs_align=0,distill.svs_temporal=0,distill.spl_proto=0,distill.spl_logit=0"
 # The ANN twin runs one step: with direct encoding every step of a ReLU network is the same.
@@ -42,15 +39,6 @@ ABLATION = [
     "svs_contrastive:distill.svs_mode=contrastive",
     f"ce:{OFF}",
 ]
-
-
-def _run(cmd: list[str], run_dir: Path, threads: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    print("==", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    with open(run_dir.with_suffix(".log"), "w") as log:
-        subprocess.run(cmd, check=True, env=env, stdout=log, stderr=subprocess.STDOUT)
-    print(f"== {run_dir.name}: {time.perf_counter() - t0:.0f}s", flush=True)
 
 
 def _model_name(config: str) -> str:
@@ -92,10 +80,10 @@ def main() -> None:
     # Build the teacher caches once before the parallel runs (they would wait on its lock anyway).
     first = [] if args.no_warm else [p for p in todo if p[0] != "ce"][:1]
     for _, _, run_dir, cmd in first:
-        _run(cmd, run_dir, max(args.threads, args.jobs))
+        run_logged(cmd, run_dir, max(args.threads, args.jobs))
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-        futures = [pool.submit(_run, cmd, run_dir, args.threads) for p in todo if p not in first
-                   for _, _, run_dir, cmd in [p]]  # fmt: skip
+        rest = [p for p in todo if p not in first]
+        futures = [pool.submit(run_logged, cmd, run_dir, args.threads) for _, _, run_dir, cmd in rest]
         for f in futures:
             f.result()
     rows = []

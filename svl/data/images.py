@@ -52,6 +52,7 @@ __all__ = [
     "ImageFolderDataset",
     "ModelNet40Views",
     "build_image_dataset",
+    "list_image_files",
     "build_image_transforms",
     "collate_images",
     "digits_split",
@@ -749,8 +750,8 @@ def _is_image_file(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def _class_files(folder: Path) -> list[Path]:
-    """Image files under a class folder (recursively, sorted, hidden files and folders skipped)."""
+def list_image_files(folder: Path) -> list[Path]:
+    """Image files under `folder` (recursively, sorted, hidden files and folders skipped)."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -853,7 +854,7 @@ def _build_image_folder(
     files: list[Path] = []
     targets: list[int] = []
     for c, name in enumerate(classes):
-        found = _class_files(folder / name)
+        found = list_image_files(folder / name)
         if not found:
             raise ValueError(
                 f"image_folder: class folder {folder / name} holds no image files "

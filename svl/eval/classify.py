@@ -180,9 +180,7 @@ def classify_image_files(
     """Label image files (PNG/JPEG) with an image classifier (`svl distill`): each image is read with
     the channels the model was trained on and resized to its input size, as in training. Scores are
     softmax probabilities."""
-    import torch.nn.functional as F
-
-    from svl.data.images import collate_images, read_image
+    from svl.data.images import collate_images, read_image, resize_image
 
     if not paths:
         raise ValueError("no image files given")
@@ -194,9 +192,7 @@ def classify_image_files(
         path = Path(p)
         img = read_image(path, channels=channels)
         h, w = img.shape[-2:]
-        if (h, w) != (size, size):
-            img = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True)[0]
-        batch = collate_images([{"image": img, "label": 0, "index": 0}]).to(device)
+        batch = collate_images([{"image": resize_image(img, size), "label": 0, "index": 0}]).to(device)
         probs = model(batch).float().softmax(-1).cpu()[0]
         top = torch.topk(probs, k)
         results.append(

@@ -355,9 +355,7 @@ def image_descriptors(
 ) -> torch.Tensor:
     """(N, C) retrieval descriptors of image files: the pooled features of an image model (what its
     head reads), each image read with the model's channels and resized to its input size."""
-    import torch.nn.functional as F
-
-    from svl.data.images import collate_images, read_image
+    from svl.data.images import collate_images, read_image, resize_image
     from svl.utils import progress
 
     model.eval()
@@ -365,11 +363,7 @@ def image_descriptors(
     for a in progress(range(0, len(paths), batch_size), desc=desc, leave=False):
         items = []
         for i, p in enumerate(paths[a : a + batch_size]):
-            img = read_image(p, channels=channels)
-            if tuple(img.shape[-2:]) != (image_size, image_size):
-                img = F.interpolate(
-                    img[None], size=(image_size, image_size), mode="bilinear", antialias=True
-                )[0]
+            img = resize_image(read_image(p, channels=channels), image_size)
             items.append({"image": img, "label": 0, "index": a + i})
         out.append(model.forward_features(collate_images(items))["pooled"].float())
     return torch.cat(out) if out else torch.zeros(0)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,7 +41,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from svl.tasks.base import ModelSection, TrainParts, encode, register_task
-from svl.tasks.finetune import ClassificationTask, EvalSection, FinetuneConfig, FinetuneData, LabelView
+from svl.tasks.finetune import (
+    ClassificationTask,
+    EvalSection,
+    FinetuneConfig,
+    FinetuneData,
+    LabelView,
+    vote_probabilities,
+)
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger
 
@@ -194,13 +202,15 @@ class TeacherTargets:
 
 def _teacher_batch(samples: list[dict[str, Any]], size: int | None) -> Tensor:
     """Images of possibly different sizes and 1 or 3 channels -> one (B, 3, S, S) teacher batch."""
+    from svl.data.images import resize_image
+
     out = []
     for s in samples:
         img = torch.as_tensor(s["image"]).float()
         if img.shape[0] == 1:
             img = img.expand(3, *img.shape[1:])
-        if size is not None and tuple(img.shape[-2:]) != (size, size):
-            img = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True)[0]
+        if size is not None:
+            img = resize_image(img, size)
         out.append(img.clamp(0, 1))
     shapes = {tuple(t.shape) for t in out}
     if len(shapes) > 1:  # pragma: no cover - guarded by the size above
@@ -268,6 +278,11 @@ def fit_logistic(x: Tensor, y: Tensor, k: int, l2: float = 1e-3, steps: int = 10
         opt.step(closure)
     w_raw = (w.detach() / sd).float()
     return w_raw, (b.detach() - (w.detach() / sd) @ mu).float()
+
+
+def zero_shot_logits(image_features: Tensor, text: Tensor) -> Tensor:
+    """A CLIP teacher's logits: 100 x cosine between image features and class text embeddings."""
+    return 100.0 * F.normalize(image_features, dim=-1) @ F.normalize(text, dim=-1).T
 
 
 def cross_fitted_logits(x: Tensor, y: Tensor, k: int, folds: int, l2: float, seed: int = 0) -> Tensor:
@@ -419,15 +434,17 @@ class VL2Spike(nn.Module):
         return out
 
 
-class PooledFeatures(nn.Module):
-    """The student's pooled spike features (what its head reads): retrieval descriptors."""
+class LogitsAndPooled(nn.Module):
+    """The student's logits and, beside them, its pooled spike features (what the head reads, the
+    retrieval descriptors): one test pass gives both."""
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
 
     def forward(self, batch: Any) -> Tensor:
-        return self.encoder.forward_features(batch)["pooled"]
+        pooled = self.encoder.forward_features(batch)["pooled"]
+        return torch.cat([self.encoder.head(pooled).float(), pooled.float()], 1)
 
 
 # ----------------------------------------------------------------------------- the task
@@ -452,6 +469,7 @@ class DistillTask(ClassificationTask):
             raise ValueError(f"teacher.logits must be one of {TEACHER_LOGITS}, got {cfg.teacher.logits!r}")
         super().__init__(cfg)
         self.channels = int(self.train_plain[0]["image"].shape[0])
+        self.input_size = int(cfg.data.image_size) if cfg.data.image_size is not None else self._stored_size()
 
     # -- data ----------------------------------------------------------------------------------
     def _patch_size(self) -> int:
@@ -466,10 +484,8 @@ class DistillTask(ClassificationTask):
             self._patch = int(getattr(probe, "patch_size", 1))
         return self._patch
 
-    def build_split(self, split: str, kind: str) -> Any:
-        """Image splits: "train" (resized + augmented), "plain" (resized), "teacher" (as stored)."""
-        from svl.data.images import build_image_dataset
-
+    def split_options(self, split: str) -> dict[str, Any]:
+        """The dataset builder's options for `split` (the test split: retrieval views, test_options)."""
         d = self.cfg.data
         opts = dict(d.options)
         if split == d.test_split:
@@ -478,6 +494,22 @@ class DistillTask(ClassificationTask):
             opts.update(dict(d.test_options))
         if d.channels is not None:
             opts["channels"] = d.channels
+        return opts
+
+    def _teacher_key(self, split: str, view: LabelView) -> dict[str, Any]:
+        """What names the teacher features of `view` in the cache: data, options, rows."""
+        d = self.cfg.data
+        return {
+            "dataset": d.dataset, "root": str(d.root), "split": split, "options": self.split_options(split),
+            "indices": hashlib.sha256(view.indices.tobytes()).hexdigest()[:16],
+        }  # fmt: skip
+
+    def build_split(self, split: str, kind: str) -> Any:
+        """Image splits: "train" (resized + augmented), "plain" (resized), "teacher" (as stored)."""
+        from svl.data.images import build_image_dataset
+
+        d = self.cfg.data
+        opts = self.split_options(split)
         size = d.image_size
         if size is None:  # as stored: every image must hold at least one patch
             if d.dataset == "image_folder":
@@ -504,7 +536,7 @@ class DistillTask(ClassificationTask):
         from svl.data.images import build_image_dataset
 
         d = self.cfg.data
-        ds = build_image_dataset(d.dataset, d.train_split, root=d.root, **dict(d.options))
+        ds = build_image_dataset(d.dataset, d.train_split, root=d.root, **self.split_options(d.train_split))
         h, w = ds[0]["image"].shape[-2:]
         if h != w:
             raise ValueError(
@@ -512,16 +544,13 @@ class DistillTask(ClassificationTask):
             )
         return int(h)
 
-    def input_size(self) -> int:
-        return int(self.cfg.data.image_size) if self.cfg.data.image_size is not None else self._stored_size()
-
     # -- model ---------------------------------------------------------------------------------
     def model_cfg(self) -> dict[str, Any]:
         return {
             **self.cfg.model.builder_kwargs(),
             "out_dim": len(self.classes),
-            "img_size": self.input_size(),
-            "in_channels": int(self.train_plain[0]["image"].shape[0]),
+            "img_size": self.input_size,
+            "in_channels": self.channels,
         }
 
     def _teacher_view(self, split: str, view: LabelView) -> LabelView:
@@ -541,10 +570,7 @@ class DistillTask(ClassificationTask):
         grid = (
             tc.token_grid if self.cfg.distill.svs_align and self.cfg.distill.svs_level != "pooled" else None
         )
-        key = {
-            "dataset": d.dataset, "root": str(d.root), "split": d.train_split, "options": dict(d.options),
-            "indices": hashlib.sha256(self.train_set.indices.tobytes()).hexdigest()[:16],
-        }  # fmt: skip
+        key = self._teacher_key(d.train_split, self.train_set)
         size = tc.image_size if tc.image_size is not None else getattr(img_t, "image_size", None)
         size = size[0] if isinstance(size, tuple) else size
         teacher_train = self._teacher_view(d.train_split, self.train_set)
@@ -566,12 +592,12 @@ class DistillTask(ClassificationTask):
                 raise ValueError(
                     "teacher.logits=zeroshot needs one image-text model (a CLIP teacher, text: null)"
                 )
-            logits = 100.0 * F.normalize(x, dim=-1) @ text.T
+            logits = zero_shot_logits(x, text)
         else:
             logits = cross_fitted_logits(x, y, len(self.classes), tc.probe_folds, tc.probe_l2)
             self.teacher_probe = fit_logistic(x, y, len(self.classes), tc.probe_l2)
         info["train_oa"] = float((logits.argmax(1) == y).float().mean())  # out-of-fold for a probe
-        self.teacher, self.teacher_key, self.teacher_size, self.teacher_text = img_t, key, size, text
+        self.teacher, self.teacher_size, self.teacher_text = img_t, size, text
         self.teacher_how = how
         log.info(
             "teacher %s (+ %s text, %s logits): %.1f%% on the training images%s",
@@ -611,8 +637,8 @@ class DistillTask(ClassificationTask):
             data={
                 "input": "image",
                 "dataset": d.dataset,
-                "image_size": self.input_size(),
-                "channels": int(self.train_plain[0]["image"].shape[0]),
+                "image_size": self.input_size,
+                "channels": self.channels,
                 "label_fraction": d.label_fraction,
                 "few_shot": d.few_shot.ways > 0,
             },
@@ -625,18 +651,24 @@ class DistillTask(ClassificationTask):
         """The teacher's pooled features of the test images (cached): its own accuracy and recall."""
         if getattr(self, "_teacher_test", None) is None:
             tview = self._teacher_view(self.eval_split, self.test_set)
-            key = {
-                **self.teacher_key, "split": self.eval_split,
-                "test_options": dict(self.cfg.data.test_options),
-                "indices": hashlib.sha256(self.test_set.indices.tobytes()).hexdigest()[:16],
-            }  # fmt: skip
+            key = self._teacher_key(self.eval_split, self.test_set)
             pooled, _ = image_features(
                 self.teacher, tview, key, None, self.teacher_size, self.cfg.teacher.cache
             )
             self._teacher_test = torch.as_tensor(pooled)
         return self._teacher_test
 
-    def _retrieval(self, encoder: nn.Module) -> dict[str, Any] | None:
+    @torch.no_grad()
+    def predict(self, encoder: nn.Module) -> Tensor:
+        """Class probabilities on the test images; the same pass keeps their pooled features."""
+        t0 = time.perf_counter()
+        out = encode(LogitsAndPooled(encoder), self.test_set, self.cfg.eval.batch_size, "test", self.collate)
+        self.ms_per_sample = 1000 * (time.perf_counter() - t0) / max(len(self.test_set), 1)
+        k = len(self.classes)
+        self.test_pooled = out[:, k:]
+        return vote_probabilities([out[:, :k]])
+
+    def _retrieval(self) -> dict[str, Any] | None:
         """View retrieval on the test split: view 0 of each shape queries the other views."""
         from svl.eval.retrieval import positives_by_id, recall_at_k, view_retrieval_split
 
@@ -649,9 +681,7 @@ class DistillTask(ClassificationTask):
             log.warning("view retrieval needs >= 2 views per test shape (data.test_options.views); skipped")
             return None
         q, db = view_retrieval_split(shape, view, query_view=0)
-        feats = encode(
-            PooledFeatures(encoder), self.test_set, self.cfg.eval.batch_size, "retrieval", self.collate
-        )
+        feats = self.test_pooled
         pos = positives_by_id(shape[q], shape[db])
         out = recall_at_k(feats[q], feats[db], pos, ks=(1, 5, 10))
         if getattr(self, "teacher", None) is not None:
@@ -661,8 +691,7 @@ class DistillTask(ClassificationTask):
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         result = super().evaluate(summary)
-        encoder = self.encoder.eval()
-        ret = self._retrieval(encoder)
+        ret = self._retrieval()
         if ret is not None:
             result["retrieval"] = ret
             for k in ("recall@1", "recall@5", "recall@10"):
@@ -671,7 +700,7 @@ class DistillTask(ClassificationTask):
             info = dict(self.targets.info)
             t = self.teacher_test_features()
             if self.teacher_how == "zeroshot":
-                tl = 100.0 * F.normalize(t, dim=-1) @ self.teacher_text.T
+                tl = zero_shot_logits(t, self.teacher_text)
             else:
                 w, b = self.teacher_probe
                 tl = t @ w.T + b

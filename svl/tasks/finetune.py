@@ -620,14 +620,7 @@ class ClassificationTask(Task):
         # Linear probe: pool the frozen encoder's features once, train the (C -> K) map on them.
         # An untrained encoder's BN statistics are at their init values and it hardly spikes, so a
         # scratch probe is only a random-features baseline with eval.precise_bn on.
-        if self.cfg.eval.precise_bn:
-            precise_bn(
-                self.encoder,
-                self.train_set,
-                self.cfg.train.batch_size,
-                self.cfg.eval.precise_bn,
-                self.collate,
-            )
+        self.recalibrate_bn()
         feat = pooled_features(self.encoder)
         bs = self.cfg.eval.batch_size
         self.feats = {
@@ -646,6 +639,12 @@ class ClassificationTask(Task):
                 self.probe.linear.bias.copy_(b if b is not None else torch.zeros(len(self.classes)))
         train = _FeatureSet(self.feats["train"], self.train_eval.labels())
         return TrainParts(self.probe, train, _stack, meta)
+
+    def recalibrate_bn(self) -> None:
+        """Precise BN of the encoder over `eval.precise_bn` training batches (0 = keep its statistics)."""
+        if self.cfg.eval.precise_bn:
+            e, tr = self.cfg.eval, self.cfg.train
+            precise_bn(self.encoder, self.train_set, tr.batch_size, e.precise_bn, self.collate)
 
     def meta(self) -> dict[str, Any]:
         from svl.models import Contract
@@ -709,14 +708,7 @@ class ClassificationTask(Task):
         tensors, _ = load_checkpoint(path)
         if self.cfg.mode == "full":
             load_state_into(self.model, tensors, where=path)
-            if self.cfg.eval.precise_bn:
-                precise_bn(
-                    self.encoder,
-                    self.train_set,
-                    self.cfg.train.batch_size,
-                    self.cfg.eval.precise_bn,
-                    self.collate,
-                )
+            self.recalibrate_bn()
             return self.encoder.eval(), path
         load_state_into(self.probe, tensors, where=path)
         return set_head(self.encoder, self.probe.linear.weight, self.probe.linear.bias.detach()).eval(), path

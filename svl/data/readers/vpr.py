@@ -46,9 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
+from svl.data.images import IMAGE_SUFFIXES, list_image_files
+
 __all__ = ["IMAGE_SUFFIXES", "UTM_PATTERN", "VPRSplit", "list_images", "parse_utm", "read_vpr"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 UTM_PATTERN = (
     "@UTM_east@UTM_north@UTM_zone_number@UTM_zone_letter@latitude@longitude@pano_id@tile_num"
     "@heading@pitch@roll@height@timestamp@note@.jpg"
@@ -100,8 +101,7 @@ class VPRSplit:
 
 def list_images(folder: Path) -> list[Path]:
     """Images under ``folder`` (recursive), sorted by relative path so every run sees one order."""
-    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+    return sorted(list_image_files(folder), key=lambda p: p.relative_to(folder).as_posix())
 
 
 def parse_utm(path: Path | str) -> tuple[float, float]:
