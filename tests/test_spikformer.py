@@ -56,23 +56,11 @@ def test_token_count_per_patch_size():
 
 
 # ----------------------------------------------------------------------------- spike modes
-def _calibrate(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """BN statistics from one batch (an untrained net at init statistics hardly spikes), then eval."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    with torch.no_grad():
-        model(x)
-    return model.eval()
-
-
 @pytest.mark.parametrize("T", [1, 2])
-def test_binary_mode_equals_integer_mode(T):
+def test_binary_mode_equals_integer_mode(T, calibrate_bn):
     """float64 keeps summation-order error away from rounding ties: the two modes agree exactly."""
     x = _images(4, dtype=torch.float64)
-    m = _calibrate(create_model("spikformer_tiny", T=T).double(), x)
+    m = calibrate_bn(create_model("spikformer_tiny", T=T).double(), x)
     record_spikes(m)
     with torch.no_grad():
         a, fa = m(x), m.forward_features(x)
@@ -103,9 +91,9 @@ def test_ann_twin_has_no_ilif_and_same_layout():
 
 
 # ----------------------------------------------------------------------------- energy
-def test_energy_rows_and_spiking_is_cheaper():
+def test_energy_rows_and_spiking_is_cheaper(calibrate_bn):
     x = _images(4)
-    m = _calibrate(create_model("spikformer_tiny", T=2), x)
+    m = calibrate_bn(create_model("spikformer_tiny", T=2), x)
     rep = measure_energy(m, x)
     rows = {r.name: r for r in rep.layers}
     att = [r for r in rep.layers if r.kind == "attention"]

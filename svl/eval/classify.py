@@ -90,19 +90,30 @@ def classify_files(
         item.update({k: sample[k] for k in ("rgb", "normals") if sample.get(k) is not None})
         batch = collate_points([item]).to(device)
         logits = model(batch).float().cpu()[0]
-        if logits.shape[0] != len(class_names):
-            raise ValueError(f"model returned {logits.shape[0]} scores for {len(class_names)} classes")
-        top = torch.topk(logits, k)
-        results.append(
-            {
-                "file": str(path),
-                "label": class_names[int(top.indices[0])],
-                "top": [{"class": class_names[int(i)], "score": float(logits[i])} for i in top.indices],
-                "prepared": sample["prepared"],
-                "warnings": [str(w.message) for w in caught],
-            }
-        )
+        warned = [str(w.message) for w in caught]
+        results.append(_ranked(str(path), logits, class_names, k, sample["prepared"], warned))
     return results
+
+
+def _ranked(
+    file: str,
+    scores: Tensor,
+    class_names: Sequence[str],
+    k: int,
+    prepared: dict[str, Any],
+    notes: list[str],
+) -> dict[str, Any]:
+    """One file's result: its label, its top-k classes with scores, what was assumed, warnings."""
+    if scores.shape[0] != len(class_names):
+        raise ValueError(f"model returned {scores.shape[0]} scores for {len(class_names)} classes")
+    top = torch.topk(scores, k)
+    return {
+        "file": file,
+        "label": class_names[int(top.indices[0])],
+        "top": [{"class": class_names[int(i)], "score": float(scores[i])} for i in top.indices],
+        "prepared": prepared,
+        "warnings": notes,
+    }
 
 
 @torch.no_grad()
@@ -148,23 +159,8 @@ def classify_event_files(
         else:
             sample = events_to_points(rec.events, rec.sensor_size, n, seed=seed)
         logits = model(collate_points([{**sample, "label": 0, "index": 0}]).to(device)).float().cpu()[0]
-        if logits.shape[0] != len(class_names):
-            raise ValueError(f"model returned {logits.shape[0]} scores for {len(class_names)} classes")
-        top = torch.topk(logits, k)
-        results.append(
-            {
-                "file": str(rec.path),
-                "label": class_names[int(top.indices[0])],
-                "top": [{"class": class_names[int(i)], "score": float(logits[i])} for i in top.indices],
-                "prepared": {
-                    "format": rec.format,
-                    "events": len(rec.events),
-                    "encoding": enc,
-                    "num_points": n,
-                },
-                "warnings": notes,
-            }
-        )
+        prepared = {"format": rec.format, "events": len(rec.events), "encoding": enc, "num_points": n}
+        results.append(_ranked(str(rec.path), logits, class_names, k, prepared, notes))
     return results
 
 
@@ -194,14 +190,6 @@ def classify_image_files(
         h, w = img.shape[-2:]
         batch = collate_images([{"image": resize_image(img, size), "label": 0, "index": 0}]).to(device)
         probs = model(batch).float().softmax(-1).cpu()[0]
-        top = torch.topk(probs, k)
-        results.append(
-            {
-                "file": str(path),
-                "label": class_names[int(top.indices[0])],
-                "top": [{"class": class_names[int(i)], "score": float(probs[i])} for i in top.indices],
-                "prepared": {"image_size": [int(h), int(w)], "resized_to": size, "channels": channels},
-                "warnings": [],
-            }
-        )
+        prepared = {"image_size": [int(h), int(w)], "resized_to": size, "channels": channels}
+        results.append(_ranked(str(path), probs, class_names, k, prepared, []))
     return results
