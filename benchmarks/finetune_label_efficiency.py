@@ -29,7 +29,7 @@ from _summary import write_summary  # benchmarks/_summary.py
 
 def labelled_count(fraction: float, seed: int) -> int:
     from svl.data import build_dataset
-    from svl.tasks.finetune import balanced_fraction
+    from svl.data.splits import balanced_fraction
 
     y = build_dataset("modelnet40", "train").labels()
     return len(balanced_fraction(y, np.arange(len(y)), fraction, seed))

@@ -14,7 +14,7 @@ from pathlib import Path
 def main() -> None:
     from svl.eval.zeroshot import class_mean_accuracy
     from svl.tasks import load_task_config
-    from svl.tasks.finetune import load_classifier
+    from svl.models import load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", help="an `svl finetune` output folder (config.yaml + final.safetensors)")
@@ -23,7 +23,7 @@ def main() -> None:
     run = Path(args.run_dir)
     cls, cfg = load_task_config("classification", run / "config.yaml", [f"eval.votes={args.votes}"])
     task = cls(cfg)
-    encoder, _, _ = load_classifier(run / "final.safetensors")
+    encoder = load_model(run / "final.safetensors", kind="svl-classifier").model
     y = task.test_set.labels()
     for votes in (1, args.votes):
         cfg.eval.votes = votes

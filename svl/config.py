@@ -16,9 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
+from svl.utils import get_logger
+
 __all__ = ["config_from_dict", "config_to_dict", "load_config", "save_config"]
 
 C = TypeVar("C")
+log = get_logger(__name__)
 
 
 def _dataclass_type(cls_or_obj: Any) -> type:
@@ -142,6 +145,23 @@ def _parse_override(item: str) -> tuple[str, str]:
     return key, value
 
 
+def _rename_keys(data: Any, renamed: Mapping[str, str], source: str) -> None:
+    """Move keys a config class renamed (its `RENAMED = {old: new}`) to their new place, in place; an
+    old key holding null (a config.yaml saved before the rename) is dropped."""
+    from omegaconf import OmegaConf
+
+    for old, new in renamed.items():
+        parent_key, _, leaf = old.rpartition(".")
+        parent = OmegaConf.select(data, parent_key) if parent_key else data
+        if parent is None or not hasattr(parent, "keys") or leaf not in parent:
+            continue
+        value = parent[leaf]
+        del parent[leaf]
+        if value is not None:
+            log.warning("%s: key %s is now %s", source, old, new)
+            OmegaConf.update(data, new, value, merge=False)
+
+
 def load_config(
     cls: type[C] | C, path: str | os.PathLike[str] | None = None, overrides: Sequence[str] | None = None
 ) -> C:
@@ -155,6 +175,7 @@ def load_config(
     dc = _dataclass_type(cls)
     cfg = OmegaConf.structured(cls)
     sources: list[str] = []
+    renamed: dict[str, str] = dict(getattr(dc, "RENAMED", {}))
     if path is not None and str(path) != "":
         p = Path(path)
         if not p.is_file():
@@ -165,10 +186,14 @@ def load_config(
             raise ValueError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, DictConfig):
             raise ValueError(f"{p}: a config file must hold a mapping of keys, got a {type(data).__name__}")
+        _rename_keys(data, renamed, str(p))
         cfg = _merge(dc, cfg, data, source=str(p))
         sources.append(str(p))
     for item in overrides or ():
         key, value = _parse_override(item)
+        if key in renamed:
+            log.warning("override %r: key %s is now %s", item, key, renamed[key])
+            key = renamed[key]
         try:
             update = OmegaConf.from_dotlist([f"{key}={value}"])
         except Exception as e:

@@ -124,7 +124,7 @@ def test_detect_names_bad_files(tmp_path, model_checkpoint, run_cli):
     """A truncated LiDAR scan and a checkpoint that is not a detector: exit 2, the file named."""
     from svl.checkpoint import save_checkpoint
     from svl.models import create_model
-    from svl.tasks.detect import DETECTOR_KIND
+    from svl.models.loading import DETECTOR_KIND
 
     net = create_model(
         "e3dsnn_det_t", num_classes=1, point_cloud_range=[-3, -3, -0.2, 3, 3, 1.8], bev_stride=4

@@ -5,19 +5,15 @@ files, a CLIP teacher's zero-shot logits, and bad image input through the CLI.""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from svl.tasks.distill import (
-    DistillSection,
-    TeacherTargets,
-    VL2Spike,
-    cross_fitted_logits,
-    fit_logistic,
-)
+from svl.tasks.distill import TeacherTargets, cross_fitted_logits, fit_logistic
+from svl.train.distill import DistillWeights, VL2Spike
 
 TINY = ["model.name=spikformer_tiny", "model.T=2", "train.epochs=1", "train.batch_size=16"]
 
@@ -56,8 +52,8 @@ TERMS = {"ce": "ce", "svs_align": "svs_pooled", "svs_temporal": "svs_temporal", 
 def test_every_term_is_switchable_and_the_loss_is_their_weighted_sum():
     torch.manual_seed(0)
     enc = _student()
-    cfg = DistillSection(temporal_start=0.0, svs_level="both")
-    model = VL2Spike(enc, cfg, _targets(), total_steps=10).eval()
+    cfg = DistillWeights(temporal_start=0.0, svs_level="both")
+    model = VL2Spike(enc, _targets(), total_steps=10, **asdict(cfg)).eval()
     out = model(_batch())
     for name in ("ce", "svs_pooled", "svs_token", "svs_temporal", "spl_proto", "spl_logit"):
         assert name in out and torch.isfinite(out[name])
@@ -68,15 +64,15 @@ def test_every_term_is_switchable_and_the_loss_is_their_weighted_sum():
     for weight, key in TERMS.items():
         if weight == "ce":
             continue
-        off = VL2Spike(enc, DistillSection(**{weight: 0.0}, temporal_start=0.0), _targets(), 10).eval()
+        off = VL2Spike(enc, _targets(), 10, **asdict(DistillWeights(**{weight: 0.0}, temporal_start=0.0))).eval()
         assert key not in off(_batch())
 
 
 def test_temporal_term_waits_for_its_start():
     torch.manual_seed(0)
     enc = _student()
-    cfg = DistillSection(temporal_start=0.5, svs_align=0, spl_proto=0, spl_logit=0)
-    model = VL2Spike(enc, cfg, _targets(), total_steps=4).train()
+    cfg = DistillWeights(temporal_start=0.5, svs_align=0, spl_proto=0, spl_logit=0)
+    model = VL2Spike(enc, _targets(), total_steps=4, **asdict(cfg)).train()
     batch = _batch()
     before = model(batch)  # step 0 < 2: logged, not in the loss
     torch.testing.assert_close(before["loss"].detach(), before["ce"])
@@ -90,8 +86,8 @@ def test_temporal_term_waits_for_its_start():
 def test_logit_distillation_is_kl_at_temperature():
     enc = _student()
     tg = _targets()
-    cfg = DistillSection(ce=1.0, svs_align=0, svs_temporal=0, spl_proto=0, spl_logit=1.0, kd_tau=3.0)
-    model = VL2Spike(enc, cfg, tg, 10).eval()
+    cfg = DistillWeights(ce=1.0, svs_align=0, svs_temporal=0, spl_proto=0, spl_logit=1.0, kd_tau=3.0)
+    model = VL2Spike(enc, tg, 10, **asdict(cfg)).eval()
     b = _batch()
     out = model(b)
     s = enc(b.images).float()
@@ -105,15 +101,15 @@ def test_spl_needs_a_prototype_head_and_token_level_needs_token_targets():
 
     lin = create_model("spikformer_tiny", out_dim=5, in_channels=1, img_size=8, T=2, head="linear")
     with pytest.raises(ValueError, match="prototype head"):
-        VL2Spike(lin, DistillSection(), _targets(), 10)
+        VL2Spike(lin, _targets(), 10, **asdict(DistillWeights()))
     tg = _targets()
     tg.tokens = None
     with pytest.raises(ValueError, match="token"):
-        VL2Spike(_student(), DistillSection(svs_level="token"), tg, 10)
+        VL2Spike(_student(), tg, 10, **asdict(DistillWeights(svs_level="token")))
     with pytest.raises(ValueError, match="svs_mode"):
-        DistillSection(svs_mode="l1")
+        DistillWeights(svs_mode="l1")
     with pytest.raises(ValueError, match="nothing would train"):
-        DistillSection(ce=0, svs_align=0, spl_logit=0)
+        DistillWeights(ce=0, svs_align=0, spl_logit=0)
 
 
 def test_teacher_probe_matches_scikit_learn():
@@ -220,7 +216,7 @@ def test_distill_on_rendered_views_reports_view_retrieval(tmp_path, svl_cache, s
 
 
 def _test_rows(ds, per_class: int) -> np.ndarray:
-    from svl.tasks.base import cap_per_class
+    from svl.data.splits import cap_per_class
 
     return cap_per_class(np.arange(len(ds)), ds.labels(), per_class)
 

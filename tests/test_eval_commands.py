@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from svl.checkpoint import save_checkpoint
-from svl.models.heads import build_class_weights, build_head_file, load_head, load_zeroshot_model
+from svl.models.heads import build_class_weights, load_head
+from svl.models.loading import load_zeroshot_model
+from svl.teachers.heads import build_head_file
 
 TEMPLATES = ["a point cloud model of {}.", "a photo of a {}."]
 

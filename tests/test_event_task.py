@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from svl.data import build_dataset, collate_points
+from svl.data.splits import cv_fold
+from svl.models.loading import polarity_from_colour
 from svl.tasks import load_task_config, run_task
-from svl.tasks.events import EventClassificationTask, polarity_from_colour
-from svl.tasks.finetune import cv_fold
+from svl.tasks.events import EventClassificationTask
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 QUICK = [

@@ -11,14 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from svl.data.splits import balanced_fraction, few_shot_episode
+from svl.models.wrappers import Classifier
 from svl.tasks import load_task_config, run_task
-from svl.tasks.finetune import (
-    ClassificationTask,
-    Classifier,
-    balanced_fraction,
-    few_shot_episode,
-    vote_probabilities,
-)
+from svl.tasks.finetune import ClassificationTask, vote_probabilities
 
 QUICK = [
     "data.classes=[airplane,bathtub,guitar,lamp]", "data.train_per_class=12", "data.test_per_class=6",
@@ -192,8 +188,9 @@ def test_init_loads_exactly_the_encoder_weights_and_refuses_another(tmp_path, mo
 def test_rep_vli_head_starts_the_fine_tune_at_the_zero_shot_accuracy(
     tmp_path, model_checkpoint, shared_data
 ) -> None:
-    from svl.models.heads import build_head_file, load_zeroshot_model
+    from svl.models.loading import load_zeroshot_model
     from svl.tasks.base import encode
+    from svl.teachers.heads import build_head_file
 
     g = torch.Generator().manual_seed(0)
     proj = {"text_proj.weight": torch.randn(384, 384, generator=g) / 20, "text_proj.bias": torch.zeros(384)}

@@ -154,3 +154,47 @@ def test_import_svl_stays_light(run_python):
     )
     assert code == 0, err
     assert out.strip() == "False"
+
+
+def test_every_builtin_model_declares_what_it_is() -> None:
+    """Families and abilities come from the registry entry, never from the name."""
+    from svl.models import model_info
+
+    for name in list_models():
+        info = model_info(name)
+        assert info.family and info.inputs in ("points", "images"), name
+        if info.encoder is not None:  # a U-Net / detector whose encoder part loads from a registered encoder
+            assert info.encoder in list_models() and info.encoder_prefixes == ("stem.", "stages."), name
+            assert model_info(info.encoder).voxel and model_info(info.encoder).encoder is None
+    assert model_info("e3dsnn_unet_s_ann").encoder == "e3dsnn_s_ann"
+    assert model_info("spikformer_s").inputs == "images" and not model_info("spike_pointnet").voxel
+
+
+def test_load_weights_parts_model_encoder_stem(tmp_path) -> None:
+    """One loader, three parts: every tensor, all but the head, or only the E-3DSNN stem and stages."""
+    from svl.checkpoint import save_checkpoint
+    from svl.models import load_weights
+
+    torch.manual_seed(0)
+    src = create_model("e3dsnn_t", out_dim=8)
+    path = save_checkpoint(
+        tmp_path / "enc.safetensors", {f"encoder.{k}": v for k, v in src.state_dict().items()},
+        {"model": "e3dsnn_t", "model_cfg": {"out_dim": 8, "voxel_size": 0.02}},
+    )  # fmt: skip
+    torch.manual_seed(1)
+    clf = create_model("e3dsnn_t", out_dim=3)
+    head_before = clf.head.weight.clone()
+    load_weights(clf, path, "e3dsnn_t", part="encoder", model_cfg={"voxel_size": 0.02}, key="init")
+    assert torch.equal(clf.head.weight, head_before)  # the new 3-way head stays
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in clf.state_dict().items() if not k.startswith("head."))
+    with pytest.raises(ValueError, match=r"init: .*enc.safetensors was trained with other input settings .*voxel_size"):
+        load_weights(clf, path, "e3dsnn_t", part="encoder", model_cfg={"voxel_size": 0.05}, key="init")
+    unet = create_model("e3dsnn_unet_t", num_classes=4)
+    load_weights(unet, path, "e3dsnn_unet_t", part="stem", key="init")
+    for k, v in unet.state_dict().items():
+        if k.startswith(("stem.", "stages.")):
+            assert torch.equal(v, src.state_dict()[k]), k
+    with pytest.raises(ValueError, match=r"init: .*enc.safetensors holds a 'e3dsnn_t' encoder, not the 'e3dsnn_s' weights"):
+        load_weights(create_model("e3dsnn_unet_s", num_classes=4), path, "e3dsnn_unet_s", part="stem", key="init")
+    with pytest.raises(ValueError, match="part must be one of"):
+        load_weights(clf, path, "e3dsnn_t", part="head")

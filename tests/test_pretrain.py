@@ -30,7 +30,7 @@ def _tiny(tmp_path, **over) -> PretrainConfig:
 def test_few_step_end_to_end_run(tmp_path, shared_data, svl_cache):
     from svl.checkpoint import read_checkpoint_meta
     from svl.data import build_dataset, collate_points
-    from svl.models.heads import load_zeroshot_model
+    from svl.models.loading import load_zeroshot_model
 
     cfg = _tiny(tmp_path)
     result = run_task(cfg)

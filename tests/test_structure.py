@@ -253,27 +253,86 @@ def test_no_import_cycles_among_svl_modules() -> None:
     )
 
 
-def test_models_do_not_import_eval() -> None:
-    """Models sit below evaluation: the class vocabulary they need lives outside svl.eval."""
-    modules = svl_modules()
-    assert "svl.models" in modules and "svl.eval" in modules, "svl.models or svl.eval not found"
-    chains = layering_violations(modules, import_edges(modules), "svl.models", "svl.eval")
-    assert not chains, (
-        "svl.models imports svl.eval (directly or through other svl modules):\n  " + "\n  ".join(chains)
+# The floors of docs/DESIGN.md, from the ground up. A module may import its own floor and the floors
+# below, never a floor above (imports inside functions count). Every svl module must have a floor:
+# the longest prefix in this table names it.
+FLOORS: list[tuple[str, ...]] = [
+    ("svl._version", "svl.conventions", "svl.registry", "svl.utils"),
+    ("svl.config", "svl.checkpoint", "svl.vocab", "svl.boxes", "svl.spiking", "svl.sparse", "svl.plots"),
+    ("svl.data",),
+    ("svl.models",),
+    ("svl.teachers",),
+    ("svl.train", "svl.eval", "svl.energy"),
+    ("svl.infer",),
+    ("svl.tasks",),
+    ("svl.cli", "svl.__main__", "svl"),
+]
+
+
+def floor_of(module: str, floors: list[tuple[str, ...]] = FLOORS) -> int | None:
+    """The floor of a module: the entry that is its longest dotted prefix (None: not in the table)."""
+    best: tuple[int, int] | None = None  # (prefix length, floor)
+    for level, names in enumerate(floors):
+        for name in names:
+            if module == name or module.startswith(name + "."):
+                if best is None or len(name) > best[0]:
+                    best = (len(name), level)
+    return None if best is None else best[1]
+
+
+def upward_imports(edges: list[Edge], floors: list[tuple[str, ...]] = FLOORS) -> list[str]:
+    """Every import whose target sits on a higher floor than its source, as "site (floor a -> b)"."""
+    out = []
+    for e in edges:
+        a, b = floor_of(e.source, floors), floor_of(e.target, floors)
+        if a is not None and b is not None and b > a:
+            out.append(f"{e.where}   ({e.source} on floor {a} imports {e.target} on floor {b})")
+    return sorted(out)
+
+
+def test_every_module_has_a_floor() -> None:
+    missing = [m for m in svl_modules() if floor_of(m) is None]
+    assert not missing, "svl modules missing from FLOORS (add them to the table and to docs/DESIGN.md): " + ", ".join(
+        missing
     )
 
 
-@pytest.mark.parametrize(
-    ("lower", "upper"),
-    [("svl.eval", "svl.tasks"), ("svl.energy", "svl.tasks"), ("svl.models", "svl.tasks"),
-     ("svl.data", "svl.tasks"), ("svl.data", "svl.models"), ("svl.boxes", "svl.data"),
-     ("svl.tasks", "svl.cli"), ("svl.eval", "svl.cli")],
-)  # fmt: skip
-def test_library_layers_point_down(lower: str, upper: str) -> None:
-    """docs/DESIGN.md's layers: a lower layer never reaches an upper one (tasks and the CLI stay on top)."""
+def test_nothing_imports_upward() -> None:
+    """docs/DESIGN.md's floors: the library below the tasks, the tasks below the CLI, and each floor
+    free of the ones above it, lazy imports included."""
     modules = svl_modules()
-    chains = layering_violations(modules, import_edges(modules), lower, upper)
-    assert not chains, f"{lower} imports {upper}:\n  " + "\n  ".join(chains)
+    bad = upward_imports(import_edges(modules))
+    assert not bad, f"{len(bad)} import(s) point up the floors of docs/DESIGN.md:\n  " + "\n  ".join(bad)
+
+
+def test_inference_commands_do_not_import_the_training_recipes() -> None:
+    """`svl classify/segment/detect/retrieve/zeroshot/energy` predict through svl.infer, never svl.tasks."""
+    modules = svl_modules()
+    edges = import_edges(modules)
+    for cmd in ("svl.cli.zeroshot", "svl.cli.segment", "svl.cli.detect", "svl.cli.retrieve", "svl.cli.energy"):
+        if cmd not in modules:
+            continue
+        chains = layering_violations(modules, edges, cmd, "svl.tasks")
+        assert not chains, f"{cmd} imports svl.tasks:\n  " + "\n  ".join(chains)
+
+
+def test_tasks_import_no_other_task_but_their_base_recipe() -> None:
+    """A task file is a recipe: it may import svl/tasks/base.py and the one recipe it extends."""
+    allowed = {
+        "svl.tasks.align": {"svl.tasks.pretrain"},
+        "svl.tasks.events": {"svl.tasks.finetune"},
+        "svl.tasks.distill": {"svl.tasks.finetune"},
+        "svl.tasks.segment": {"svl.tasks.dense"},
+        "svl.tasks.detect": {"svl.tasks.dense"},
+    }
+    modules = svl_modules()
+    bad = [
+        str(e.where)
+        for e in import_edges(modules)
+        if e.source.startswith("svl.tasks.") and e.target.startswith("svl.tasks.")
+        and e.target != "svl.tasks.base" and e.target not in allowed.get(e.source, set())
+    ]  # fmt: skip
+    assert not bad, "task files importing other task files:\n  " + "\n  ".join(bad)
 
 
 # ----------------------------------------------------------------------------- the checker itself
@@ -327,6 +386,37 @@ def test_checker_resolves_imports_and_finds_cycles_on_a_made_up_package(tmp_path
         "svl.c -> svl.b.leaf -> svl.a.other   (first step svl/c.py:1: from svl.b import leaf, name_in_init)"
     ]
     assert layering_violations(modules, edges, "svl.a", "svl.c") == []
+
+
+def test_floor_checker_catches_a_made_up_upward_import(tmp_path: Path) -> None:
+    """The floor rule on a made-up package: a lazy import from a low floor to a high one is caught,
+    a downward one is not, and the longest prefix decides a module's floor."""
+    files = {
+        "svl/__init__.py": "",
+        "svl/low.py": "import os\n",
+        "svl/mid/__init__.py": "from svl import low\n",
+        "svl/mid/special.py": "def f():\n    from svl.top import thing  # lazy, still upward\n",
+        "svl/top.py": "from svl.mid import special\nthing = 1\n",
+    }
+    modules = _write_tree(tmp_path, files)
+    edges = import_edges(modules, tmp_path)
+    floors = [("svl.low",), ("svl.mid",), ("svl.top", "svl")]
+    assert floor_of("svl.mid.special", floors) == 1 and floor_of("svl", floors) == 2
+    assert floor_of("svl.low", floors) == 0 and floor_of("svl.other", floors) == 2
+    bad = upward_imports(edges, floors)
+    assert bad == [
+        "svl/mid/special.py:2: from svl.top import thing  # lazy, still upward   "
+        "(svl.mid.special on floor 1 imports svl.top on floor 2)"
+    ]
+    assert upward_imports(edges, [("svl.low", "svl.mid", "svl.top", "svl")]) == []
+
+
+def test_the_real_floor_table_catches_an_upward_import(tmp_path: Path) -> None:
+    """The real FLOORS table flags an eval module importing a task (a copy of svl with one bad line)."""
+    modules = svl_modules()
+    edges = import_edges(modules)
+    fake = Edge("svl.eval.segmentation", "svl.tasks.segment", Site("svl/eval/segmentation.py", 1, "import"))
+    assert upward_imports([fake]) and not upward_imports([e for e in edges if e != fake])
 
 
 def test_tarjan_and_shortest_path_on_known_graphs() -> None:

@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 from svl.checkpoint import save_checkpoint
-from svl.tasks import TASKS, ModelSection, Subset, Task, TrainParts, load_task_config, register_task, run_task
-from svl.tasks.base import load_init, write_results
+from svl.data.splits import Subset
+from svl.models import load_weights
+from svl.tasks import TASKS, ModelSection, Task, TrainParts, load_task_config, register_task, run_task
+from svl.tasks.base import write_results
 from svl.train.trainer import TrainConfig
 
 
@@ -134,13 +136,13 @@ def test_model_init_loads_encoder_weights_and_refuses_another_architecture(tmp_p
     }
     save_checkpoint(run_ckpt, tensors, {"model": "spike_pointnet"})
     torch.manual_seed(2)
-    dst = ModelSection(name="spike_pointnet", out_dim=4, init=str(run_ckpt)).build()
+    dst = ModelSection(name="spike_pointnet", out_dim=4).build(init=str(run_ckpt))
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
-    with pytest.raises(ValueError, match="holds a 'spike_pointnet' encoder, but model.name is 'e3dsnn_t'"):
-        load_init(ModelSection(name="e3dsnn_t").build(), run_ckpt, "e3dsnn_t")
-    with pytest.raises(FileNotFoundError, match="model.init"):
-        ModelSection(name="spike_pointnet", init=str(tmp_path / "none.safetensors")).build()
+    with pytest.raises(ValueError, match="init: .* holds a 'spike_pointnet' model, not 'e3dsnn_t'; set model.name"):
+        load_weights(ModelSection(name="e3dsnn_t").build(), run_ckpt, "e3dsnn_t", key="init")
+    with pytest.raises(FileNotFoundError, match="init: checkpoint .*none.safetensors does not exist"):
+        ModelSection(name="spike_pointnet").build(init=str(tmp_path / "none.safetensors"))
 
 
 def test_write_results_turns_non_finite_numbers_into_null(tmp_path) -> None:
@@ -177,3 +179,18 @@ def test_an_interrupted_run_prints_how_to_resume(tmp_path, run_cli, monkeypatch)
     assert code == 128 + signal.SIGTERM
     assert f"interrupted at step 22; checkpoint saved to {tmp_path / 'last.safetensors'}" in err
     assert f"resume with: svl pretrain out_dir={tmp_path} train.epochs=3 --resume" in err
+
+
+def test_one_init_key_the_old_model_init_is_read_as_init(tmp_path, caplog) -> None:
+    """`init` is the one key that starts a run from a checkpoint; `model.init` (its old second name) in
+    an override or a config file lands there with a warning, and a saved null is dropped."""
+    cls, cfg = load_task_config("classification", None, ["model.init=/some/ckpt.safetensors"])
+    assert cfg.init == "/some/ckpt.safetensors" and not hasattr(cfg.model, "init")
+    assert "model.init is now init" in caplog.text
+    old = tmp_path / "config.yaml"
+    old.write_text("task: segmentation\nmodel: {name: e3dsnn_unet_t, init: null}\n")
+    _, cfg = load_task_config("classification", old, [])
+    assert cfg.init == "scratch"
+    old.write_text("task: pretrain\nmodel: {init: /a.safetensors}\n")
+    cls, cfg = load_task_config("classification", old, [])
+    assert cls.name == "pretrain" and cfg.init == "/a.safetensors"

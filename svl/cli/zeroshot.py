@@ -12,7 +12,7 @@ from svl.cli._common import resolve_device
 # ------------------------------------------------------------------ svl build-head / zeroshot / classify
 def _cmd_build_head(args: argparse.Namespace) -> int:
     from svl.eval.zeroshot import read_class_list
-    from svl.models.heads import build_head_file
+    from svl.teachers.heads import build_head_file
     from svl.vocab import read_list_file
 
     names = read_class_list(args.classes)
@@ -131,7 +131,7 @@ def _add_zeroshot(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_classify(args: argparse.Namespace) -> int:
     from svl.eval.classify import classify_files
-    from svl.models.heads import load_zeroshot_model
+    from svl.models.loading import load_zeroshot_model
     from svl.tasks.finetune import load_classifier
 
     meta = None

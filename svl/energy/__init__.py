@@ -9,6 +9,7 @@ forward pass, measure.py whole-model measurement (build the model, pick inputs, 
 
 from svl.energy.measure import (
     dataset_batches,
+    energy_per_sample,
     energy_report,
     measure_model,
     random_cloud,
@@ -16,7 +17,14 @@ from svl.energy.measure import (
     sparse_point_batch,
 )
 from svl.energy.meter import CONVENTIONS, UNITS, measure_energy
-from svl.energy.report import ENERGY_PRESETS, EnergyReport, EnergyTable, LayerEnergy, merge_reports
+from svl.energy.report import (
+    ENERGY_PRESETS,
+    EnergyReport,
+    EnergyTable,
+    LayerEnergy,
+    energy_line,
+    merge_reports,
+)
 
 __all__ = [
     "CONVENTIONS",
@@ -26,6 +34,8 @@ __all__ = [
     "LayerEnergy",
     "UNITS",
     "dataset_batches",
+    "energy_line",
+    "energy_per_sample",
     "energy_report",
     "measure_energy",
     "measure_model",

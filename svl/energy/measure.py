@@ -4,18 +4,23 @@ release's random input, and return one EnergyReport. `svl energy` is a thin shel
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from svl.data.batch import MISSING_COLOR
+from svl.data import build_dataset
+from svl.data.batch import MISSING_COLOR, collate_points
 from svl.energy.meter import CONVENTIONS, UNITS, measure_energy
 from svl.energy.report import EnergyReport, EnergyTable, merge_reports
+from svl.models import create_model, load_model
+from svl.models.heads import attach_head
 
 __all__ = [
     "build_model",
     "dataset_batches",
+    "energy_per_sample",
     "energy_report",
     "measure_model",
     "random_cloud",
@@ -72,23 +77,12 @@ def build_model(name: str | None = None, checkpoint: str | None = None, head: st
     optional Rep-VLI head file folded in (checked against the checkpoint's hash when both are given).
     Pretraining checkpoints keep the encoder under ``encoder.``.
     """
-    from svl.models import create_model
-
-    if checkpoint is not None and head is not None:
-        from svl.models.heads import load_zeroshot_model
-
-        return load_zeroshot_model(checkpoint, head)[0].eval()
     if checkpoint is not None:
-        from svl.models.heads import load_encoder
-
-        model = load_encoder(checkpoint)[0]
-    elif name is not None:
-        model = create_model(name)
-    else:
+        return load_model(checkpoint, head=head).model
+    if name is None:
         raise ValueError("give a model name or a checkpoint to measure")
+    model = create_model(name)
     if head is not None:
-        from svl.models.heads import attach_head
-
         attach_head(model, head)
     return model.eval()
 
@@ -105,9 +99,6 @@ def _is_voxel_model(model: nn.Module) -> bool:
 
 def dataset_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
     """``batches`` collated batches of a seeded random subset of a registered dataset's split."""
-    from svl.data import build_dataset
-    from svl.data.batch import collate_points
-
     ds = build_dataset(dataset, split)
     n = min(len(ds), batch_size * batches)
     if n == 0:
@@ -195,3 +186,23 @@ def energy_report(
         name=label,
         unit=unit,
     )
+
+
+def energy_per_sample(
+    model: nn.Module, dataset: Any, samples: int = 16, collate: Callable[[list[Any]], Any] | None = None
+) -> dict[str, Any]:
+    """Spiking and ANN-equivalent energy per sample (mJ) of `model` on up to `samples` shapes spread
+    over `dataset` (docs/SPEC.md §7), with the unit both figures count in."""
+    step = max(1, len(dataset) // samples)
+    batch = (collate or collate_points)([dataset[i] for i in range(0, len(dataset), step)][:samples])
+    rep = measure_energy(model.eval(), batch.to(next(model.parameters()).device))
+    return {
+        "energy_snn_mj": rep.energy_snn_mj,
+        "energy_ann_mj": rep.energy_ann_mj,
+        "ratio": rep.ratio,
+        "sops": rep.sops,
+        "ann_flops": rep.ann_flops,
+        "unit": rep.unit,
+        "per_step_energy_snn_mj": (ps := rep.per_step())["energy_snn_mj"],  # one entry per timestep
+        "per_step_spikes": ps["spikes"],
+    }

@@ -16,6 +16,7 @@ __all__ = [
     "EnergyReport",
     "EnergyTable",
     "LayerEnergy",
+    "energy_line",
     "format_table",
     "merge_reports",
     "plot_report",
@@ -389,6 +390,15 @@ _UNIT_LINES = {
     "macs": "unit macs (per synaptic event): ANN = E_MAC x MACs; SNN = E_MAC x MACs of real-input layers + "
     "E_AC x synaptic events (one accumulate per spike per synapse)",
 }
+
+
+def energy_line(energy: dict[str, Any], per: str = "sample") -> str:
+    """The one line every result table ends its energy with (`energy_per_sample`'s dict)."""
+    e = energy
+    return (
+        f"energy per {per}: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent {e['energy_ann_mj']:.4f} mJ "
+        f"(ratio {e['ratio']:.3f}; both in {e.get('unit', 'flops')})"
+    )
 
 
 def format_table(report: EnergyReport) -> str:

@@ -526,7 +526,7 @@ def evaluate_checkpoint(
     from svl.checkpoint import read_checkpoint_meta
     from svl.data import build_dataset
     from svl.eval.classify import predict_scores
-    from svl.models.heads import load_zeroshot_model
+    from svl.models.loading import load_zeroshot_model
 
     model, head_classes, head_meta = load_zeroshot_model(checkpoint, head)
     ckpt_meta = read_checkpoint_meta(checkpoint)

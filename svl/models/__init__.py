@@ -7,19 +7,35 @@ from svl.models import detector, e3dsnn, pointformer, pointnet, spikformer, unet
 from svl.models._registry import (
     MODELS,
     Contract,
+    ModelInfo,
     PretrainedEntry,
     check_contract,
-    checkpoint_model_name,
     count_params,
-    create_model,
     get_pretrained,
     list_models,
     list_pretrained,
+    model_info,
     register_model,
     register_pretrained,
 )
+from svl.models.loading import (
+    CHECKPOINT_KINDS,
+    LoadedModel,
+    checkpoint_model_name,
+    create_model,
+    load_model,
+    load_weights,
+    register_checkpoint_kind,
+)
 
 __all__ = [
+    "CHECKPOINT_KINDS",
+    "LoadedModel",
+    "ModelInfo",
+    "load_model",
+    "load_weights",
+    "model_info",
+    "register_checkpoint_kind",
     "MODELS",
     "Contract",
     "PretrainedEntry",

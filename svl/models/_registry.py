@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -30,13 +29,12 @@ __all__ = [
     "Contract",
     "PretrainedEntry",
     "check_contract",
-    "checkpoint_model_name",
-    "create_model",
     "get_pretrained",
     "list_models",
     "list_pretrained",
-    "load_weights",
     "model_entrypoint",
+    "model_info",
+    "ModelInfo",
     "register_model",
     "register_pretrained",
     "unpack_inputs",
@@ -188,11 +186,57 @@ class PretrainedEntry:
 _PRETRAINED: dict[str, PretrainedEntry] = {}
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None) -> Any:
-    """Decorator: register a builder ``fn(**overrides) -> nn.Module`` under its function name."""
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a registered architecture is, declared where it registers (never parsed from its name).
 
-    deco = MODELS.register(name)
+    family: the architecture family ("e3dsnn", "e3dsnn_unet", "e3dsnn_det", "spikformer", ...);
+    inputs: "points" (point clouds and event clouds) or "images";
+    voxel: the builder takes ``voxel_size`` (sparse voxel encoders);
+    encoder: the registered encoder whose weights this model's encoder part loads (a U-Net or a
+      detector built on E-3DSNN stages: ``e3dsnn_t``); None when the model is an encoder itself;
+    encoder_prefixes: the parameter-name prefixes of that encoder part (``stem.``, ``stages.``).
+    """
+
+    family: str
+    inputs: str = "points"
+    voxel: bool = False
+    encoder: str | None = None
+    encoder_prefixes: tuple[str, ...] = ()
+
+
+_INFO: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    fn: Callable[..., nn.Module] | None = None,
+    *,
+    name: str | None = None,
+    family: str | None = None,
+    inputs: str = "points",
+    voxel: bool = False,
+    encoder: str | None = None,
+    encoder_prefixes: Sequence[str] = (),
+) -> Any:
+    """Decorator: register a builder ``fn(**overrides) -> nn.Module`` under its function name, with
+    what the architecture is (`ModelInfo`): `svl` asks the registry, not the name, for its abilities."""
+    if inputs not in ("points", "images"):
+        raise ValueError(f"register_model: inputs must be 'points' or 'images', got {inputs!r}")
+
+    def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or f.__name__
+        MODELS.register(key, f)
+        _INFO[key] = ModelInfo(family or key, inputs, voxel, encoder, tuple(encoder_prefixes))
+        return f
+
     return deco(fn) if fn is not None else deco
+
+
+def model_info(name: str) -> ModelInfo:
+    """The declared `ModelInfo` of a registered architecture (a plugin that declared nothing: its own
+    family, point inputs, no voxel size, no separate encoder part)."""
+    MODELS.get(name)  # unknown names: the registry's error with close matches
+    return _INFO.get(name) or ModelInfo(family=name)
 
 
 def register_pretrained(
@@ -251,142 +295,6 @@ def default_contract(model: nn.Module) -> Contract:
         embed_dim=getattr(model, "out_dim", None),
         normals=getattr(model, "in_channels", 6) > 6,
     )
-
-
-def _is_path(pretrained: str | os.PathLike[str]) -> bool:
-    s = os.fspath(pretrained)
-    return (
-        isinstance(pretrained, os.PathLike) or s.endswith(".safetensors") or os.sep in s or Path(s).exists()
-    )
-
-
-def load_weights(
-    model: nn.Module,
-    path: str | os.PathLike[str],
-    arch: str,
-    keep: Sequence[str] = (),
-    adapt: Callable[[dict[str, Tensor], dict[str, Tensor]], dict[str, Tensor]] | None = None,
-) -> dict[str, Any]:
-    """Load an svl checkpoint's weights (a bare model, or a run's ``encoder.*``) into ``model``.
-
-    Entries whose names start with a prefix in ``keep`` stay the model's own (e.g. ``"head."`` for a
-    fine-tune's new classifier). ``adapt(tensors, model_state)`` may reshape the checkpoint's tensors
-    first (e.g. other input channels). Refuses a checkpoint of another architecture; returns the meta.
-    """
-    from svl.checkpoint import load_checkpoint, load_state_into
-
-    tensors, meta = load_checkpoint(path)
-    held = meta.get("model")
-    if held is not None and held != arch:
-        raise ValueError(
-            f"{path}: checkpoint holds architecture {held!r}, not {arch!r}; "
-            f"use create_model({held!r}, pretrained=...)"
-        )
-    if any(k.startswith("encoder.") for k in tensors):
-        tensors = {k[len("encoder.") :]: v for k, v in tensors.items() if k.startswith("encoder.")}
-    if not tensors:
-        raise ValueError(f"{path}: the checkpoint holds no weights")
-    if adapt is not None:
-        tensors = adapt(tensors, model.state_dict())
-    if keep:
-        own = {k: v for k, v in model.state_dict().items() if k.startswith(tuple(keep))}
-        tensors = {k: v for k, v in tensors.items() if not k.startswith(tuple(keep))} | own
-    load_state_into(model, tensors, where=str(path))
-    return meta
-
-
-def create_model(
-    name: str | None,
-    pretrained: str | os.PathLike[str] | None = None,
-    data_contract: Contract | Mapping[str, Any] | None = None,
-    **overrides: Any,
-) -> nn.Module:
-    """Build a registered model, optionally with weights.
-
-    ``name`` may be ``arch`` or ``arch.tag``, or None with a checkpoint path (the architecture the
-    checkpoint names). ``pretrained`` is a registered tag (weights looked up under
-    ``cache_dir("models")``) or a checkpoint path (its ``model_cfg`` is used, ``overrides`` win): the
-    one path from any svl checkpoint (a bare model, a pretraining run's ``encoder.*``) to a model.
-    ``data_contract`` describes what the data pipeline produces; a mismatch with the weights'
-    contract raises ValueError listing every difference. The model gets ``.pretrained_cfg`` (the
-    contract as a dict) and ``.model_name``.
-    """
-    if name is None and pretrained is not None and _is_path(pretrained):
-        name = checkpoint_model_name(pretrained)
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"model name must be a non-empty string, got {name!r}")
-    arch, _, tag = name.partition(".")
-    if tag:
-        if pretrained is not None:
-            raise ValueError(f"give either {name!r} or pretrained={pretrained!r}, not both")
-        pretrained = tag
-    builder = model_entrypoint(arch)
-    entry: PretrainedEntry | None = None
-    path: Path | None = None
-    cfg: dict[str, Any] = {}
-    if pretrained is not None:
-        if _is_path(pretrained):
-            path = Path(pretrained)
-            if not path.exists():
-                raise FileNotFoundError(f"checkpoint {path} does not exist")
-            from svl.checkpoint import read_checkpoint_meta
-
-            meta = read_checkpoint_meta(path)
-            held = meta.get("model")
-            if held is not None and held != arch:
-                raise ValueError(
-                    f"{path}: checkpoint holds architecture {held!r}, not {arch!r}; "
-                    f"use create_model({held!r}, pretrained=...)"
-                )
-            saved = meta.get("model_cfg") or {}
-            if not isinstance(saved, dict):
-                raise ValueError(
-                    f"{path}: meta['model_cfg'] must be a JSON object, got {type(saved).__name__}"
-                )
-            cfg.update(saved)
-        else:
-            tag = str(pretrained).removeprefix(f"{arch}.")  # accept "tag" and "arch.tag"
-            entry = get_pretrained(f"{arch}.{tag}")
-            path = entry.path()
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"weights for {entry.name} not found: put the file at {path} "
-                    f"(svl never downloads; set $SVL_CACHE to use another cache folder)"
-                )
-            cfg.update(entry.model_cfg)
-    cfg.update(overrides)
-    try:
-        model = builder(**cfg)
-    except TypeError as e:
-        if "argument" not in str(e):
-            raise
-        raise ValueError(f"bad options for model {arch!r}: {e}") from None
-    contract = default_contract(model)
-    if path is not None:
-        meta = load_weights(model, path, arch)
-        if entry is not None:
-            contract = entry.contract
-        elif meta.get("contract") is not None:
-            contract = Contract.from_dict(meta["contract"])
-    if data_contract is not None:
-        check_contract(contract, data_contract, where=str(path) if path is not None else arch)
-    model.pretrained_cfg = contract.to_dict()
-    model.model_name = arch
-    model.model_cfg = dict(cfg)
-    return model
-
-
-def checkpoint_model_name(path: str | os.PathLike[str]) -> str:
-    """The registered architecture an svl checkpoint was saved from (its metadata's ``model``)."""
-    from svl.checkpoint import read_checkpoint_meta
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    name = read_checkpoint_meta(p).get("model")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{p}: checkpoint metadata names no model (meta['model'] missing)")
-    return name
 
 
 def count_params(model: nn.Module) -> int:

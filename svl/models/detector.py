@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from svl.models._registry import default_contract, register_model, unpack_inputs
-from svl.models.e3dsnn import E3DSNN, VARIANTS
+from svl.models.e3dsnn import E3DSNN, ENCODER_PREFIXES, build_e3dsnn
 from svl.spiking import SConv2d, StepBatchNorm2d, make_neuron
 
 __all__ = [
@@ -567,35 +567,30 @@ def decode(
 
 # ----------------------------------------------------------------------------- registered builders
 def _build(variant: str, neuron: str, **kw: Any) -> E3DSNNDetector:
-    E, ch, depth = VARIANTS[variant]
     neck, head, blocks = DET_VARIANTS[variant]
-    cfg: dict[str, Any] = {
-        "stem_channels": E, "channels": ch, "depth": depth,
-        "neck_channels": neck, "head_channels": head, "neck_blocks": blocks,
-    }  # fmt: skip
-    cfg.update(kw)
-    return E3DSNNDetector(neuron=neuron, **cfg)
+    extra = {"neck_channels": neck, "head_channels": head, "neck_blocks": blocks}
+    return build_e3dsnn(E3DSNNDetector, variant, neuron, extra, **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_det", voxel=True, encoder="e3dsnn_t", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_det_t(**kw: Any) -> E3DSNNDetector:
     """Spiking CenterPoint on E-3DSNN-T (stem 16, stages to stride 8: 16, 32, 64), neck and head 64."""
     return _build("t", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_det", voxel=True, encoder="e3dsnn_s", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_det_s(**kw: Any) -> E3DSNNDetector:
     """Spiking CenterPoint on E-3DSNN-S (stem 24, stages to stride 8: 24, 48, 96), neck 128, head 64."""
     return _build("s", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_det", voxel=True, encoder="e3dsnn_t_ann", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_det_t_ann(**kw: Any) -> E3DSNNDetector:
     """ANN twin of e3dsnn_det_t (ReLU instead of I-LIF), for energy and accuracy baselines."""
     return _build("t", "relu", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_det", voxel=True, encoder="e3dsnn_s_ann", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_det_s_ann(**kw: Any) -> E3DSNNDetector:
     """ANN twin of e3dsnn_det_s."""
     return _build("s", "relu", **kw)

@@ -10,7 +10,7 @@ Rep-VLI can fold class embeddings into it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -199,56 +199,67 @@ class E3DSNN(nn.Module):
         return out.mean(0) if self.T > 1 else out
 
 
-def _build(variant: str, neuron: str, **kw: Any) -> E3DSNN:
+ENCODER_PREFIXES = ("stem.", "stages.")  # the encoder part every E-3DSNN-based model shares, by name
+
+
+def build_e3dsnn(
+    cls: type[nn.Module], variant: str, neuron: str, extra: Mapping[str, Any] | None = None, **kw: Any
+) -> Any:
+    """The one builder behind the E-3DSNN encoder, U-Net and detector: the variant's stem, stage
+    channels and depth (`VARIANTS`), then the model's own defaults (`extra`), then the caller's `kw`."""
     E, ch, depth = VARIANTS[variant]
-    cfg: dict[str, Any] = {"stem_channels": E, "channels": ch, "depth": depth}
+    cfg: dict[str, Any] = {"stem_channels": E, "channels": ch, "depth": depth, **dict(extra or {})}
     cfg.update(kw)
-    return E3DSNN(neuron=neuron, **cfg)
+    return cls(neuron=neuron, **cfg)
 
 
-@register_model
+def _build(variant: str, neuron: str, **kw: Any) -> E3DSNN:
+    return build_e3dsnn(E3DSNN, variant, neuron, **kw)
+
+
+@register_model(family="e3dsnn", voxel=True)
 def e3dsnn_t(**kw: Any) -> E3DSNN:
     """E-3DSNN-T: stem 16, [16, 32, 64, 128], 1 block per stage (1.87 M with a 40-class head)."""
     return _build("t", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn", voxel=True)
 def e3dsnn_s(**kw: Any) -> E3DSNN:
     """E-3DSNN-S: stem 24, [24, 48, 96, 160], 1 block per stage (3.27 M with a 40-class head)."""
     return _build("s", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn", voxel=True)
 def e3dsnn_l(**kw: Any) -> E3DSNN:
     """E-3DSNN-L: stem 64, [64, 128, 128, 256], 2 blocks per stage (17.33 M with a 40-class head)."""
     return _build("l", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn", voxel=True)
 def e3dsnn_h(**kw: Any) -> E3DSNN:
     """E-3DSNN-H: stem 64, [96, 192, 288, 384], 2 blocks per stage (46.57 M with a 40-class head)."""
     return _build("h", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn", voxel=True)
 def e3dsnn_t_ann(**kw: Any) -> E3DSNN:
     """ANN twin of E-3DSNN-T (ReLU instead of I-LIF)."""
     return _build("t", "relu", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn", voxel=True)
 def e3dsnn_s_ann(**kw: Any) -> E3DSNN:
     """ANN twin of E-3DSNN-S."""
     return _build("s", "relu", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn", voxel=True)
 def e3dsnn_l_ann(**kw: Any) -> E3DSNN:
     """ANN twin of E-3DSNN-L."""
     return _build("l", "relu", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn", voxel=True)
 def e3dsnn_h_ann(**kw: Any) -> E3DSNN:
     """ANN twin of E-3DSNN-H."""
     return _build("h", "relu", **kw)

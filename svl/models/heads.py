@@ -7,7 +7,7 @@ afterwards, so `W @ head(x)` equals a head with weight `W @ W_head` and bias `W 
 encoder returns (B, K) class scores directly; argmax over them equals the argmax of cosine
 similarity against W (the student norm is a positive per-sample factor). Zero-shot inference then
 runs spikes -> folded head -> argmax with no text model loaded: this module never imports the
-teachers except inside `build_head_file`, which needs the text tower by definition.
+teachers (`svl.teachers.heads.build_head_file` embeds a vocabulary with the text tower).
 
 A head file is an svl safetensors checkpoint holding `head.weight`, `head.bias` (the folded layer,
 in the layout of the encoder's own head module) and `class_weights` (W, so cosine scores and a
@@ -31,13 +31,12 @@ __all__ = [
     "HEAD_KIND",
     "attach_head",
     "build_class_weights",
-    "build_head_file",
     "fold_head",
     "head_affine",
     "head_metadata",
-    "load_encoder",
     "load_head",
-    "load_zeroshot_model",
+    "pooled_features",
+    "set_head",
     "save_head",
 ]
 
@@ -267,86 +266,22 @@ def _check_encoder_hash(checkpoint: str | os.PathLike[str], meta: Mapping[str, A
         )
 
 
-def load_encoder(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Tensor], dict[str, Any]]:
-    """The encoder a checkpoint names, with its weights (via `create_model(None, pretrained=...)`),
-    plus all checkpoint tensors (the text projection lives there) and the checkpoint meta.
-
-    Returns (model in eval mode, all checkpoint tensors, checkpoint meta).
-    """
-    from svl.checkpoint import load_checkpoint
-    from svl.models._registry import create_model
-
-    model = create_model(None, pretrained=checkpoint)
-    tensors, meta = load_checkpoint(checkpoint)
-    return model.eval(), tensors, meta
+# ----------------------------------------------------------------------------- head surgery
+def pooled_features(encoder: nn.Module) -> nn.Module:
+    """A copy of `encoder` whose head is the identity: it returns the pooled features the head reads
+    (the head is linear and only pooled after, so head(pooled) = pooled head outputs)."""
+    enc = copy.deepcopy(encoder).eval()
+    a, _, layout = head_affine(enc.head)
+    enc.head = _rebuilt_head(enc.head, torch.eye(a.shape[0], dtype=a.dtype), None, layout)
+    return enc
 
 
-def load_zeroshot_model(
-    checkpoint: str | os.PathLike[str], head: str | os.PathLike[str]
-) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """The text-free zero-shot classifier: (folded encoder in eval mode, class names, head meta).
-
-    Imports no text model. A head built for another checkpoint -> ValueError naming both hashes.
-    """
-    from svl.models._registry import create_model
-
-    ckpt = Path(checkpoint)
-    if not ckpt.exists():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-    tensors, meta = load_head(head)
-    # Load first: a damaged checkpoint (truncated, corrupt) must be reported as such, not as a head
-    # built for another encoder (its hash differs too).
-    model = create_model(None, pretrained=ckpt).eval()
-    _check_encoder_hash(ckpt, meta, str(head))
-    attach_head(model, (tensors, meta))
-    return model.eval(), list(meta["class_names"]), dict(meta)
-
-
-# ----------------------------------------------------------------------------- build (needs the teacher)
-def build_head_file(
-    checkpoint: str | os.PathLike[str],
-    class_names: Sequence[str],
-    out: str | os.PathLike[str],
-    teacher: str | None = None,
-    text_mode: str = "names",
-    templates: Sequence[str] | None = None,
-    device: str | None = None,
-) -> tuple[Path, dict[str, Any]]:
-    """Embed the vocabulary with the text teacher, project, fold, and save a head file.
-
-    `text_mode="names"` puts each name into the (default: 64 shipped) prompt templates and averages;
-    "descriptions" embeds each class's shipped one-sentence shape description as is (templates
-    would garble a full sentence). `teacher=None` uses the checkpoint's recorded text teacher.
-    """
-    from svl.teachers import create_teacher
-    from svl.vocab import class_embeddings, class_texts, load_templates
-
-    names = [str(n) for n in class_names]
-    if not names:
-        raise ValueError("the class list is empty")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"duplicate class names: {dup}")
-    ckpt = Path(checkpoint)
-    if not ckpt.exists():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist")
-    model, tensors, cmeta = load_encoder(ckpt)
-    recorded = (cmeta.get("teachers") or {}).get("text") if isinstance(cmeta.get("teachers"), dict) else None
-    teacher_id = teacher or recorded or "minilm"
-    if teacher and recorded and teacher != recorded:
-        raise ValueError(
-            f"{ckpt}: trained with text teacher {recorded!r}, but --teacher {teacher!r} was given; "
-            "the text projection only fits the teacher it was trained with"
-        )
-    texts = class_texts(names, text_mode)
-    if text_mode == "names":
-        tmpl = list(templates) if templates is not None else load_templates()
-    else:
-        tmpl = ["{}"]
-    t = create_teacher(teacher_id, device=device)
-    emb = class_embeddings(t, texts, tmpl)
-    W = build_class_weights(tensors, emb)
-    fold_head(model, W)
-    meta = head_metadata(names, texts, getattr(t, "id", teacher_id), tmpl, text_mode, ckpt, cmeta)
-    path = save_head(out, model.head, W, meta)
-    return path, meta
+def set_head(encoder: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
+    """Replace the encoder's head by the linear map `weight` (K, C) + `bias` (K,), in its own layout,
+    trainable (a folded zero-shot head is rebuilt frozen; a fine-tune starting from it must train it)."""
+    _, _, layout = head_affine(encoder.head)
+    bias = None if bias is None else bias.detach()
+    encoder.head = _rebuilt_head(encoder.head, weight.detach().T.contiguous(), bias, layout)
+    encoder.head.requires_grad_(True)
+    encoder.out_dim = int(weight.shape[0])
+    return encoder

@@ -248,13 +248,13 @@ class SpikePointFormer(nn.Module):
         return out.mean(0) if self.T > 1 else out
 
 
-@register_model
+@register_model(family="pointformer")
 def spike_pointformer_l(**kw: Any) -> SpikePointFormer:
     """Spike-driven PointFormer-L: 512 x 32 groups, 12 blocks of width 384, 6 heads (~21.9 M, 40-way head)."""
     return SpikePointFormer(neuron="ilif", **kw)
 
 
-@register_model
+@register_model(family="pointformer")
 def spike_pointformer_l_ann(**kw: Any) -> SpikePointFormer:
     """The ANN twin of PointFormer-L (ReLU instead of I-LIF)."""
     return SpikePointFormer(neuron="relu", **kw)

@@ -149,13 +149,13 @@ def _pn(neuron: str, **kw: Any) -> SpikePointNet:
     return SpikePointNet(neuron=neuron, **kw)
 
 
-@register_model
+@register_model(family="spike_pointnet")
 def spike_pointnet(**kw: Any) -> SpikePointNet:
     """Spike PointNet (I-LIF), about 3.5 M parameters with a 40-class head."""
     return _pn("ilif", **kw)
 
 
-@register_model
+@register_model(family="spike_pointnet")
 def spike_pointnet_ann(**kw: Any) -> SpikePointNet:
     """The ANN twin of Spike PointNet (ReLU instead of I-LIF, same weights layout)."""
     return _pn("relu", **kw)

@@ -251,85 +251,85 @@ def _build(size: str, neuron: str, kw: dict[str, Any]) -> Spikformer:
     return Spikformer(neuron=neuron, **{**_SIZES[size], **kw})
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_t(**kw: Any) -> Spikformer:
     """Spikformer-T (CPU size): 4 blocks x 256, 8 heads, 32 px, patch 4, T=4 (4.15 M, 10-way head)."""
     return _build("t", "ilif", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_t_ann(**kw: Any) -> Spikformer:
     """The ANN twin of Spikformer-T (ReLU instead of I-LIF, same weight layout)."""
     return _build("t", "relu", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_tiny(**kw: Any) -> Spikformer:
     """Spikformer-tiny for 8x8 digits and tests: 2 blocks x 128, 4 heads, patch 2, T=4 (0.64 M, 10-way)."""
     return _build("tiny", "ilif", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_tiny_ann(**kw: Any) -> Spikformer:
     """The ANN twin of Spikformer-tiny."""
     return _build("tiny", "relu", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_s(**kw: Any) -> Spikformer:
     """Spikformer-S, the benchmark student on 2 CPU cores: 2 blocks x 128, 4 heads, 32 px, patch 4, T=4."""
     return _build("s", "ilif", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_s_ann(**kw: Any) -> Spikformer:
     """The ANN twin of Spikformer-S."""
     return _build("s", "relu", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_4_384(**kw: Any) -> Spikformer:
     """Spikformer-4-384 (CIFAR size of the paper): 4 x 384, 12 heads, 32 px, patch 4 (9.31 M, 10-way)."""
     return _build("4_384", "ilif", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_4_384_ann(**kw: Any) -> Spikformer:
     """The ANN twin of Spikformer-4-384."""
     return _build("4_384", "relu", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_8_384(**kw: Any) -> Spikformer:
     """Spikformer-8-384 (ImageNet size): 8 x 384, 6 heads, 224 px, patch 16 (16.8 M, 1000-way)."""
     return _build("8_384", "ilif", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_8_384_ann(**kw: Any) -> Spikformer:
     """The ANN twin of Spikformer-8-384."""
     return _build("8_384", "relu", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_8_512(**kw: Any) -> Spikformer:
     """Spikformer-8-512 (ImageNet size): 8 x 512, 8 heads, 224 px, patch 16 (29.7 M, 1000-way)."""
     return _build("8_512", "ilif", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_8_512_ann(**kw: Any) -> Spikformer:
     """The ANN twin of Spikformer-8-512."""
     return _build("8_512", "relu", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_8_768(**kw: Any) -> Spikformer:
     """Spikformer-8-768 (ImageNet size): 8 x 768, 12 heads, 224 px, patch 16 (66.3 M, 1000-way)."""
     return _build("8_768", "ilif", kw)
 
 
-@register_model
+@register_model(family="spikformer", inputs="images")
 def spikformer_8_768_ann(**kw: Any) -> Spikformer:
     """The ANN twin of Spikformer-8-768."""
     return _build("8_768", "relu", kw)

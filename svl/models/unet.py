@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from svl.models._registry import default_contract, register_model, unpack_inputs
-from svl.models.e3dsnn import E3DSNN, VARIANTS, ConvBN, SpikeBlock, _add
+from svl.models.e3dsnn import E3DSNN, ENCODER_PREFIXES, ConvBN, SpikeBlock, _add, build_e3dsnn
 from svl.spiking import make_neuron
 
 __all__ = [
@@ -145,43 +145,40 @@ class E3DSNNUNet(nn.Module):
 
 
 def _build(variant: str, neuron: str, **kw: Any) -> E3DSNNUNet:
-    E, ch, depth = VARIANTS[variant]
-    cfg: dict[str, Any] = {"stem_channels": E, "channels": ch, "depth": depth}
-    cfg.update(kw)
-    return E3DSNNUNet(neuron=neuron, **cfg)
+    return build_e3dsnn(E3DSNNUNet, variant, neuron, **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_unet", voxel=True, encoder="e3dsnn_t", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_unet_t(**kw: Any) -> E3DSNNUNet:
     """Spiking U-Net on E-3DSNN-T (stem 16, [16, 32, 64, 128], 1 block per stage)."""
     return _build("t", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_unet", voxel=True, encoder="e3dsnn_s", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_unet_s(**kw: Any) -> E3DSNNUNet:
     """Spiking U-Net on E-3DSNN-S (stem 24, [24, 48, 96, 160], 1 block per stage)."""
     return _build("s", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_unet", voxel=True, encoder="e3dsnn_l", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_unet_l(**kw: Any) -> E3DSNNUNet:
     """Spiking U-Net on E-3DSNN-L (stem 64, [64, 128, 128, 256], 2 blocks per stage)."""
     return _build("l", "ilif", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_unet", voxel=True, encoder="e3dsnn_t_ann", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_unet_t_ann(**kw: Any) -> E3DSNNUNet:
     """ANN twin of e3dsnn_unet_t (ReLU instead of I-LIF), for energy and accuracy baselines."""
     return _build("t", "relu", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_unet", voxel=True, encoder="e3dsnn_s_ann", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_unet_s_ann(**kw: Any) -> E3DSNNUNet:
     """ANN twin of e3dsnn_unet_s."""
     return _build("s", "relu", **kw)
 
 
-@register_model
+@register_model(family="e3dsnn_unet", voxel=True, encoder="e3dsnn_l_ann", encoder_prefixes=ENCODER_PREFIXES)
 def e3dsnn_unet_l_ann(**kw: Any) -> E3DSNNUNet:
     """ANN twin of e3dsnn_unet_l."""
     return _build("l", "relu", **kw)

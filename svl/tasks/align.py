@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svl.tasks.base import Subset, Task, TrainParts, cap_per_class, encode, register_task
+from svl.data.splits import Subset, cap_per_class
+from svl.energy import energy_line
+from svl.tasks.base import Task, TrainParts, encode, register_task
 from svl.tasks.pretrain import PretrainConfig, PretrainTask, ViewTargets, ZeroShotSet
 from svl.utils import get_logger, seed_everything
 
@@ -326,11 +328,6 @@ class AlignedPretrainTask(PretrainTask):
                 accs = "".join(f"{100 * (r.get(k) or 0):>8.2f}" for k in keys)
                 lines.append(f"{name:<24}{r['split']:>8}{r['n']:>7}{r['classes']:>6}{accs}")
         if "energy" in result:
-            e = result["energy"]
-            lines += [
-                "",
-                f"energy per cloud: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
-                f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f}; both in {e.get('unit', 'flops')})",
-            ]
+            lines += ["", energy_line(result["energy"], "cloud")]
         lines.append(f"checkpoint: {result.get('checkpoint')}")
         return "\n".join(lines)

@@ -31,18 +31,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from svl.config import load_config, save_config
+from svl.data import collate_points
+from svl.models import create_model, load_weights, model_info
 from svl.registry import Registry
-from svl.utils import atomic_write, get_logger
+from svl.train import distributed as D
+from svl.train.run_dir import claim_run_dir
+from svl.train.trainer import Trainer
+from svl.utils import atomic_write, get_logger, progress
 
 __all__ = [
     "TASKS",
+    "SCRATCH",
     "ModelSection",
-    "Subset",
     "Task",
     "TrainParts",
-    "cap_per_class",
     "encode",
-    "energy_per_sample",
     "load_task_config",
     "register_task",
     "run_task",
@@ -65,16 +69,18 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 
 # ----------------------------------------------------------------------------- config sections
+SCRATCH = ("", "scratch", None)
+
+
 @dataclass
 class ModelSection:
-    """A registered encoder and the overrides it is built with; `init` = start from a checkpoint."""
+    """A registered model and the overrides it is built with (the run's `init` key loads weights)."""
 
     name: str = "e3dsnn_t"
     out_dim: int = 384
     T: int = 1
     D: int = 4
     voxel_size: float = 0.02
-    init: str | None = None
     in_channels: int | None = None  # None: the model's default (6 = xyz + rgb); event tasks use 4
     options: dict[str, Any] = field(default_factory=dict)  # other builder arguments (img_size=..., head=...)
 
@@ -83,66 +89,16 @@ class ModelSection:
         cfg: dict[str, Any] = {"out_dim": self.out_dim, "T": self.T, "D": self.D}
         if self.in_channels is not None:
             cfg["in_channels"] = int(self.in_channels)
-        if self.name.startswith("e3dsnn"):  # voxel encoders; point encoders have no voxel size
+        if model_info(self.name).voxel:  # voxel encoders; point encoders have no voxel size
             cfg["voxel_size"] = self.voxel_size
         return {**cfg, **dict(self.options)}
 
-    def build(self) -> nn.Module:
-        """The encoder, with `init`'s weights when set (architecture and shapes must match)."""
-        from svl.models import create_model
-
+    def build(self, init: str | None = None) -> nn.Module:
+        """The model, with every weight of the svl checkpoint `init` when set (same architecture)."""
         model = create_model(self.name, **self.builder_kwargs())
-        if self.init:
-            load_init(model, self.init, self.name)
+        if init not in SCRATCH:
+            load_weights(model, init, self.name, key="init")
         return model
-
-
-def load_init(model: nn.Module, path: str | os.PathLike[str], arch: str) -> dict[str, Any]:
-    """Load encoder weights from any svl checkpoint (a bare model or a run's `encoder.*`) into `model`.
-
-    A checkpoint of another architecture is refused with both names; returns the checkpoint meta.
-    """
-    from svl.checkpoint import read_checkpoint_meta
-    from svl.models._registry import load_weights
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"model.init: checkpoint {p} does not exist")
-    held = read_checkpoint_meta(p).get("model")
-    if held is not None and held != arch:
-        raise ValueError(f"model.init: {p} holds a {held!r} encoder, but model.name is {arch!r}")
-    return load_weights(model, p, arch)
-
-
-# ----------------------------------------------------------------------------- data helpers
-class Subset:
-    """Index view of a dataset (keeps `set_epoch` and the sample dict protocol)."""
-
-    def __init__(self, base: Any, indices: np.ndarray) -> None:
-        self.base, self.indices = base, np.asarray(indices, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        s = self.base[int(self.indices[i])]
-        s["index"] = int(i)
-        return s
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.base, "set_epoch"):
-            self.base.set_epoch(epoch)
-
-    def labels(self) -> np.ndarray:
-        return np.asarray(self.base.labels())[self.indices]
-
-
-def cap_per_class(idx: np.ndarray, labels: np.ndarray, per_class: int | None) -> np.ndarray:
-    """The first `per_class` indices of each class (all when None): quick runs and smoke tests."""
-    if not per_class:
-        return idx
-    keep = np.concatenate([idx[labels[idx] == c][:per_class] for c in np.unique(labels[idx])])
-    return np.sort(keep)
 
 
 @torch.no_grad()
@@ -157,9 +113,6 @@ def encode(
 
     `collate` batches the samples (default: point clouds, `collate_points`; images: `collate_images`).
     """
-    from svl.data import collate_points
-    from svl.utils import progress
-
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -170,29 +123,6 @@ def encode(
         out.append(model(batch.to(device)).float().cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
-
-
-def energy_per_sample(
-    model: nn.Module, dataset: Any, samples: int = 16, collate: Callable[[list[Any]], Any] | None = None
-) -> dict[str, Any]:
-    """Spiking and ANN-equivalent energy per sample (mJ) of `model` on up to `samples` shapes spread
-    over `dataset` (docs/SPEC.md §7), with the unit both figures count in."""
-    from svl.data import collate_points
-    from svl.energy import measure_energy
-
-    step = max(1, len(dataset) // samples)
-    batch = (collate or collate_points)([dataset[i] for i in range(0, len(dataset), step)][:samples])
-    rep = measure_energy(model.eval(), batch.to(next(model.parameters()).device))
-    return {
-        "energy_snn_mj": rep.energy_snn_mj,
-        "energy_ann_mj": rep.energy_ann_mj,
-        "ratio": rep.ratio,
-        "sops": rep.sops,
-        "ann_flops": rep.ann_flops,
-        "unit": rep.unit,
-        "per_step_energy_snn_mj": (ps := rep.per_step())["energy_snn_mj"],  # one entry per timestep
-        "per_step_spikes": ps["spikes"],
-    }
 
 
 # ----------------------------------------------------------------------------- results
@@ -257,6 +187,12 @@ class Task:
     def has_validation(self) -> bool:
         return type(self).validate is not Task.validate
 
+    @classmethod
+    def recipe(cls, cfg: Any) -> type[Task]:
+        """The recipe that runs `cfg`: this one, unless a task hands some data to another recipe
+        (`svl pretrain` on a dataset other than the zero-shot protocol runs aligned pretraining)."""
+        return cls
+
 
 def load_task_config(
     default: str, config: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
@@ -266,8 +202,6 @@ def load_task_config(
     The task is the config's `task` key (an override `task=...` wins over the file), else `default`,
     so `svl finetune task=segmentation` and a config file naming its task pick the right recipe.
     """
-    from svl.config import load_config
-
     name = default
     if config is not None:
         from omegaconf import OmegaConf
@@ -286,7 +220,8 @@ def load_task_config(
         if sep and key.strip() == "task":
             name = value.strip()
     cls = TASKS.get(name)
-    return cls, load_config(cls.Config, config, list(overrides or []))
+    cfg = load_config(cls.Config, config, list(overrides or []))
+    return cls.recipe(cfg), cfg
 
 
 def run_task(
@@ -302,12 +237,8 @@ def run_task(
     TensorBoard logs, `results.json` and `results.txt` go there. Returns the result dict (on
     non-zero DDP ranks only the training summary).
     """
-    from svl.config import save_config
-    from svl.train import distributed as D
-    from svl.train.run_dir import claim_run_dir
-    from svl.train.trainer import Trainer
-
     cls = TASKS.get(task or getattr(cfg, "task", "")) if not isinstance(task, type) else task
+    cls = cls.recipe(cfg)
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
     D.init_distributed()  # join the process group first, so only rank 0 writes the config

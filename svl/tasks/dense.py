@@ -5,73 +5,41 @@ before every evaluation, and the best weights saved as `final.safetensors` with 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from svl.tasks.base import Subset, Task
+from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from svl.data.splits import Subset
+from svl.models import create_model, load_weights
+from svl.tasks.base import SCRATCH, Task
+from svl.train.bn import precise_bn
 from svl.utils import get_logger
 
-__all__ = ["ENCODER_PREFIXES", "DenseTask", "load_e3dsnn_stages", "load_task_checkpoint"]
+__all__ = ["DenseTask", "SceneData"]
 
 log = get_logger(__name__)
 
-ENCODER_PREFIXES = ("stem.", "stages.")
 
+@dataclass
+class SceneData:
+    """The `data` section segmentation and detection share (each adds its own keys and augmentation)."""
 
-def load_e3dsnn_stages(net: nn.Module, path: str | Path, arch: str) -> int:
-    """Copy an svl checkpoint's E-3DSNN stem and stages into `net` (a model of registered name `arch`
-    that keeps E-3DSNN's parameter names); everything else of `net` stays as built. Returns the
-    number of tensors loaded.
-
-    The checkpoint must hold the matching encoder (`e3dsnn_unet_t` and `e3dsnn_det_t` take
-    `e3dsnn_t`; a run's ``encoder.*`` prefix is dropped) and every encoder tensor `net` has, with its
-    shape; otherwise ValueError naming the checkpoint and the tensors, and nothing is loaded.
-    """
-    from svl.checkpoint import load_checkpoint, read_checkpoint_meta
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"init: checkpoint {p} does not exist")
-    held = read_checkpoint_meta(p).get("model") or ""
-    want = arch.replace("_unet", "").replace("_det", "")  # e3dsnn_unet_t / e3dsnn_det_t -> e3dsnn_t
-    if held and held != want:
-        raise ValueError(f"init: {p} holds a {held!r} encoder; {arch} needs {want!r} weights")
-    tensors, _ = load_checkpoint(p)
-    state = {k.removeprefix("encoder."): v for k, v in tensors.items()}
-    own = {k: v for k, v in net.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
-    if not any(k in state for k in own):
-        raise ValueError(f"init: {p} holds no E-3DSNN stem / stage weights")
-    missing = [k for k in own if k not in state]
-    misshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                 if k in state and state[k].shape != v.shape]  # fmt: skip
-    if missing or misshaped:
-        raise ValueError(f"init: {p} does not fit {arch}'s encoder: {len(missing)} tensors missing "
-                         f"{missing[:4]}, {len(misshaped)} of another shape {misshaped[:4]}")  # fmt: skip
-    net.load_state_dict({k: state[k] for k in own}, strict=False)
-    new = len(net.state_dict()) - len(own)
-    log.info("init: %d encoder tensors from %s; %d tensors new", len(own), p, new)
-    return len(own)
-
-
-def load_task_checkpoint(checkpoint: str | Path, kind: str, task: str) -> tuple[nn.Module, list[str], dict]:
-    """(model, class names, meta) of a `svl finetune task=<task>` checkpoint whose meta kind is `kind`;
-    another file is refused, naming it and the command that makes the right one."""
-    from svl.checkpoint import read_checkpoint_meta
-    from svl.models import create_model
-
-    p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    meta = read_checkpoint_meta(p)
-    if meta.get("kind") != kind:
-        raise ValueError(
-            f"{p}: not a {task} checkpoint (kind {meta.get('kind')!r}); train one with "
-            f"`svl finetune task={task}`"
-        )
-    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
+    dataset: str = "modelnet40_scenes"
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    num_points: int = 8192
+    train_split: str = "train"
+    test_split: str = "test"
+    train_limit: int | None = None  # first N training scenes / frames (quick runs)
+    test_limit: int | None = None
+    # training transforms before the cap to num_points, e.g. [{name: voxel_sample, voxel_size: 0.05},
+    # {name: sphere_crop, max_points: 40000}] for dense LiDAR or room scans
+    presample: list[Any] = field(default_factory=list)
+    augment: list[Any] = field(default_factory=list)
 
 
 class DenseTask(Task):
@@ -97,13 +65,11 @@ class DenseTask(Task):
         raise NotImplementedError
 
     def build_net(self) -> nn.Module:
-        """The registered network from `model_cfg()`, its encoder from `init` (or `model.init`) if set."""
-        from svl.models import create_model
-
+        """The registered network from `model_cfg()`; with `init`, its encoder part (the E-3DSNN stem
+        and stages its registry entry declares) from an svl checkpoint of that encoder."""
         net = create_model(self.cfg.model.name, **self.model_cfg())
-        init = self.cfg.init if self.cfg.init not in ("", "scratch", None) else self.cfg.model.init
-        if init:
-            load_e3dsnn_stages(net, init, self.cfg.model.name)
+        if self.cfg.init not in SCRATCH:
+            load_weights(net, self.cfg.init, self.cfg.model.name, part="stem", key="init")
         return net
 
     @property
@@ -111,15 +77,11 @@ class DenseTask(Task):
         return self.cfg.eval.monitor_test
 
     def precise_bn(self) -> None:
-        from svl.tasks.finetune import precise_bn
-
         if self.cfg.eval.precise_bn:
             precise_bn(self.net, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
 
     def restore_best(self, summary: dict[str, Any]) -> Path:
         """The selected (else last) weights back into the model, BN re-estimated, saved as final."""
-        from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
-
         path = summary.get("best_path") or summary["last"]
         tensors, _ = load_checkpoint(path)
         load_state_into(self.model, tensors, where=path)

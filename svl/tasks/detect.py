@@ -18,30 +18,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from svl.tasks.base import ModelSection, TrainParts, energy_per_sample, register_task
-from svl.tasks.dense import DenseTask, load_task_checkpoint
+from svl.data import build_dataset, collate_points
+from svl.data.detection import build_gt_database
+from svl.energy import energy_line, energy_per_sample
+from svl.eval.detection import evaluate_detection, postprocess
+from svl.models.loading import DETECTOR_KIND
+from svl.models.wrappers import Detector, remap_labels
+from svl.tasks.base import ModelSection, TrainParts, register_task
+from svl.tasks.dense import DenseTask, SceneData
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, progress, seed_everything
 
-__all__ = [
-    "DETECTOR_KIND",
-    "DetectionConfig",
-    "DetectionTask",
-    "Detector",
-    "load_detector",
-    "predict_boxes",
-]
+__all__ = ["DetectionConfig", "DetectionTask", "predict_boxes"]
 
 log = get_logger(__name__)
 
-DETECTOR_KIND = "svl-detector"
 _TRUTH_KEYS = ("boxes", "box_labels", "difficulty", "ignore_boxes", "ignore_labels", "frame_id")
 
 
@@ -65,18 +62,9 @@ def _det_augment() -> list[Any]:
 
 
 @dataclass
-class DetData:
-    dataset: str = "modelnet40_scenes"
-    root: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    num_points: int = 8192
-    train_split: str = "train"
-    test_split: str = "test"
-    train_limit: int | None = None  # first N training frames (quick runs)
-    test_limit: int | None = None
+class DetData(SceneData):
     classes: list[str] | None = None  # box classes to detect; None: all of the dataset's
     agnostic: bool = False  # one class "object" for every detected class
-    presample: list[Any] = field(default_factory=list)  # before the cap to num_points (e.g. voxel_sample)
     augment: list[Any] = field(default_factory=_det_augment)
 
 
@@ -108,6 +96,7 @@ def _det_train() -> TrainConfig:
 
 @dataclass
 class DetectionConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"model.init": "init"}  # one init key (was also model.init)
     task: str = "detection"
     model: DetModel = field(default_factory=DetModel)
     init: str = "scratch"  # or an svl checkpoint whose E-3DSNN encoder starts the detector's encoder
@@ -118,51 +107,12 @@ class DetectionConfig:
     energy: bool = True
 
 
-class Detector(nn.Module):
-    """A detector plus the map from dataset box classes to detected classes; forward gives the loss."""
-
-    def __init__(self, net: nn.Module, lut: Tensor) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("lut", lut.long(), persistent=False)
-
-    def forward(self, batch: Any) -> dict[str, Tensor]:
-        from svl.models.detector import centerpoint_loss, centerpoint_targets
-
-        boxes, labels = batch.extras.get("boxes"), batch.extras.get("box_labels")
-        if boxes is None or labels is None:
-            raise ValueError("detection needs boxes (sample keys 'boxes' and 'box_labels')")
-        labels = remap_labels(labels.long(), self.lut)
-        out = self.net(batch)
-        t = centerpoint_targets(boxes.float(), labels, self.net.grid, self.net.num_classes)
-        losses = centerpoint_loss({k: v.float() for k, v in out.items()}, t)
-        return {"loss": losses["loss"], "heatmap": losses["heatmap"].detach(), "reg": losses["reg"].detach()}
-
-
-def remap_labels(labels: Tensor, lut: Tensor) -> Tensor:
-    """Dataset box classes -> detected classes (-1: padding or a class not detected)."""
-    out = torch.full_like(labels, -1)
-    ok = labels >= 0
-    if ok.any() and int(labels[ok].max()) >= len(lut):
-        raise ValueError(f"box label {int(labels[ok].max())} outside the dataset's {len(lut)} box classes")
-    out[ok] = lut[labels[ok]]
-    return out
-
-
-def load_detector(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """(detector, class names, meta) of a `svl finetune task=detection` checkpoint."""
-    return load_task_checkpoint(checkpoint, DETECTOR_KIND, "detection")
-
-
 @torch.no_grad()
 def predict_boxes(
     net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect", truth: list | None = None
 ) -> list[tuple]:
     """Per frame (boxes, scores, labels) of `net` over `dataset`, in order; `truth`, when given, gets
     each frame's box keys (GT, difficulty, ignore boxes) from the same pass over the data."""
-    from svl.data import collate_points
-    from svl.eval.detection import postprocess
-
     net.eval()
     preds: list[tuple] = []
     idx = list(range(len(dataset)))
@@ -181,8 +131,6 @@ class DetectionTask(DenseTask):
     Config = DetectionConfig
 
     def __init__(self, cfg: DetectionConfig) -> None:
-        from svl.data import build_dataset
-
         super().__init__(cfg)
         seed_everything(cfg.train.seed)
         d = cfg.data
@@ -229,9 +177,6 @@ class DetectionTask(DenseTask):
         """A `gt_sample` entry without a database gets the training split's (built once, cached)."""
         if not (isinstance(t, dict) and t.get("name") == "gt_sample" and t.get("database") is None):
             return t
-        from svl.data import build_dataset
-        from svl.data.detection import build_gt_database
-
         return {**t, "database": build_gt_database(build_dataset(d.dataset, d.train_split, **kw))}
 
     def model_cfg(self) -> dict[str, Any]:
@@ -245,8 +190,6 @@ class DetectionTask(DenseTask):
         return cfg
 
     def setup(self) -> TrainParts:
-        from svl.data import collate_points
-
         self.net = self.build_net()
         self.model = Detector(self.net, self.lut)
         return TrainParts(self.model, self.train_set, collate_points, self.meta())
@@ -295,8 +238,6 @@ class DetectionTask(DenseTask):
         return out
 
     def _ap(self, preds: list[tuple], truth: list[dict[str, Any]]) -> dict[str, Any]:
-        from svl.eval.detection import evaluate_detection
-
         ev = self.cfg.eval
         iou = {c: float(ev.iou.get(c, ev.default_iou)) for c in self.classes}
         res = evaluate_detection(self.frames(preds, truth), self.classes, iou, num_recall=ev.num_recall)
@@ -352,9 +293,7 @@ class DetectionTask(DenseTask):
                   f"mAP BEV {100 * result['map_bev']:.2f}   mAP 3D {100 * result['map3d']:.2f}   "
                   f"({result.get('map_level')})"]  # fmt: skip
         if "energy" in result:
-            e = result["energy"]
-            lines.append(f"energy per frame: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
-                         f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f})")  # fmt: skip
+            lines.append(energy_line(result["energy"], "frame"))
         lines.append(f"checkpoint: {result.get('checkpoint')}")
         return "\n".join(lines)
 

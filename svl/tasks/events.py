@@ -16,15 +16,16 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
+from svl.models import load_weights
+from svl.models.loading import polarity_from_colour
 from svl.tasks.base import ModelSection, register_task
-from svl.tasks.finetune import ClassificationTask, FinetuneConfig, FinetuneData, load_encoder_init
+from svl.tasks.finetune import ClassificationTask, FinetuneConfig, FinetuneData
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger
 
-__all__ = ["EventClassificationTask", "EventFinetuneConfig", "polarity_from_colour"]
+__all__ = ["EventClassificationTask", "EventFinetuneConfig"]
 
 log = get_logger(__name__)
 
@@ -59,26 +60,6 @@ class EventFinetuneConfig(FinetuneConfig):
     data: EventData = field(default_factory=EventData)
     train: TrainConfig = field(default_factory=_event_train)
     out_dir: str = "runs/finetune_nmnist"
-
-
-def polarity_from_colour(tensors: dict[str, Tensor], own: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Carry a 6-channel (xyz + rgb) checkpoint's input layers over to 4 channels (x, y, t, polarity).
-
-    The 3D pretraining fed a constant colour (0.4) in all three colour channels, so only their sum
-    ever mattered: the polarity channel gets the sum of the three colour columns (polarity 0.4 then
-    reproduces the pretrained response exactly) and x, y, t keep the xyz columns. Any tensor whose
-    shape differs from the model's only in a 6 -> 4 input-channel dim is converted this way.
-    """
-    out = dict(tensors)
-    for k, v in tensors.items():
-        mine = own.get(k)
-        if mine is None or mine.shape == v.shape or mine.dim() != v.dim():
-            continue
-        dims = [i for i, (a, b) in enumerate(zip(v.shape, mine.shape)) if a != b]
-        if len(dims) == 1 and v.shape[dims[0]] == 6 and mine.shape[dims[0]] == 4:
-            d = dims[0]
-            out[k] = torch.cat([v.narrow(d, 0, 3), v.narrow(d, 3, 3).sum(d, keepdim=True)], d).contiguous()
-    return out
 
 
 @register_task("event_classification")
@@ -123,9 +104,9 @@ class EventClassificationTask(ClassificationTask):
         return ds
 
     def load_init(self, enc: nn.Module, init: str) -> dict[str, Any]:
-        return load_encoder_init(
-            enc, init, self.cfg.model.name, self.model_cfg(), may_differ=("T", "in_channels", "voxel_size"),
-            adapt=polarity_from_colour,
+        return load_weights(
+            enc, init, self.cfg.model.name, part="encoder", model_cfg=self.model_cfg(),
+            may_differ=("T", "in_channels", "voxel_size"), adapt=polarity_from_colour, key="init",
         )  # fmt: skip
 
     def meta(self) -> dict[str, Any]:

@@ -12,48 +12,40 @@ confusion-matrix PNG and the energy per sample.
 
 from __future__ import annotations
 
-import copy
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from svl.tasks.base import (
-    ModelSection,
-    Subset,
-    Task,
-    TrainParts,
-    cap_per_class,
-    encode,
-    energy_per_sample,
-    register_task,
+from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
+from svl.data import build_dataset, collate_points
+from svl.data.splits import LabelView, SplitPolicy
+from svl.energy import energy_line, energy_per_sample
+from svl.eval.zeroshot import (
+    class_mean_accuracy,
+    confusion_matrix,
+    per_class_accuracy,
+    plot_confusion,
+    topk_accuracy,
 )
+from svl.models import Contract, create_model, load_weights, model_info
+from svl.models.heads import attach_head, head_affine, load_head, pooled_features, set_head
+from svl.models.loading import CLASSIFIER_KIND
+from svl.models.wrappers import Classifier, FeatureProbe
+from svl.tasks.base import SCRATCH, ModelSection, Task, TrainParts, encode, register_task
+from svl.train.bn import precise_bn
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
+from svl.vocab import display_name
 
-__all__ = [
-    "CLASSIFIER_KIND",
-    "Classifier",
-    "ClassificationTask",
-    "FinetuneConfig",
-    "LabelView",
-    "balanced_fraction",
-    "few_shot_episode",
-    "load_classifier",
-    "load_encoder_init",
-    "precise_bn",
-    "vote_probabilities",
-]
+__all__ = ["ClassificationTask", "FinetuneConfig", "vote_probabilities"]
 
 log = get_logger(__name__)
 
-CLASSIFIER_KIND = "svl-classifier"
 MODES = ("full", "linear_probe")
 
 
@@ -143,6 +135,7 @@ def _default_train() -> TrainConfig:
 
 @dataclass
 class FinetuneConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"model.init": "init"}  # one init key (was also model.init)
     task: str = "classification"
     model: ModelSection = field(default_factory=ModelSection)
     # "scratch", or an svl checkpoint whose encoder weights start the run (a new head).
@@ -158,153 +151,7 @@ class FinetuneConfig:
     energy: bool = True
 
 
-# ----------------------------------------------------------------------------- label subsets
-def balanced_fraction(labels: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A class-balanced share of `idx`: round(fraction * n_c) shapes of each class (at least one),
-    drawn by a permutation seeded by (seed, class), so a share is a subset of every larger share."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"data.label_fraction must be in (0, 1], got {fraction}")
-    if fraction == 1:
-        return np.sort(idx)
-    keep = []
-    for c in np.unique(labels[idx]):
-        cls = np.sort(idx[labels[idx] == c])
-        k = max(1, int(round(fraction * len(cls))))
-        keep.append(cls[np.random.default_rng([seed, int(c), 97]).permutation(len(cls))[:k]])
-    return np.sort(np.concatenate(keep))
-
-
-def stratified_holdout(
-    labels: np.ndarray, idx: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val): a seeded `fraction` of each class held out (one at least, when the class has two)."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"data.val_fraction must be in [0, 1), got {fraction}")
-    train, val = [], []
-    for c in np.unique(labels[idx]):
-        cls = np.sort(idx[labels[idx] == c])
-        perm = np.random.default_rng([seed, int(c), 31]).permutation(cls)
-        k = min(max(1, int(round(fraction * len(cls)))), len(cls) - 1)
-        val.append(perm[:k])
-        train.append(perm[k:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
-def cv_fold(
-    labels: np.ndarray, idx: np.ndarray, folds: int, fold: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) of stratified k-fold cross-validation: each class's shapes dealt round-robin
-    into `folds` folds in a seeded order, so every fold holds about 1/k of every class."""
-    if folds < 2 or not 0 <= fold < folds:
-        raise ValueError(f"data.cv_folds must be >= 2 and data.cv_fold in [0, {folds}), got {folds}, {fold}")
-    held = []
-    for c in np.unique(labels[idx]):
-        perm = np.random.default_rng([seed, int(c), 47]).permutation(np.sort(idx[labels[idx] == c]))
-        held.append(perm[fold::folds])
-    out = np.sort(np.concatenate(held))
-    return np.setdiff1d(idx, out), out
-
-
-def few_shot_episode(
-    train_labels: np.ndarray,
-    test_labels: np.ndarray,
-    ways: int,
-    shots: int,
-    queries: int,
-    episode: int,
-    seed: int = 0,
-    classes: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(class ids, support indices into train, query indices into test) of one N-way K-shot episode.
-
-    Deterministic in (seed, episode): `ways` classes drawn from `classes` (default: every training
-    class), `shots` training shapes and `queries` test shapes of each, both class-balanced.
-    """
-    pool = np.unique(train_labels) if classes is None else np.asarray(classes)
-    if not 2 <= ways <= len(pool):
-        raise ValueError(f"few_shot.ways must be in [2, {len(pool)}], got {ways}")
-    if shots < 1 or queries < 1:
-        raise ValueError(f"few_shot.shots and few_shot.queries must be >= 1, got {shots}, {queries}")
-    rng = np.random.default_rng([seed, episode, 5])
-    chosen = np.sort(rng.choice(pool, size=ways, replace=False))
-    support, query = [], []
-    for c in chosen:
-        tr, te = np.flatnonzero(train_labels == c), np.flatnonzero(test_labels == c)
-        if len(tr) < shots or len(te) < queries:
-            raise ValueError(
-                f"few-shot episode {episode}: class {int(c)} has {len(tr)} training / {len(te)} test shapes, "
-                f"fewer than shots={shots} / queries={queries}"
-            )
-        support.append(np.sort(rng.choice(tr, size=shots, replace=False)))
-        query.append(np.sort(rng.choice(te, size=queries, replace=False)))
-    return chosen, np.concatenate(support), np.concatenate(query)
-
-
-class LabelView(Subset):
-    """Shapes of a dataset with labels re-numbered through `lut` (a class subset or an episode)."""
-
-    def __init__(self, base: Any, indices: np.ndarray, lut: np.ndarray) -> None:
-        super().__init__(base, indices)
-        self.lut = np.asarray(lut, dtype=np.int64)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        s = super().__getitem__(i)
-        s["label"] = int(self.lut[int(s["label"])])
-        return s
-
-    def labels(self) -> np.ndarray:
-        return self.lut[super().labels()]
-
-
 # ----------------------------------------------------------------------------- models
-class Classifier(nn.Module):
-    """An encoder whose head emits K logits, trained with label-smoothed cross-entropy.
-
-    With `freeze_encoder` only the head trains and the encoder stays in eval mode (BatchNorm
-    statistics frozen too), which is what a linear probe means.
-    """
-
-    def __init__(
-        self, encoder: nn.Module, label_smoothing: float = 0.0, freeze_encoder: bool = False
-    ) -> None:
-        super().__init__()
-        if not 0 <= label_smoothing < 1:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.encoder, self.label_smoothing, self.frozen = encoder, float(label_smoothing), freeze_encoder
-        if freeze_encoder:
-            for name, p in encoder.named_parameters():
-                p.requires_grad_(name.startswith("head."))
-
-    def train(self, mode: bool = True) -> Classifier:
-        super().train(mode)
-        if self.frozen:
-            self.encoder.eval()
-        return self
-
-    def forward(self, batch: Any) -> dict[str, Tensor]:
-        logits = self.encoder(batch).float()
-        labels = batch["labels"] if isinstance(batch, dict) else batch.labels
-        if labels is None:
-            raise ValueError("fine-tuning needs labelled batches (batch.labels is None)")
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        acc = (logits.argmax(1) == labels).float().mean()
-        return {"loss": loss, "acc": acc.detach()}
-
-
-class FeatureProbe(nn.Module):
-    """Linear probe on cached pooled encoder features: a (C -> K) layer with the same loss."""
-
-    def __init__(self, dim: int, k: int, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.linear = nn.Linear(dim, k)
-        self.label_smoothing = float(label_smoothing)
-
-    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        logits = self.linear(batch["feats"].float())
-        loss = F.cross_entropy(logits, batch["labels"], label_smoothing=self.label_smoothing)
-        return {"loss": loss, "acc": (logits.argmax(1) == batch["labels"]).float().mean().detach()}
-
-
 class _FeatureSet:
     def __init__(self, feats: Tensor, labels: np.ndarray) -> None:
         self.feats, self.y = feats, torch.as_tensor(labels, dtype=torch.long)
@@ -320,113 +167,14 @@ def _stack(items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
     return {"feats": torch.stack([f for f, _ in items]), "labels": torch.stack([y for _, y in items])}
 
 
-def pooled_features(encoder: nn.Module) -> nn.Module:
-    """A copy of `encoder` whose head is the identity: it returns the pooled features the head reads
-    (the head is linear and only pooled after, so head(pooled) = pooled head outputs)."""
-    from svl.models.heads import _rebuilt_head, head_affine
-
-    enc = copy.deepcopy(encoder).eval()
-    a, _, layout = head_affine(enc.head)
-    enc.head = _rebuilt_head(enc.head, torch.eye(a.shape[0], dtype=a.dtype), None, layout)
-    return enc
-
-
-def set_head(encoder: nn.Module, weight: Tensor, bias: Tensor | None) -> nn.Module:
-    """Replace the encoder's head by the linear map `weight` (K, C) + `bias` (K,), in its own layout,
-    trainable (a folded zero-shot head is rebuilt frozen; a fine-tune starting from it must train it)."""
-    from svl.models.heads import _rebuilt_head, head_affine
-
-    _, _, layout = head_affine(encoder.head)
-    bias = None if bias is None else bias.detach()
-    encoder.head = _rebuilt_head(encoder.head, weight.detach().T.contiguous(), bias, layout)
-    encoder.head.requires_grad_(True)
-    encoder.out_dim = int(weight.shape[0])
-    return encoder
-
-
-@torch.no_grad()
-def precise_bn(
-    model: nn.Module, dataset: Any, batch_size: int, batches: int, collate: Any = None
-) -> nn.Module:
-    """Replace every BatchNorm's running statistics by their plain average over `batches` training
-    batches (the model's weights are untouched); returns the model in eval mode."""
-    from svl.data import collate_points
-
-    collate = collate or collate_points
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return model.eval()
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
-    model.train()
-    device = next(model.parameters()).device
-    order = np.random.default_rng(len(dataset)).permutation(len(dataset))
-    for b in range(min(batches, max(1, len(dataset) // batch_size))):
-        idx = order[b * batch_size : (b + 1) * batch_size]
-        model(collate([dataset[int(i)] for i in idx]).to(device))
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
-    return model.eval()
-
-
 def vote_probabilities(logits: list[Tensor] | Tensor) -> Tensor:
     """Test-time voting: softmax probabilities averaged over the passes ((V, N, K) -> (N, K))."""
     stacked = torch.stack(list(logits)) if not isinstance(logits, Tensor) else logits
     return stacked.float().softmax(-1).mean(0)
 
 
-# ----------------------------------------------------------------------------- init checkpoints
-_CONTRACT_KEYS = ("T", "D", "voxel_size", "in_channels", "channels", "stem_channels", "depth")
-
-
-def load_encoder_init(
-    encoder: nn.Module,
-    path: str | os.PathLike[str],
-    arch: str,
-    model_cfg: dict[str, Any],
-    may_differ: tuple[str, ...] = (),
-    adapt: Any = None,
-) -> dict[str, Any]:
-    """Load an svl checkpoint's encoder weights into `encoder`, all but its head; returns the meta.
-
-    A checkpoint of another architecture, or one trained with other input settings (T, D, voxel
-    size, channels), is refused with both values named, except the settings in `may_differ` (a task
-    that knows the weights carry over, e.g. T for event bins); `adapt` goes to `load_weights`.
-    """
-    from svl.checkpoint import read_checkpoint_meta
-    from svl.models._registry import load_weights
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"init: checkpoint {p} does not exist")
-    meta = read_checkpoint_meta(p)
-    held = meta.get("model")
-    if held is not None and held != arch:
-        raise ValueError(
-            f"init: {p} holds a {held!r} encoder but model.name is {arch!r}; set model.name={held} "
-            "or give a checkpoint of that architecture"
-        )
-    saved = meta.get("model_cfg") or {}
-    diffs = [
-        f"{k}: checkpoint {saved[k]!r} vs config {model_cfg[k]!r}"
-        for k in _CONTRACT_KEYS
-        if k in saved and k in model_cfg and saved[k] != model_cfg[k] and k not in may_differ
-    ]
-    if diffs:
-        raise ValueError(
-            f"init: {p} was trained with other input settings than model.* ({'; '.join(diffs)}); "
-            "set them to the checkpoint's values"
-        )
-    load_weights(encoder, p, arch, keep=("head.",), adapt=adapt)  # the new K-way head stays
-    return meta
-
-
 def _head_rows(head_names: list[str], classes: list[str], where: str) -> list[int]:
     """Rows of a head's classes in the dataset's class order (names compared as displayed)."""
-    from svl.vocab import display_name
-
     key = {display_name(n).lower(): i for i, n in enumerate(head_names)}
     missing = [c for c in classes if display_name(c).lower() not in key]
     if missing:
@@ -436,35 +184,17 @@ def _head_rows(head_names: list[str], classes: list[str], where: str) -> list[in
     return [key[display_name(c).lower()] for c in classes]
 
 
-def load_classifier(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """A fine-tuned classifier checkpoint: (encoder with its K-way head, class names, meta)."""
-    from svl.checkpoint import read_checkpoint_meta
-    from svl.models import create_model
-
-    p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    meta = read_checkpoint_meta(p)
-    if meta.get("kind") != CLASSIFIER_KIND or not meta.get("class_names"):
-        raise ValueError(
-            f"{p}: not a fine-tuned classifier (kind {meta.get('kind')!r}); a pretraining checkpoint "
-            "needs a Rep-VLI head file (--head, built with `svl build-head`)"
-        )
-    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
-
-
 # ----------------------------------------------------------------------------- the task
 @register_task("classification")
 class ClassificationTask(Task):
     """Fine-tuning for shape classification; see the module docstring."""
 
     Config = FinetuneConfig
+    energy_unit: ClassVar[str] = "sample"  # "energy per <unit>" in the result table
 
     @staticmethod
     def collate(samples: list[Any]) -> Any:
         """How samples become a batch (point clouds here; the image tasks batch images)."""
-        from svl.data import collate_points
-
         return collate_points(samples)
 
     def __init__(self, cfg: FinetuneConfig) -> None:
@@ -492,46 +222,24 @@ class ClassificationTask(Task):
             self._labels(self.train_plain, d.train_split, classes),
             self._labels(self.test_plain, d.test_split, classes),
         )
-        rows = np.arange(len(classes))
-        if d.classes:
-            unknown = [c for c in d.classes if c not in classes]
-            if unknown:
-                raise ValueError(f"data.classes: {unknown} are not classes of {d.dataset} ({classes[:8]}...)")
-            rows = np.array([classes.index(c) for c in d.classes])
-        train_idx = np.flatnonzero(np.isin(y_tr, rows))
-        test_idx = np.flatnonzero(np.isin(y_te, rows))
-        fs = d.few_shot
-        if fs.ways:
-            rows, train_idx, test_idx = few_shot_episode(
-                y_tr, y_te, fs.ways, fs.shots, fs.queries, fs.episode, fs.seed, classes=rows
-            )
-        else:
-            train_idx = balanced_fraction(y_tr, train_idx, d.label_fraction, d.label_seed)
+        policy = SplitPolicy(
+            classes=list(d.classes), label_fraction=d.label_fraction, label_seed=d.label_seed,
+            ways=d.few_shot.ways, shots=d.few_shot.shots, queries=d.few_shot.queries,
+            episode=d.few_shot.episode, episode_seed=d.few_shot.seed, cv_folds=d.cv_folds, cv_fold=d.cv_fold,
+            val_fraction=d.val_fraction, train_per_class=d.train_per_class, test_per_class=d.test_per_class,
+        )  # fmt: skip
+        sp = policy.apply(y_tr, y_te, classes, d.dataset)
         self.eval_split = d.test_split
-        if d.cv_folds:
-            if fs.ways:
-                raise ValueError("data.cv_folds and data.few_shot are exclusive")
-            train_idx, test_idx = cv_fold(y_tr, train_idx, d.cv_folds, d.cv_fold, d.label_seed)
-            self.test_plain, y_te, self.eval_split = self.train_plain, y_tr, d.train_split
-        self.val_idx = None
-        if d.val_fraction:
-            train_idx, self.val_idx = stratified_holdout(y_tr, train_idx, d.val_fraction, d.label_seed)
-        train_idx = cap_per_class(train_idx, y_tr, d.train_per_class)
-        test_idx = cap_per_class(test_idx, y_te, d.test_per_class)
-        lut = np.full(len(classes), -1, dtype=np.int64)
-        lut[rows] = np.arange(len(rows))
-        self.classes = [classes[r] for r in rows]
-        self.train_set = LabelView(self.train_aug, train_idx, lut)
-        self.train_eval = LabelView(self.train_plain, train_idx, lut)
-        self.val_set = None if self.val_idx is None else LabelView(self.train_plain, self.val_idx, lut)
-        self.test_set = LabelView(self.test_plain, test_idx, lut)
-        self.lut = lut
+        if sp.test_from_train:  # cross-validation: the held-out fold comes from the training split
+            self.test_plain, self.eval_split = self.train_plain, d.train_split
+        self.val_idx = sp.val
+        self.classes, self.lut = sp.classes, sp.lut
+        self.train_set = LabelView(self.train_aug, sp.train, sp.lut)
+        self.train_eval = LabelView(self.train_plain, sp.train, sp.lut)
+        self.val_set = None if sp.val is None else LabelView(self.train_plain, sp.val, sp.lut)
+        self.test_set = LabelView(self.test_plain, sp.test, sp.lut)
         self.color = "none" if self.train_plain[0].get("rgb") is None else "rgb01"
-        what = (
-            f"{fs.ways}-way {fs.shots}-shot episode {fs.episode}"
-            if fs.ways
-            else f"{d.label_fraction:.0%} of labels"
-        )
+        train_idx, test_idx, what = sp.train, sp.test, sp.description
         log.info(
             "classification on %s: %d classes, %d training shapes (%s), %d validation, %d test",
             d.dataset, len(self.classes), len(train_idx),
@@ -542,8 +250,6 @@ class ClassificationTask(Task):
     def build_split(self, split: str, kind: str) -> Any:
         """A dataset split as training ("train": augmented), evaluation ("plain") or voting ("vote")
         data; the one place a subclass changes how its data is read."""
-        from svl.data import build_dataset
-
         d, n = self.cfg.data, self.cfg.data.num_points
         kw = {"root": d.root, "seed": self.cfg.train.seed, **dict(d.options)}
         if kind == "train" and d.augment:
@@ -571,10 +277,8 @@ class ClassificationTask(Task):
 
     def build_encoder(self) -> nn.Module:
         """The encoder with a K-way head: scratch, init weights, and optionally the Rep-VLI head."""
-        from svl.models import create_model
-
         cfg, m = self.cfg, self.cfg.model
-        init = cfg.init if cfg.init not in ("", "scratch", None) else m.init
+        init = cfg.init if cfg.init not in SCRATCH else None
         enc = create_model(m.name, **self.model_cfg())
         self.init_meta: dict[str, Any] = {}
         if init:
@@ -589,7 +293,8 @@ class ClassificationTask(Task):
         return enc
 
     def load_init(self, enc: nn.Module, init: str) -> dict[str, Any]:
-        return load_encoder_init(enc, init, self.cfg.model.name, self.model_cfg())
+        """An svl checkpoint's encoder, all but its head (the run's K-way head starts new)."""
+        return load_weights(enc, init, self.cfg.model.name, part="encoder", model_cfg=self.model_cfg(), key="init")
 
     def _check_color(self, init: str) -> None:
         held = (self.init_meta.get("contract") or {}).get("color")
@@ -601,8 +306,6 @@ class ClassificationTask(Task):
             )
 
     def _attach_rep_vli(self, enc: nn.Module, head: str, init: str) -> None:
-        from svl.models.heads import attach_head, head_affine, load_head
-
         tensors, meta = load_head(head)
         attach_head(enc, (tensors, meta), checkpoint=init)  # built for `init`, same layout and channels
         rows = _head_rows(list(meta["class_names"]), self.classes, head)
@@ -631,8 +334,6 @@ class ClassificationTask(Task):
             self.feats["val"] = encode(feat, self.val_set, bs, "probe features (val)", self.collate)
         self.probe = FeatureProbe(self.feats["train"].shape[1], len(self.classes), self.cfg.label_smoothing)
         if self.cfg.head:  # start the probe at the zero-shot head
-            from svl.models.heads import head_affine
-
             a, b, _ = head_affine(self.encoder.head)
             with torch.no_grad():
                 self.probe.linear.weight.copy_(a.T)
@@ -647,12 +348,10 @@ class ClassificationTask(Task):
             precise_bn(self.encoder, self.train_set, tr.batch_size, e.precise_bn, self.collate)
 
     def meta(self) -> dict[str, Any]:
-        from svl.models import Contract
-
         m, d = self.cfg.model, self.cfg.data
         contract = Contract(
             gravity_axis="z", color=self.color,
-            num_points=d.num_points, voxel_size=m.voxel_size if m.name.startswith("e3dsnn") else None,
+            num_points=d.num_points, voxel_size=m.voxel_size if model_info(m.name).voxel else None,
             T=m.T, D=m.D, teacher=None, embed_dim=len(self.classes), normals=False,
         )  # fmt: skip
         return {
@@ -685,8 +384,6 @@ class ClassificationTask(Task):
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Validation accuracy (selects checkpoints), and test accuracy as `test/oa` when monitored."""
-        from svl.eval.zeroshot import class_mean_accuracy
-
         out: dict[str, float] = {}
         K = len(self.classes)
         if self.val_set is not None:
@@ -702,8 +399,6 @@ class ClassificationTask(Task):
     # -- final evaluation ----------------------------------------------------------------------
     def final_encoder(self, summary: dict[str, Any]) -> tuple[nn.Module, str]:
         """The selected (or last) weights as one classifier encoder, and the file they came from."""
-        from svl.checkpoint import load_checkpoint, load_state_into
-
         path = summary.get("best_path") or summary["last"]
         tensors, _ = load_checkpoint(path)
         if self.cfg.mode == "full":
@@ -731,9 +426,6 @@ class ClassificationTask(Task):
         return vote_probabilities(passes)
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
-        from svl.checkpoint import save_checkpoint
-        from svl.eval.zeroshot import confusion_matrix, per_class_accuracy, plot_confusion, topk_accuracy
-
         encoder, path = self.final_encoder(summary)
         final = self.out / "final.safetensors"
         state = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
@@ -791,10 +483,6 @@ class ClassificationTask(Task):
             f"n={result['n_test']} (votes {result.get('votes', 1)})",
         ]
         if "energy" in result:
-            e = result["energy"]
-            lines.append(
-                f"energy per sample: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
-                f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f}; {e.get('unit', 'flops')})"
-            )
+            lines.append(energy_line(result["energy"], self.energy_unit))
         lines.append(f"checkpoint: {result.get('checkpoint')}   confusion: {result.get('confusion_png')}")
         return "\n".join(lines)

@@ -12,22 +12,15 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svl.tasks.base import (
-    ModelSection,
-    Subset,
-    Task,
-    TrainParts,
-    cap_per_class,
-    encode,
-    energy_per_sample,
-    register_task,
-)
+from svl.data.splits import Subset, cap_per_class
+from svl.energy import energy_line, energy_per_sample
+from svl.tasks.base import TASKS, ModelSection, Task, TrainParts, encode, register_task
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
 
@@ -130,6 +123,7 @@ def _default_train() -> TrainConfig:
 
 @dataclass
 class PretrainConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"model.init": "init"}  # one init key (was also model.init)
     task: str = "pretrain"
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -137,6 +131,7 @@ class PretrainConfig:
     loss: LossSection = field(default_factory=LossSection)
     train: TrainConfig = field(default_factory=_default_train)
     out_dir: str = "runs/zsl_modelnet40"
+    init: str = "scratch"  # or an svl checkpoint of the same encoder: every weight starts from it
     seed: int = 0
     evaluate_test: bool = True
     energy: bool = True
@@ -205,14 +200,13 @@ class PretrainTask(Task):
 
     Config = PretrainConfig
 
-    def __new__(cls, cfg: PretrainConfig) -> PretrainTask:
+    @classmethod
+    def recipe(cls, cfg: PretrainConfig) -> type[Task]:
         """The embedded zero-shot protocol on `modelnet40_zsl`; any other dataset is aligned
-        pretraining on its (cloud, text, image) pairs (svl/tasks/align.py)."""
+        pretraining on its (cloud, text, image) pairs (task "pretrain_aligned", svl/tasks/align.py)."""
         if cls is PretrainTask and cfg.data.dataset != "modelnet40_zsl":
-            from svl.tasks.base import TASKS
-
-            return super().__new__(TASKS.get("pretrain_aligned"))  # registered by svl/tasks/align.py
-        return super().__new__(cls)
+            return TASKS.get("pretrain_aligned")
+        return cls
 
     # -- data ----------------------------------------------------------------------------------
     def __init__(self, cfg: PretrainConfig) -> None:
@@ -304,7 +298,7 @@ class PretrainTask(Task):
                 f"got model.out_dim={self.cfg.model.out_dim}"
             )
         model = TripleAlignment(
-            self.cfg.model.build(),
+            self.cfg.model.build(self.cfg.init),
             text_dim=text_dim,
             image_dim=self.image_dim,
             logit_scale_init=lc.logit_scale_init,
@@ -540,12 +534,7 @@ def format_results(result: dict[str, Any]) -> str:
             f"{100 * g1['seen']:>16.2f}{100 * g1['unseen']:>8.2f}{100 * g1['H']:>7.2f}{r['gamma']:>8.3f}"
         )
     if "energy" in result:
-        e = result["energy"]
-        lines += [
-            "",
-            f"energy per cloud: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
-            f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f}; both in {e.get('unit', 'flops')})",
-        ]
+        lines += ["", energy_line(result["energy"], "cloud")]
     if "names" in result:
         agree = 100 * result["names"]["folded_vs_cosine_agreement"]
         lines.append(f"folded Rep-VLI head vs cosine argmax agreement: {agree:.2f}%")

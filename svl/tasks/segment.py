@@ -11,25 +11,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from svl.tasks.base import ModelSection, TrainParts, energy_per_sample, register_task
-from svl.tasks.dense import DenseTask, load_task_checkpoint
+from svl.data import build_dataset, collate_points
+from svl.energy import energy_line, energy_per_sample
+from svl.eval.segmentation import part_miou, segmentation_metrics
+from svl.models.loading import SEGMENTER_KIND
+from svl.models.wrappers import IGNORE, Segmenter
+from svl.tasks.base import ModelSection, TrainParts, register_task
+from svl.tasks.dense import DenseTask, SceneData
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, progress, seed_everything
 
-__all__ = ["SEGMENTER_KIND", "SegmentationConfig", "SegmentationTask", "Segmenter", "load_segmenter"]
+__all__ = ["SegmentationConfig", "SegmentationTask"]
 
 log = get_logger(__name__)
 
-SEGMENTER_KIND = "svl-segmenter"
-IGNORE = -1
 
 
 def _seg_model() -> ModelSection:
@@ -46,18 +47,7 @@ def _seg_augment() -> list[Any]:
 
 
 @dataclass
-class SegData:
-    dataset: str = "modelnet40_scenes"
-    root: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    num_points: int = 8192
-    train_split: str = "train"
-    test_split: str = "test"
-    train_limit: int | None = None  # first N training scenes (quick runs)
-    test_limit: int | None = None
-    # training transforms before the cap to num_points, e.g. [{name: voxel_sample, voxel_size: 0.05},
-    # {name: sphere_crop, max_points: 40000}] for dense LiDAR or room scans
-    presample: list[Any] = field(default_factory=list)
+class SegData(SceneData):
     augment: list[Any] = field(default_factory=_seg_augment)
 
 
@@ -80,6 +70,7 @@ def _seg_train() -> TrainConfig:
 
 @dataclass
 class SegmentationConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"model.init": "init"}  # one init key (was also model.init)
     task: str = "segmentation"
     model: ModelSection = field(default_factory=_seg_model)
     init: str = "scratch"  # or an svl checkpoint whose E-3DSNN encoder starts the U-Net's encoder
@@ -90,35 +81,9 @@ class SegmentationConfig:
     energy: bool = True
 
 
-class Segmenter(nn.Module):
-    """A U-Net whose forward gives (B, N, K) logits, trained with per-point cross-entropy."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, batch: Any) -> dict[str, Tensor]:
-        logits = self.net(batch).float()
-        y = batch.extras.get("segment")
-        if y is None:
-            raise ValueError("segmentation needs per-point labels (sample key 'segment')")
-        y = y.long()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
-        keep = y != IGNORE
-        acc = (logits.argmax(-1)[keep] == y[keep]).float().mean() if keep.any() else logits.new_zeros(())
-        return {"loss": loss, "acc": acc.detach()}
-
-
-def load_segmenter(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """(U-Net, class names, meta) of a `svl finetune task=segmentation` checkpoint."""
-    return load_task_checkpoint(checkpoint, SEGMENTER_KIND, "segmentation")
-
-
 @torch.no_grad()
 def predict_points(net: nn.Module, dataset: Any, batch_size: int, desc: str = "segment") -> tuple[list, list]:
     """Per-scene (labels, predictions) arrays of `net` over `dataset`, in order."""
-    from svl.data import collate_points
-
     net.eval()
     ys, ps = [], []
     idx = list(range(len(dataset)))
@@ -138,8 +103,6 @@ class SegmentationTask(DenseTask):
     Config = SegmentationConfig
 
     def __init__(self, cfg: SegmentationConfig) -> None:
-        from svl.data import build_dataset
-
         super().__init__(cfg)
         seed_everything(cfg.train.seed)
         d = cfg.data
@@ -174,8 +137,6 @@ class SegmentationTask(DenseTask):
         return cfg
 
     def setup(self) -> TrainParts:
-        from svl.data import collate_points
-
         self.net = self.build_net()
         self.model = Segmenter(self.net)
         return TrainParts(self.model, self.train_set, collate_points, self.meta())
@@ -191,16 +152,12 @@ class SegmentationTask(DenseTask):
         }
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        from svl.eval.segmentation import segmentation_metrics
-
         self.precise_bn()
         ys, ps = predict_points(model.net, self.test_set, self.cfg.eval.batch_size, desc="test")
         m = segmentation_metrics(np.concatenate(ys), np.concatenate(ps), self.classes, ignore_index=IGNORE)
         return {"test/miou": m["miou"], "test/oa": m["oa"]}
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
-        from svl.eval.segmentation import part_miou, segmentation_metrics
-
         final = self.restore_best(summary)
         t0 = time.perf_counter()
         ys, ps = predict_points(self.net, self.test_set, self.cfg.eval.batch_size, desc="test")
@@ -240,8 +197,6 @@ class SegmentationTask(DenseTask):
             lines.append(f"ShapeNetPart instance mIoU {100 * sp['instance_miou']:.2f}   "
                          f"class mIoU {100 * sp['class_miou']:.2f}")  # fmt: skip
         if "energy" in result:
-            e = result["energy"]
-            lines.append(f"energy per scene: SNN {e['energy_snn_mj']:.4f} mJ vs ANN-equivalent "
-                         f"{e['energy_ann_mj']:.4f} mJ (ratio {e['ratio']:.3f})")  # fmt: skip
+            lines.append(energy_line(result["energy"], "scene"))
         lines.append(f"checkpoint: {result.get('checkpoint')}")
         return "\n".join(lines)
