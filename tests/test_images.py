@@ -172,7 +172,7 @@ def test_modelnet40_views_render_and_cache(
     path = shared_data / "modelnet40" / "modelnet40_pcd1024_test.npz"
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    import svl.teachers.render as render
+    import svl.data.render as render
 
     calls = []
     real = render.render_views

@@ -6,7 +6,7 @@ needs them. Where things live: readers/ (`load_points`, one module per format be
 base.py (dataset registry, `build_dataset`), datasets.py and events.py (the datasets),
 detection.py (KITTI objects, ground-truth databases), transforms.py, prepare.py
 (`prepare`: a loaded cloud made to look like a checkpoint's training data), batch.py
-(`PointBatch`, `collate_points`, `MISSING_COLOR`), axes.py (up-axis rotations).
+(`PointBatch`, `collate_points`), axes.py (up-axis rotations).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ _EXPORTS = {
     "PointBatch": "svl.data.batch",
     "collate_points": "svl.data.batch",
     "Collate": "svl.data.batch",
-    "MISSING_COLOR": "svl.data.batch",
+    "MISSING_COLOR": "svl.conventions",
     "DATASETS": "svl.data.base",
     "PointDataset": "svl.data.base",
     "build_dataset": "svl.data.base",

@@ -16,7 +16,7 @@ Datasets:
   searched recursively inside each class folder). When ``root/<split>`` does not exist, ``split`` is
   ``"train"`` and ``root`` itself holds class folders with images, ``root`` is the train split.
 - ``modelnet40_views``: RGB views of the shared ModelNet40 clouds rendered by
-  `svl.teachers.render.render_views`, cached as uint8 under the svl cache.
+  `svl.data.render.render_views`, cached as uint8 under the svl cache.
 
 Augmentations are callables ``t(image (C, H, W), g: torch.Generator) -> image`` built by
 `build_image_transforms` from names or ``{"name": ..., **kwargs}`` dicts, like
@@ -929,7 +929,7 @@ def render_modelnet40_views(
     desc: str = "rendering views",
 ) -> np.ndarray:
     """(S, N, 3) z-up clouds -> (S, V, size, size, 3) uint8 views, rendered `chunk` shapes at a time."""
-    from svl.teachers.render import render_views
+    from svl.data.render import render_views
     from svl.utils import progress
 
     out = np.empty((len(points), views, size, size, 3), np.uint8)
@@ -963,7 +963,7 @@ def _build_modelnet40_views(
     shapes of each class (quick runs). The uint8 views are cached under the svl cache
     (``modelnet40_views/``) keyed by every setting; device: where to render (default cpu).
     """
-    from svl.teachers.render import COLOR_MODES
+    from svl.data.render import COLOR_MODES
     from svl.utils import cached_arrays
 
     if split not in ("train", "test"):

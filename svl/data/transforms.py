@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from svl.boxes import bev_overlap, points_in_boxes, wrap_angle
+from svl.conventions import MISSING_COLOR
 from svl.data.axes import rotate_up_to_z
-from svl.data.batch import MISSING_COLOR
 from svl.registry import Registry
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from svl.data.batch import MISSING_COLOR
+from svl.conventions import MISSING_COLOR
 from svl.energy.meter import CONVENTIONS, UNITS, measure_energy
 from svl.energy.report import EnergyReport, EnergyTable, merge_reports
 
