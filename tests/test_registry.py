@@ -95,3 +95,60 @@ def test_model_registry_takes_plugins_from_the_svl_models_group(tmp_path: Path, 
     finally:
         MODELS.unregister("plugin_pointnet")
         sys.modules.pop("svl_test_plugin", None)
+
+
+def test_build_takes_a_name_or_a_spec_dict() -> None:
+    """One `{"name": ..., **kw}` parser for every registry (transforms and image transforms use it)."""
+    reg: Registry = Registry("widget")
+
+    @reg.register("box")
+    def box(size: int = 1, colour: str = "red") -> dict:
+        return {"size": size, "colour": colour}
+
+    assert reg.build("box") == {"size": 1, "colour": "red"}
+    spec = {"name": "box", "size": 3}
+    assert reg.build(spec, colour="blue") == {"size": 3, "colour": "blue"}
+    assert reg.build(spec, size=9) == {"size": 3, "colour": "red"}  # the spec wins over defaults
+    assert spec == {"name": "box", "size": 3}  # the spec is not consumed
+    with pytest.raises(ValueError, match=r"unknown widget 'bx'; did you mean 'box'\?.*registered: box"):
+        reg.build({"name": "bx"})
+    with pytest.raises(ValueError, match=r"widget spec needs a 'name' key, got \{'size': 3\}"):
+        reg.build({"size": 3})
+    with pytest.raises(ValueError, match=r"widget spec must be a name or a dict with 'name', got 3"):
+        reg.build(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"widget 'box': bad arguments \{'sise': 3\}"):
+        reg.build({"name": "box", "sise": 3})
+
+
+def test_entries_carry_declared_or_default_metadata() -> None:
+    """What an entry declares at registration is read back; undeclared entries get `default_meta` once."""
+    seen = []
+
+    def describe(obj) -> dict:
+        seen.append(obj)
+        return {"doc": obj.__doc__}
+
+    reg: Registry = Registry("widget", default_meta=describe)
+
+    def fast():
+        """quick"""
+
+    def slow():
+        """careful"""
+
+    reg.register("fast", fast, meta={"speed": 9})
+    reg.register("slow", slow)
+    assert dict(reg.meta("fast")) == {"speed": 9} and dict(reg.meta("slow")) == {"doc": "careful"}
+    assert seen == [slow]  # computed at registration, for the undeclared entry only
+    reg.meta("slow")
+    assert seen == [slow]
+    with pytest.raises(TypeError):
+        reg.meta("fast")["speed"] = 1  # type: ignore[index]  (read-only)
+    with pytest.raises(ValueError, match=r"unknown widget 'fats'; did you mean 'fast'"):
+        reg.meta("fats")
+    reg.unregister("fast")
+    assert "fast" not in reg
+    plain: Registry = Registry("plain")
+    plain.register("x", 1)
+    assert dict(plain.meta("x")) == {}
+
