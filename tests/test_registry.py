@@ -152,3 +152,43 @@ def test_entries_carry_declared_or_default_metadata() -> None:
     plain.register("x", 1)
     assert dict(plain.meta("x")) == {}
 
+
+def test_an_undeclared_dataset_plugin_takes_what_its_signature_says(tmp_path: Path, monkeypatch) -> None:
+    """A dataset registered through the entry point, declaring nothing, keeps working as before."""
+    import numpy as np
+
+    from svl.data import DATASETS, build_dataset, dataset_takes
+
+    _install_plugin(
+        tmp_path,
+        "svl.datasets",
+        "plugin_cubes = svl_test_plugin:build",
+        """
+        import numpy as np
+        from svl.data import PointDataset
+
+        class Cubes(PointDataset):
+            def __init__(self, split, transforms, seed, num_points):
+                super().__init__(split, ["cube"], transforms, seed)
+                self.num_points = num_points
+
+            def __len__(self):
+                return 2
+
+            def _load(self, i):
+                return {"xyz": np.full((self.num_points, 3), float(i), np.float32), "label": 0}
+
+        def build(split, root, transforms, seed, num_points=100):
+            return Cubes(split, transforms, seed, num_points)
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(DATASETS, "_plugins_loaded", False)
+    try:
+        assert dataset_takes("plugin_cubes", "num_points") and not dataset_takes("plugin_cubes", "encoding")
+        ds = build_dataset("plugin_cubes", "test", num_points=7)  # handed to the dataset, no fps added
+        assert ds.num_points == 7 and len(ds.transforms.transforms) == 0
+        assert np.array_equal(ds[1]["xyz"], np.ones((7, 3), np.float32))
+    finally:
+        DATASETS.unregister("plugin_cubes")
+        sys.modules.pop("svl_test_plugin", None)

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from svl.data.images import IMAGE_SUFFIXES, list_image_files
+from svl.data.images.io import IMAGE_SUFFIXES, list_image_files
 
 __all__ = [
     "IMAGE_SUFFIXES",
