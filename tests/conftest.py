@@ -152,7 +152,8 @@ def _point_batch(
     **extras: torch.Tensor,
 ) -> Any:
     """A PointBatch around given (B, N, 3) clouds; feats default to xyz + the missing-colour constant."""
-    from svl.data.batch import MISSING_COLOR, PointBatch
+    from svl.conventions import MISSING_COLOR
+    from svl.data.batch import PointBatch
 
     if feats is None:
         feats = torch.cat([xyz, torch.full_like(xyz, MISSING_COLOR)], -1)

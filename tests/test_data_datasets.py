@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from svl.data import build_dataset
+from svl.data import build_dataset, list_datasets
 from svl.vocab import MODELNET10_CLASSES, display_name, load_class_names
 
 
@@ -167,6 +167,54 @@ def test_dataset_registry(tmp_path):
         DATASETS.unregister("tiny_test_set")
 
 
+def test_dataset_abilities_are_declared_at_registration():
+    """Callers ask the registry what a dataset takes; every built-in's declaration matches its builder."""
+    import inspect
+
+    from svl.data import DATASET_OPTIONS, DATASETS, dataset_abilities, dataset_takes, register_dataset
+
+    for name in list_datasets():
+        params = inspect.signature(DATASETS.get(name)).parameters
+        assert dataset_abilities(name)["takes"] == tuple(k for k in DATASET_OPTIONS if k in params), name
+    assert dataset_takes("nmnist", "encoding") and dataset_takes("modelnet40_dvs", "T")
+    assert dataset_takes("shapenetpart", "num_points") and dataset_takes("folder", "num_points")
+    assert not dataset_takes("modelnet40", "num_points") and not dataset_takes("modelnet40", "encoding")
+    with pytest.raises(ValueError, match="'encodings' is not a build option"):
+        dataset_takes("nmnist", "encodings")
+    with pytest.raises(ValueError, match="unknown dataset 'nmnsit'"):
+        dataset_takes("nmnsit", "encoding")
+    with pytest.raises(ValueError, match=r"takes= names unknown option\(s\) \['num_point'\]"):
+        register_dataset("_bad_declaration", takes=("num_point",))
+
+    @register_dataset("_declared", takes=())  # the declaration wins over the signature
+    def _declared(split, root, transforms, seed, num_points=5):
+        return build_dataset("modelnet40", split, root=root, transforms=transforms, seed=seed)
+
+    try:
+        ds = build_dataset("_declared", "test", num_points=32)
+        assert ds[0]["xyz"].shape == (32, 3)  # resampled by the default fps, not by the builder
+    finally:
+        DATASETS.unregister("_declared")
+
+
+def test_points_events_and_images_share_one_seeded_base():
+    """One base holds split, classes, seed, epoch and the per-sample streams of every dataset kind."""
+    from svl.data import PointDataset, SeededDataset
+    from svl.data.events import EventDataset
+    from svl.data.images import ImageDataset
+
+    assert all(issubclass(c, SeededDataset) for c in (PointDataset, EventDataset, ImageDataset))
+    ds = build_dataset("modelnet40", "train", num_points=64, augment=True, seed=3)
+    ds.set_epoch(2)
+    assert ds.sample_rng(5).random() == np.random.default_rng([3, 2, 5]).random()
+    assert ds.sample_rng(5, 1).random() == np.random.default_rng([3, 2, 5, 1]).random()
+    again = build_dataset("modelnet40", "train", num_points=64, augment=True, seed=3)
+    again.set_epoch(2)
+    assert np.array_equal(ds[5]["xyz"], again[5]["xyz"])
+    again.set_epoch(3)
+    assert not np.array_equal(ds[5]["xyz"], again[5]["xyz"])
+
+
 def test_import_svl_data_is_cheap(run_python):
     """`import svl.data` registers every dataset yet loads neither torch, h5py, trimesh nor svl.models."""
     code = (
@@ -202,7 +250,7 @@ def _full_openshape_shape(path, rng, dim=8):
 
 
 def test_openshape_targets_are_drawn_as_the_official_trainer_draws_them(tmp_path):
-    from svl.data.datasets import load_openshape_shape
+    from svl.data.openshape import load_openshape_shape
 
     d = _full_openshape_shape(tmp_path / "s.npy", np.random.default_rng(0))
     texts, thumbs = [], 0
@@ -278,7 +326,7 @@ def test_openshape_gpt_filter_and_sources_from_the_split(tmp_path):
     ],
 )
 def test_openshape_bad_features_name_the_file_and_key(tmp_path, change, message):
-    from svl.data.datasets import load_openshape_shape
+    from svl.data.openshape import load_openshape_shape
 
     d = _full_openshape_shape(tmp_path / "ok.npy", np.random.default_rng(2))
     change(d)

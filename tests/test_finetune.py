@@ -231,8 +231,7 @@ def test_class_folder_dataset_fine_tunes_end_to_end(tmp_path, shared_data) -> No
 
 
 def test_bad_input_is_named(tmp_path, shared_data, model_checkpoint) -> None:
-    from svl.data.base import DATASETS, register_dataset
-    from svl.data.datasets import ArrayDataset
+    from svl.data.base import DATASETS, ArrayDataset, register_dataset
 
     with pytest.raises(ValueError, match="nope"):
         ClassificationTask(_cfg(tmp_path / "a", "data.dataset=nope"))

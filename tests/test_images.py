@@ -144,6 +144,28 @@ def test_image_folder_errors_name_the_culprit(folder_root: Path, tmp_path: Path)
         build_image_dataset("image_folder", "train", root=folder_root, colour=3)
 
 
+def test_image_dataset_options_are_declared_at_registration() -> None:
+    """build_image_dataset checks options against the declaration; built-ins declare their signatures."""
+    import inspect
+
+    from svl.data.images import IMAGE_DATASETS, image_dataset_options, register_image_dataset
+
+    for name in list_image_datasets():
+        params = inspect.signature(IMAGE_DATASETS.get(name)).parameters
+        assert image_dataset_options(name) == tuple(k for k in params if k not in ("split", "root")), name
+
+    @register_image_dataset("_any_options")  # undeclared, takes **kwargs: every option goes through
+    def _any(split, root=None, **kw):
+        assert kw == {"colour": 3}
+        return build_image_dataset("digits", split)
+
+    try:
+        assert image_dataset_options("_any_options") is None
+        assert len(build_image_dataset("_any_options", "test", colour=3)) == 359
+    finally:
+        IMAGE_DATASETS.unregister("_any_options")
+
+
 # ----------------------------------------------------------------------------- digits
 def test_digits_split_is_stratified_and_deterministic() -> None:
     train, test = build_image_dataset("digits", "train"), build_image_dataset("digits", "test")
@@ -172,7 +194,7 @@ def test_modelnet40_views_render_and_cache(
     path = shared_data / "modelnet40" / "modelnet40_pcd1024_test.npz"
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    import svl.teachers.render as render
+    import svl.data.render as render
 
     calls = []
     real = render.render_views

@@ -269,7 +269,7 @@ def test_label_free_image_only_pretraining_reads_no_label_and_feeds_finetune(tmp
                                                                              monkeypatch):  # fmt: skip
     """configs/pretrain_labelfree_modelnet40.yaml's recipe (views + MSE, no text) on a folder of real
     clouds; its checkpoint then initialises a fine-tune."""
-    from svl.data.datasets import ClassFolder
+    from svl.data.folders import ClassFolder
 
     z = np.load(shared_data / "modelnet40" / "modelnet40_pcd1024_train.npz")
     names = [str(c) for c in z["classes"]]

@@ -95,3 +95,100 @@ def test_model_registry_takes_plugins_from_the_svl_models_group(tmp_path: Path, 
     finally:
         MODELS.unregister("plugin_pointnet")
         sys.modules.pop("svl_test_plugin", None)
+
+
+def test_build_takes_a_name_or_a_spec_dict() -> None:
+    """One `{"name": ..., **kw}` parser for every registry (transforms and image transforms use it)."""
+    reg: Registry = Registry("widget")
+
+    @reg.register("box")
+    def box(size: int = 1, colour: str = "red") -> dict:
+        return {"size": size, "colour": colour}
+
+    assert reg.build("box") == {"size": 1, "colour": "red"}
+    spec = {"name": "box", "size": 3}
+    assert reg.build(spec, colour="blue") == {"size": 3, "colour": "blue"}
+    assert reg.build(spec, size=9) == {"size": 3, "colour": "red"}  # the spec wins over defaults
+    assert spec == {"name": "box", "size": 3}  # the spec is not consumed
+    with pytest.raises(ValueError, match=r"unknown widget 'bx'; did you mean 'box'\?.*registered: box"):
+        reg.build({"name": "bx"})
+    with pytest.raises(ValueError, match=r"widget spec needs a 'name' key, got \{'size': 3\}"):
+        reg.build({"size": 3})
+    with pytest.raises(ValueError, match=r"widget spec must be a name or a dict with 'name', got 3"):
+        reg.build(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"widget 'box': bad arguments \{'sise': 3\}"):
+        reg.build({"name": "box", "sise": 3})
+
+
+def test_entries_carry_declared_or_default_metadata() -> None:
+    """What an entry declares at registration is read back; undeclared entries get `default_meta` once."""
+    seen = []
+
+    def describe(obj) -> dict:
+        seen.append(obj)
+        return {"doc": obj.__doc__}
+
+    reg: Registry = Registry("widget", default_meta=describe)
+
+    def fast():
+        """quick"""
+
+    def slow():
+        """careful"""
+
+    reg.register("fast", fast, meta={"speed": 9})
+    reg.register("slow", slow)
+    assert dict(reg.meta("fast")) == {"speed": 9} and dict(reg.meta("slow")) == {"doc": "careful"}
+    assert seen == [slow]  # computed at registration, for the undeclared entry only
+    reg.meta("slow")
+    assert seen == [slow]
+    with pytest.raises(TypeError):
+        reg.meta("fast")["speed"] = 1  # type: ignore[index]  (read-only)
+    with pytest.raises(ValueError, match=r"unknown widget 'fats'; did you mean 'fast'"):
+        reg.meta("fats")
+    reg.unregister("fast")
+    assert "fast" not in reg
+    plain: Registry = Registry("plain")
+    plain.register("x", 1)
+    assert dict(plain.meta("x")) == {}
+
+
+def test_an_undeclared_dataset_plugin_takes_what_its_signature_says(tmp_path: Path, monkeypatch) -> None:
+    """A dataset registered through the entry point, declaring nothing, keeps working as before."""
+    import numpy as np
+
+    from svl.data import DATASETS, build_dataset, dataset_takes
+
+    _install_plugin(
+        tmp_path,
+        "svl.datasets",
+        "plugin_cubes = svl_test_plugin:build",
+        """
+        import numpy as np
+        from svl.data import PointDataset
+
+        class Cubes(PointDataset):
+            def __init__(self, split, transforms, seed, num_points):
+                super().__init__(split, ["cube"], transforms, seed)
+                self.num_points = num_points
+
+            def __len__(self):
+                return 2
+
+            def _load(self, i):
+                return {"xyz": np.full((self.num_points, 3), float(i), np.float32), "label": 0}
+
+        def build(split, root, transforms, seed, num_points=100):
+            return Cubes(split, transforms, seed, num_points)
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(DATASETS, "_plugins_loaded", False)
+    try:
+        assert dataset_takes("plugin_cubes", "num_points") and not dataset_takes("plugin_cubes", "encoding")
+        ds = build_dataset("plugin_cubes", "test", num_points=7)  # handed to the dataset, no fps added
+        assert ds.num_points == 7 and len(ds.transforms.transforms) == 0
+        assert np.array_equal(ds[1]["xyz"], np.ones((7, 3), np.float32))
+    finally:
+        DATASETS.unregister("plugin_cubes")
+        sys.modules.pop("svl_test_plugin", None)

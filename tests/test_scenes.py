@@ -19,9 +19,9 @@ TINY = dict(scenes=4, points_per_scene=2048)
 
 @pytest.fixture
 def split_arrays(shared_data):
-    from svl.data.datasets import _modelnet40_arrays
+    from svl.data.modelnet import modelnet40_arrays
 
-    return {s: _modelnet40_arrays(shared_data, s)[0] for s in ("train", "test")}
+    return {s: modelnet40_arrays(shared_data, s)[0] for s in ("train", "test")}
 
 
 def _box_frame(xyz, box):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from svl.teachers.render import render_views, save_view_grid, view_rotations
+from svl.data.render import render_views, save_view_grid, view_rotations
 
 
 def _cloud(n=600, seed=0):
@@ -133,7 +133,7 @@ def _cube():
 
 
 def test_mesh_sampling_is_on_the_surface_and_area_uniform():
-    from svl.teachers.render import sample_mesh_points
+    from svl.data.render import sample_mesh_points
 
     v, f = _cube()
     pts, cols = sample_mesh_points(v, f, 6000, vertex_colors=torch.full((8, 3), 0.25))
@@ -146,7 +146,7 @@ def test_mesh_sampling_is_on_the_surface_and_area_uniform():
 
 
 def test_mesh_render_shows_a_solid_face():
-    from svl.teachers.render import render_mesh_views
+    from svl.data.render import render_mesh_views
 
     v, f = _cube()
     img, depth = render_mesh_views(
@@ -189,7 +189,7 @@ def test_outputs_match_the_pinned_renders():
 
 
 def test_flat_mode_without_colour_uses_the_missing_colour():
-    from svl.data.batch import MISSING_COLOR
+    from svl.conventions import MISSING_COLOR
 
     img, depth = render_views(_cloud(400), num_views=1, size=32, color_mode="flat", return_depth=True)
     covered = torch.isfinite(depth)[:, :, None].expand_as(img)

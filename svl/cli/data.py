@@ -62,7 +62,7 @@ def _cmd_data_render(args: argparse.Namespace) -> int:
         return 0
     import torch
 
-    from svl.teachers.render import render_views, save_view_grid
+    from svl.data.render import render_views, save_view_grid
 
     s, title = load_sample(args.path, args.index, args.up_axis, args.root, args.variant, format=args.format)
     if s.get("events") is not None:  # a sample of an event dataset: its stream, as for event files

@@ -1,12 +1,13 @@
 """svl.data: file readers, datasets, transforms, input preparation, batching and event streams.
 
-Importing the package registers the built-in datasets (datasets.py, events.py, scenes.py,
-segmentation.py, detection.py) and stays cheap: torch, h5py and trimesh load only when a function
-needs them. Where things live: readers/ (`load_points`, one module per format behind one table),
-base.py (dataset registry, `build_dataset`), datasets.py and events.py (the datasets),
-detection.py (KITTI objects, ground-truth databases), transforms.py, prepare.py
-(`prepare`: a loaded cloud made to look like a checkpoint's training data), batch.py
-(`PointBatch`, `collate_points`, `MISSING_COLOR`), axes.py (up-axis rotations).
+Importing the package registers the built-in point and event datasets (one module per source family:
+modelnet.py, scanobjectnn.py, openshape.py, folders.py, events.py, event_sim.py, segmentation.py,
+scenes.py, detection.py) and stays cheap: torch, h5py and trimesh load only when a function needs
+them. Where things live: readers/ (`load_points`, one module per format behind one table), base.py
+(dataset registry, `build_dataset`, the `SeededDataset` / `PointDataset` bases), transforms.py,
+prepare.py (`prepare`: a loaded cloud made to look like a checkpoint's training data), batch.py
+(`PointBatch`, `collate_points`), axes.py (up-axis rotations), render.py (point-splat views),
+images/ (image files, batches, transforms and datasets; import it directly, it loads torch).
 """
 
 from __future__ import annotations
@@ -14,7 +15,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from svl.data import datasets, detection, event_sim, events, scenes, segmentation  # noqa: F401  (importing them registers the built-in datasets)
+from svl.data import (  # noqa: F401  (importing them registers the built-in datasets)
+    detection,
+    event_sim,
+    events,
+    folders,
+    modelnet,
+    openshape,
+    scanobjectnn,
+    scenes,
+    segmentation,
+)
 
 # eager, so `svl.data.prepare` is the function and not the submodule of the same name
 from svl.data.prepare import DegenerateCloudWarning as DegenerateCloudWarning
@@ -29,10 +40,15 @@ _EXPORTS = {
     "PointBatch": "svl.data.batch",
     "collate_points": "svl.data.batch",
     "Collate": "svl.data.batch",
-    "MISSING_COLOR": "svl.data.batch",
+    "MISSING_COLOR": "svl.conventions",
     "DATASETS": "svl.data.base",
+    "DATASET_OPTIONS": "svl.data.base",
+    "ArrayDataset": "svl.data.base",
     "PointDataset": "svl.data.base",
+    "SeededDataset": "svl.data.base",
     "build_dataset": "svl.data.base",
+    "dataset_abilities": "svl.data.base",
+    "dataset_takes": "svl.data.base",
     "list_datasets": "svl.data.base",
     "register_dataset": "svl.data.base",
     "TRANSFORMS": "svl.data.transforms",

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["parse_axis", "rotate_axis", "rotate_up_to_z"]
+__all__ = ["parse_axis", "rotate_axis", "rotate_up_to_z", "swap_yz"]
 
 
 def parse_axis(axis: str, where: Any = "") -> tuple[int, int]:
@@ -59,3 +59,14 @@ def rotate_axis(xyz: np.ndarray, up_axis: str, to_axis: str = "z") -> np.ndarray
     a = rotate_up_to_z(np.eye(3, dtype=np.float32), to_axis)
     cols = [int(np.flatnonzero(a[i])[0]) for i in range(3)]
     return np.stack([z[:, c] if a[i, c] > 0 else -z[:, c] for i, c in enumerate(cols)], 1)
+
+
+def swap_yz(up_axis: str) -> bool:
+    """Whether an array dataset stored `up_axis`-up exchanges its y and z columns to land z-up.
+
+    'y' swaps, 'z' keeps. The swap (a mirror, unlike `rotate_up_to_z`) is what OpenShape does to its
+    y-up data, so the published numbers were measured on it.
+    """
+    if up_axis not in ("y", "z"):
+        raise ValueError(f"up_axis must be 'y' (swap to z-up) or 'z' (keep), got {up_axis!r}")
+    return up_axis == "y"

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from svl.conventions import MISSING_COLOR  # re-exported: svl.data.batch.MISSING_COLOR keeps working
+
 if TYPE_CHECKING:  # torch is imported where tensors are made, so `import svl.data` stays cheap
     import torch
     from torch import Tensor
 
 __all__ = ["MISSING_COLOR", "Collate", "PointBatch", "collate_points"]
 
-MISSING_COLOR = 0.4  # the colour of a point without colour, in [0, 1]; the one place it is written
 _TIME_MAJOR = ("steps", "step_mask")  # per-sample (T, N, ...) -> batch (T, B, N, ...)
 _RESERVED = {"xyz", "rgb", "normals", "label", "index", "feats", "meta", "voxel_size"}
 

@@ -225,7 +225,7 @@ def _read_split(base: Path, split: str) -> list[str]:
     return ids
 
 
-@register_dataset("kitti")
+@register_dataset("kitti", takes=())
 def _build_kitti(
     split: str,
     root: Any,

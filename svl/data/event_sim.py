@@ -491,7 +491,7 @@ def simulate_split(
     return events, np.asarray(offsets, np.int64)
 
 
-@register_dataset("modelnet40_dvs")
+@register_dataset("modelnet40_dvs", takes=("num_points", "T", "encoding", "event_augment"))
 def _build_modelnet40_dvs(
     split: str,
     root: Any,
@@ -518,7 +518,7 @@ def _build_modelnet40_dvs(
     and `sim_seed` (not the training `seed`), and are cached per split and settings (simulated once;
     `cache=False` simulates in memory every time). `per_class` keeps the first shapes of each class.
     """
-    from svl.data.datasets import _modelnet40_arrays
+    from svl.data.modelnet import modelnet40_arrays
     from svl.utils import cached_arrays, get_logger
     from svl.vocab import load_class_names
 
@@ -530,7 +530,7 @@ def _build_modelnet40_dvs(
             f"got {sensor}, {frames}, {duration_us}"
         )
     sim_cfg, render_cfg = SimConfig.from_dict(sim), RenderConfig.from_dict(render)
-    arrs, path = _modelnet40_arrays(root, split)
+    arrs, path = modelnet40_arrays(root, split)
     all_labels = np.asarray(arrs["labels"], np.int64).reshape(-1)
     indices = _select(all_labels, per_class)
     names = np.asarray(arrs["names"])

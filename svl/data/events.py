@@ -234,7 +234,7 @@ class EventDataset(PointDataset):
         ev = self.events(i)
         if len(ev) == 0:
             raise ValueError(f"{self.name}/{self.split}: sample {i} holds no events")
-        rng = np.random.default_rng([self.seed, self.epoch, i, 2])
+        rng = self.sample_rng(i, 2)
         if self.augment:
             ev = augment_events(ev, self.sensor_size, rng, **self.augment)
         seed = int(rng.integers(1 << 31))
@@ -278,7 +278,7 @@ class DVSGestureDataset(EventDataset):
         return ev
 
 
-@register_dataset("dvs128_gesture")
+@register_dataset("dvs128_gesture", takes=("num_points", "T", "encoding", "event_augment"))
 def _build_dvs_gesture(
     split: str,
     root: Any,
@@ -372,7 +372,7 @@ def _nmnist_list(base: Path, split: str, listing: str | None) -> tuple[list[Path
     return files, labels
 
 
-@register_dataset("nmnist")
+@register_dataset("nmnist", takes=("num_points", "T", "encoding", "event_augment"))
 def _build_nmnist(
     split: str,
     root: Any,

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from svl.conventions import MISSING_COLOR
 from svl.data.axes import parse_axis, rotate_axis
-from svl.data.batch import MISSING_COLOR
 from svl.data.transforms import RandomSample, register_transform, unit_sphere
 
 __all__ = ["MIN_DISTINCT_POINTS", "DegenerateCloudWarning", "PrepareForContract", "prepare"]

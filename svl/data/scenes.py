@@ -314,7 +314,7 @@ class ModelNet40Scenes(PointDataset):
 _KEYS = ("xyz", "segment", "instance", "boxes", "box_labels", "shape_ids", "poses", "num_raw", "num_kept")
 
 
-@register_dataset("modelnet40_scenes")
+@register_dataset("modelnet40_scenes", takes=())
 def _build_modelnet40_scenes(
     split: str,
     root: Any,
@@ -335,7 +335,7 @@ def _build_modelnet40_scenes(
     object radius, sensor...). The scenes depend only on the shapes, these settings and `scene_seed`
     (not the training `seed`), and are cached per split and settings (`cache=False`: in memory).
     """
-    from svl.data.datasets import _modelnet40_arrays
+    from svl.data.modelnet import modelnet40_arrays
     from svl.utils import cached_arrays
     from svl.vocab import load_class_names
 
@@ -348,7 +348,7 @@ def _build_modelnet40_scenes(
             f"got {scenes}, {points_per_scene}, {objects_min}, {objects_max}"
         )
     cfg = SceneConfig.from_dict(layout)
-    arrs, path = _modelnet40_arrays(root, split)
+    arrs, path = modelnet40_arrays(root, split)
     labels = np.asarray(arrs["labels"], np.int64).reshape(-1)
     names = np.asarray(arrs["names"])
     source = hashlib.sha256("\n".join(map(str, names.tolist())).encode() + labels.tobytes()).hexdigest()[:16]

@@ -98,13 +98,13 @@ class ShapeNetPart(PointDataset):
                 f"({self.classes[cat]} has {len(parts)} parts)"
             )
         if self.num_points is not None and len(xyz) != self.num_points:
-            rng = np.random.default_rng([self.seed, self.epoch, i, 5])
+            rng = self.sample_rng(i, 5)
             idx = rng.choice(len(xyz), self.num_points, replace=len(xyz) < self.num_points)
             xyz, lab = xyz[idx], lab[idx]
         return {"xyz": xyz, "segment": np.asarray(parts)[lab - 1], "label": cat}
 
 
-@register_dataset("shapenetpart")
+@register_dataset("shapenetpart", takes=("num_points",))
 def _build_shapenetpart(
     split: str,
     root: Any,
@@ -249,7 +249,7 @@ class SceneSegmentation(PointDataset):
         if n == 0:
             raise ValueError(f"{self.items[i]}: empty scene")
         if self.num_points is not None and n != self.num_points:
-            rng = np.random.default_rng([self.seed, self.epoch, i, 6])
+            rng = self.sample_rng(i, 6)
             idx = rng.choice(n, self.num_points, replace=n < self.num_points)
             s = {key: (v[idx] if isinstance(v, np.ndarray) and len(v) == n else v) for key, v in s.items()}
         s["label"] = 0
@@ -296,7 +296,7 @@ def _scene_folders(base: Path, subs: list[str], what: str) -> list[Path]:
     return found
 
 
-@register_dataset("s3dis")
+@register_dataset("s3dis", takes=("num_points",))
 def _build_s3dis(
     split: str, root: Any, transforms: Compose, seed: int, num_points: int | None = None, test_area: int = 5
 ) -> PointDataset:
@@ -311,7 +311,7 @@ def _build_s3dis(
     return SceneSegmentation("s3dis", items, read, S3DIS_CLASSES, split, transforms, seed, num_points)
 
 
-@register_dataset("scannet")
+@register_dataset("scannet", takes=("num_points",))
 def _build_scannet(
     split: str, root: Any, transforms: Compose, seed: int, num_points: int | None = None
 ) -> PointDataset:
@@ -324,7 +324,7 @@ def _build_scannet(
     return SceneSegmentation("scannet", items, read, SCANNET20_CLASSES, split, transforms, seed, num_points)
 
 
-@register_dataset("semantic_kitti")
+@register_dataset("semantic_kitti", takes=("num_points",))
 def _build_semantic_kitti(
     split: str, root: Any, transforms: Compose, seed: int, num_points: int | None = None
 ) -> PointDataset:

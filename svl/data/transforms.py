@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from svl.boxes import bev_overlap, points_in_boxes, wrap_angle
+from svl.conventions import MISSING_COLOR
 from svl.data.axes import rotate_up_to_z
-from svl.data.batch import MISSING_COLOR
 from svl.registry import Registry
 
 __all__ = [
@@ -82,25 +82,8 @@ class Compose:
 
 
 def build_transforms(spec: Sequence[str | dict[str, Any] | Callable] | None) -> Compose:
-    """Names, {"name": ..., **kwargs} dicts or ready callables -> Compose."""
-    out = []
-    for item in spec or []:
-        if callable(item):
-            out.append(item)
-            continue
-        if isinstance(item, str):
-            name, kwargs = item, {}
-        elif isinstance(item, dict) and "name" in item:
-            kwargs = dict(item)
-            name = kwargs.pop("name")
-        else:
-            raise ValueError(f"transform spec must be a name, a dict with 'name', or a callable: {item!r}")
-        builder = TRANSFORMS.get(name)
-        try:
-            out.append(builder(**kwargs))
-        except TypeError as e:
-            raise ValueError(f"transform {name!r}: bad arguments {kwargs} ({e})") from None
-    return Compose(out)
+    """Names, {"name": ..., **kwargs} dicts (`Registry.build`) or ready callables -> Compose."""
+    return Compose(item if callable(item) else TRANSFORMS.build(item) for item in spec or [])
 
 
 def _take(sample: Sample, idx: np.ndarray) -> Sample:

@@ -10,8 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from svl.conventions import MISSING_COLOR
 from svl.data import build_dataset
-from svl.data.batch import MISSING_COLOR, collate_points
+from svl.data.batch import collate_points
 from svl.energy.meter import CONVENTIONS, UNITS, measure_energy
 from svl.energy.report import EnergyReport, EnergyTable, merge_reports
 from svl.models import create_model, load_model

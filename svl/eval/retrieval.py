@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from svl.data.readers.vpr import positives_by_distance  # ground truth of the data floor, re-exported
+
 __all__ = [
     "evaluate_vpr",
     "format_recalls",
@@ -244,45 +246,6 @@ def format_recalls(result: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- ground truth
-def _as_xy(x: Any, what: str) -> np.ndarray:
-    a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
-    if a.ndim != 2 or a.shape[1] != 2:
-        raise ValueError(f"{what} coordinates must have shape (N, 2) (UTM east, north), got {a.shape}")
-    if a.shape[0] == 0:
-        raise ValueError(f"empty {what}: 0 coordinates")
-    if not np.isfinite(a).all():
-        raise ValueError(f"{what} coordinates hold NaN or inf")
-    return a
-
-
-def positives_by_distance(query_xy: Any, db_xy: Any, threshold: float = 25.0) -> list[np.ndarray]:
-    """Per query, the sorted database indices within ``threshold`` metres (inclusive, Euclidean).
-
-    Coordinates are UTM easting/northing in metres; 25 m is the standard VPR test radius. Uses
-    sklearn's radius query (what the VPR benchmarks use) and falls back to chunked numpy.
-    """
-    q = _as_xy(query_xy, "query")
-    d = _as_xy(db_xy, "database")
-    thr = float(threshold)
-    if not np.isfinite(thr) or thr < 0:
-        raise ValueError(f"threshold must be a finite distance >= 0 in metres, got {threshold!r}")
-    try:
-        from sklearn.neighbors import NearestNeighbors
-    except ImportError:  # pragma: no cover - sklearn is installed in the dev env
-        NearestNeighbors = None
-    if NearestNeighbors is not None:
-        nn = NearestNeighbors().fit(d)
-        found = nn.radius_neighbors(q, radius=thr, return_distance=False)
-        return [np.sort(np.asarray(f, dtype=np.int64)) for f in found]
-    out: list[np.ndarray] = []
-    step = max(1, 2**22 // d.shape[0])
-    for s in range(0, q.shape[0], step):
-        diff = q[s : s + step, None, :] - d[None, :, :]
-        dist = np.sqrt((diff * diff).sum(-1))
-        out.extend(np.nonzero(row <= thr)[0].astype(np.int64) for row in dist)
-    return out
-
-
 def positives_by_id(query_ids: Any, db_ids: Any, exclude_self: np.ndarray | None = None) -> list[np.ndarray]:
     """Per query, the sorted database indices that carry the same id (e.g. the same shape).
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from svl.data.batch import MISSING_COLOR
+from svl.conventions import MISSING_COLOR
 from svl.registry import Registry
 
 __all__ = [

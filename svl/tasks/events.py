@@ -12,7 +12,6 @@ and its first layer is carried over to the event channels by `polarity_from_colo
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,11 +81,11 @@ class EventClassificationTask(ClassificationTask):
             raise ValueError(f"{cfg.data.dataset} gives {c} input channels but model.in_channels={want}")
 
     def build_split(self, split: str, kind: str) -> Any:
-        from svl.data import DATASETS, build_dataset
+        from svl.data import build_dataset, dataset_takes
         from svl.data.events import EventDataset
 
         d, m = self.cfg.data, self.cfg.model
-        if "encoding" not in inspect.signature(DATASETS.get(d.dataset)).parameters:
+        if not dataset_takes(d.dataset, "encoding"):
             raise ValueError(
                 f"event_classification: {d.dataset!r} is not an event dataset (nmnist, modelnet40_dvs, "
                 "dvs128_gesture, ...); use task=classification for shapes"

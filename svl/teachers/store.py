@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from svl.data.batch import MISSING_COLOR
+from svl.conventions import MISSING_COLOR
 from svl.utils import atomic_write, cache_dir, get_logger, progress
 
 from .base import Teacher, create_teacher
@@ -337,7 +337,7 @@ def embed_dataset_views(
     n = len(dataset)
     if n == 0:
         raise ValueError("embed_dataset_views: the dataset is empty")
-    from .render import render_views
+    from svl.data.render import render_views
 
     settings = {
         "kind": "views",
@@ -513,7 +513,7 @@ def save_dataset_view_grid(
     color_mode: str = "shaded",
 ) -> None:
     """A PNG grid of the first `shapes` clouds' views: a look at what the image teacher is shown."""
-    from .render import render_views, save_view_grid
+    from svl.data.render import render_views, save_view_grid
 
     first = _stack_batch([_sample_arrays(dataset[i], i) for i in range(min(shapes, len(dataset)))])
     save_view_grid(render_views(*first, num_views=num_views, size=size, color_mode=color_mode), path)

@@ -8,7 +8,7 @@ Every reader returns the same sample dict so the rest of svl never cares where a
   z-up (a proper rotation, normals rotated too).
 - ``rgb``: optional (N, 3) float32 in [0, 1]. Integer colours (PLY uchar, PCD packed rgb, OFF/XYZ
   values above 1) are divided by 255; missing colour stays missing (svl uses
-  ``svl.data.batch.MISSING_COLOR`` downstream).
+  ``svl.conventions.MISSING_COLOR`` downstream).
 - ``normals``: optional (N, 3) float32 unit vectors.
 - ``meta``: dict with the source path, format, up axis found/applied, colour range, point counts,
   and per-point extras a format carries (KITTI ``reflectance``), subsampled with the points.

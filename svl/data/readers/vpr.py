@@ -14,7 +14,7 @@ i.e. '@'-separated fields (chosen because '-' and '_' occur inside pano ids), ma
 empty; only the UTM easting and northing (fields 1 and 2 after splitting on '@') are required. The
 benchmark parses them as ``path.split("@")[1], path.split("@")[2]``; here the split is done on the
 file name only, so an '@' in a folder name cannot shift the fields. Ground truth is the standard
-one: database images within 25 m of the query (`svl.eval.retrieval.positives_by_distance`).
+one: database images within 25 m of the query (`positives_by_distance`).
 
 `read_vpr` also accepts ``ROOT/{split}/{database,queries}`` (no ``images/``) and, when there are no
 split folders, ``ROOT/{database,queries}``. Images are found recursively (.jpg, .jpeg, .png, any
@@ -43,12 +43,21 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from svl.data.images import IMAGE_SUFFIXES, list_image_files
+from svl.data.images.io import IMAGE_SUFFIXES, list_image_files
 
-__all__ = ["IMAGE_SUFFIXES", "UTM_PATTERN", "VPRSplit", "list_images", "parse_utm", "read_vpr"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "UTM_PATTERN",
+    "VPRSplit",
+    "list_images",
+    "parse_utm",
+    "positives_by_distance",
+    "read_vpr",
+]
 
 UTM_PATTERN = (
     "@UTM_east@UTM_north@UTM_zone_number@UTM_zone_letter@latitude@longitude@pano_id@tile_num"
@@ -83,8 +92,6 @@ class VPRSplit:
         """
         if self.ground_truth is not None:
             return [p.copy() for p in self.ground_truth]
-        from svl.eval.retrieval import positives_by_distance
-
         return positives_by_distance(
             self.q_utm, self.db_utm, self.threshold if threshold is None else threshold
         )
@@ -97,6 +104,45 @@ class VPRSplit:
             f"VPRSplit(root={str(self.root)!r}, split={self.split!r}, database={len(self.database)}, "
             f"queries={len(self.queries)}, positives={gt})"
         )
+
+
+def _as_xy(x: Any, what: str) -> np.ndarray:
+    a = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"{what} coordinates must have shape (N, 2) (UTM east, north), got {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"empty {what}: 0 coordinates")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} coordinates hold NaN or inf")
+    return a
+
+
+def positives_by_distance(query_xy: Any, db_xy: Any, threshold: float = 25.0) -> list[np.ndarray]:
+    """Per query, the sorted database indices within ``threshold`` metres (inclusive, Euclidean).
+
+    Coordinates are UTM easting/northing in metres; 25 m is the standard VPR test radius. Uses
+    sklearn's radius query (what the VPR benchmarks use) and falls back to chunked numpy.
+    """
+    q = _as_xy(query_xy, "query")
+    d = _as_xy(db_xy, "database")
+    thr = float(threshold)
+    if not np.isfinite(thr) or thr < 0:
+        raise ValueError(f"threshold must be a finite distance >= 0 in metres, got {threshold!r}")
+    try:
+        from sklearn.neighbors import NearestNeighbors
+    except ImportError:  # pragma: no cover - sklearn is installed in the dev env
+        NearestNeighbors = None
+    if NearestNeighbors is not None:
+        nn = NearestNeighbors().fit(d)
+        found = nn.radius_neighbors(q, radius=thr, return_distance=False)
+        return [np.sort(np.asarray(f, dtype=np.int64)) for f in found]
+    out: list[np.ndarray] = []
+    step = max(1, 2**22 // d.shape[0])
+    for s in range(0, q.shape[0], step):
+        diff = q[s : s + step, None, :] - d[None, :, :]
+        dist = np.sqrt((diff * diff).sum(-1))
+        out.extend(np.nonzero(row <= thr)[0].astype(np.int64) for row in dist)
+    return out
 
 
 def list_images(folder: Path) -> list[Path]:

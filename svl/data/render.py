@@ -5,6 +5,9 @@ evenly around the gravity axis (+z) at a fixed elevation. Points are splatted as
 z-buffer with one `scatter_reduce(amin)` over packed (depth, point index) keys, so the nearest
 point wins every pixel exactly. Colour-less clouds are shaded from screen-space normals of the
 (hole-filled) depth map: an ImageNet CNN recognises shaded surfaces much better than raw depth.
+
+It lives on the data floor because both the image teachers (svl/teachers/store.py) and the image
+dataset ``modelnet40_views`` render clouds, and data sits below teachers.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from svl.data.batch import MISSING_COLOR
+from svl.conventions import MISSING_COLOR
 
 __all__ = [
     "render_views",
