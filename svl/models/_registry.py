@@ -205,9 +205,6 @@ class ModelInfo:
     encoder_prefixes: tuple[str, ...] = ()
 
 
-_INFO: dict[str, ModelInfo] = {}
-
-
 def register_model(
     fn: Callable[..., nn.Module] | None = None,
     *,
@@ -225,9 +222,8 @@ def register_model(
 
     def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         key = name or f.__name__
-        MODELS.register(key, f)
-        _INFO[key] = ModelInfo(family or key, inputs, voxel, encoder, tuple(encoder_prefixes))
-        return f
+        info = ModelInfo(family or key, inputs, voxel, encoder, tuple(encoder_prefixes))
+        return MODELS.register(key, f, meta={"info": info})
 
     return deco(fn) if fn is not None else deco
 
@@ -235,8 +231,7 @@ def register_model(
 def model_info(name: str) -> ModelInfo:
     """The declared `ModelInfo` of a registered architecture (a plugin that declared nothing: its own
     family, point inputs, no voxel size, no separate encoder part)."""
-    MODELS.get(name)  # unknown names: the registry's error with close matches
-    return _INFO.get(name) or ModelInfo(family=name)
+    return MODELS.meta(name).get("info") or ModelInfo(family=name)  # unknown name: the registry's error
 
 
 def register_pretrained(

@@ -187,7 +187,7 @@ class DetectionTask(DenseTask):
         }  # fmt: skip
         if m.in_channels is not None:
             cfg["in_channels"] = m.in_channels
-        return cfg
+        return {**cfg, **dict(m.options)}  # other builder arguments (channels, neck_channels, ...)
 
     def setup(self) -> TrainParts:
         self.net = self.build_net()
