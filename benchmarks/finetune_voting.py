@@ -13,8 +13,8 @@ from pathlib import Path
 
 def main() -> None:
     from svl.eval.zeroshot import class_mean_accuracy
-    from svl.tasks import load_task_config
     from svl.models import load_model
+    from svl.tasks import load_task_config
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", help="an `svl finetune` output folder (config.yaml + final.safetensors)")

@@ -70,7 +70,9 @@ DROP_KEYS = {"wall_seconds", "seconds", "time", "elapsed", "samples_per_s", "it_
 def _clean(obj, out_dir: str):
     """JSON less timings and paths: what must not move when only the code's layout changes."""
     if isinstance(obj, dict):
-        return {k: _clean(v, out_dir) for k, v in sorted(obj.items()) if k not in DROP_KEYS and "second" not in k}
+        return {
+            k: _clean(v, out_dir) for k, v in sorted(obj.items()) if k not in DROP_KEYS and "second" not in k
+        }
     if isinstance(obj, list):
         return [_clean(v, out_dir) for v in obj]
     if isinstance(obj, str) and (out_dir in obj or obj.startswith("/")):

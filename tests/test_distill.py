@@ -64,7 +64,9 @@ def test_every_term_is_switchable_and_the_loss_is_their_weighted_sum():
     for weight, key in TERMS.items():
         if weight == "ce":
             continue
-        off = VL2Spike(enc, _targets(), 10, **asdict(DistillWeights(**{weight: 0.0}, temporal_start=0.0))).eval()
+        off = VL2Spike(
+            enc, _targets(), 10, **asdict(DistillWeights(**{weight: 0.0}, temporal_start=0.0))
+        ).eval()
         assert key not in off(_batch())
 
 

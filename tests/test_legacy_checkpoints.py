@@ -63,9 +63,13 @@ def test_a_legacy_checkpoint_loads_by_its_kind_and_computes_what_it_did(name, fi
 def test_the_legacy_zero_shot_pair_loads_and_refuses_the_wrong_kind(fixed_inputs):
     zs = load_model(LEGACY / "pretrain.safetensors", head=LEGACY / "pretrain_head.safetensors")
     assert zs.class_names and len(zs.class_names) == zs.model(fixed_inputs["points"]).shape[1]
-    with pytest.raises(ValueError, match=r"pretrain.safetensors holds kind 'svl-pretrain', not a segmentation"):
+    with pytest.raises(
+        ValueError, match=r"pretrain.safetensors holds kind 'svl-pretrain', not a segmentation"
+    ):
         load_model(LEGACY / "pretrain.safetensors", kind=SEGMENTER_KIND)
-    with pytest.raises(ValueError, match=r"classifier.safetensors holds kind 'svl-classifier', not a detection"):
+    with pytest.raises(
+        ValueError, match=r"classifier.safetensors holds kind 'svl-classifier', not a detection"
+    ):
         load_model(LEGACY / "classifier.safetensors", kind=DETECTOR_KIND)
 
 

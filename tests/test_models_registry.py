@@ -186,15 +186,23 @@ def test_load_weights_parts_model_encoder_stem(tmp_path) -> None:
     head_before = clf.head.weight.clone()
     load_weights(clf, path, "e3dsnn_t", part="encoder", model_cfg={"voxel_size": 0.02}, key="init")
     assert torch.equal(clf.head.weight, head_before)  # the new 3-way head stays
-    assert all(torch.equal(v, src.state_dict()[k]) for k, v in clf.state_dict().items() if not k.startswith("head."))
-    with pytest.raises(ValueError, match=r"init: .*enc.safetensors was trained with other input settings .*voxel_size"):
+    assert all(
+        torch.equal(v, src.state_dict()[k]) for k, v in clf.state_dict().items() if not k.startswith("head.")
+    )
+    with pytest.raises(
+        ValueError, match=r"init: .*enc.safetensors was trained with other input settings .*voxel_size"
+    ):
         load_weights(clf, path, "e3dsnn_t", part="encoder", model_cfg={"voxel_size": 0.05}, key="init")
     unet = create_model("e3dsnn_unet_t", num_classes=4)
     load_weights(unet, path, "e3dsnn_unet_t", part="stem", key="init")
     for k, v in unet.state_dict().items():
         if k.startswith(("stem.", "stages.")):
             assert torch.equal(v, src.state_dict()[k]), k
-    with pytest.raises(ValueError, match=r"init: .*enc.safetensors holds a 'e3dsnn_t' encoder, not the 'e3dsnn_s' weights"):
-        load_weights(create_model("e3dsnn_unet_s", num_classes=4), path, "e3dsnn_unet_s", part="stem", key="init")
+    with pytest.raises(
+        ValueError, match=r"init: .*enc.safetensors holds a 'e3dsnn_t' encoder, not the 'e3dsnn_s' weights"
+    ):
+        load_weights(
+            create_model("e3dsnn_unet_s", num_classes=4), path, "e3dsnn_unet_s", part="stem", key="init"
+        )
     with pytest.raises(ValueError, match="part must be one of"):
         load_weights(clf, path, "e3dsnn_t", part="head")

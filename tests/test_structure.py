@@ -292,8 +292,8 @@ def upward_imports(edges: list[Edge], floors: list[tuple[str, ...]] = FLOORS) ->
 
 def test_every_module_has_a_floor() -> None:
     missing = [m for m in svl_modules() if floor_of(m) is None]
-    assert not missing, "svl modules missing from FLOORS (add them to the table and to docs/DESIGN.md): " + ", ".join(
-        missing
+    assert not missing, (
+        "svl modules missing from FLOORS (add them to the table and to docs/DESIGN.md): " + ", ".join(missing)
     )
 
 
@@ -309,7 +309,13 @@ def test_inference_commands_do_not_import_the_training_recipes() -> None:
     """`svl classify/segment/detect/retrieve/zeroshot/energy` predict through svl.infer, never svl.tasks."""
     modules = svl_modules()
     edges = import_edges(modules)
-    for cmd in ("svl.cli.zeroshot", "svl.cli.segment", "svl.cli.detect", "svl.cli.retrieve", "svl.cli.energy"):
+    for cmd in (
+        "svl.cli.zeroshot",
+        "svl.cli.segment",
+        "svl.cli.detect",
+        "svl.cli.retrieve",
+        "svl.cli.energy",
+    ):
         if cmd not in modules:
             continue
         chains = layering_violations(modules, edges, cmd, "svl.tasks")

@@ -139,7 +139,9 @@ def test_model_init_loads_encoder_weights_and_refuses_another_architecture(tmp_p
     dst = ModelSection(name="spike_pointnet", out_dim=4).build(init=str(run_ckpt))
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
-    with pytest.raises(ValueError, match="init: .* holds a 'spike_pointnet' model, not 'e3dsnn_t'; set model.name"):
+    with pytest.raises(
+        ValueError, match="init: .* holds a 'spike_pointnet' model, not 'e3dsnn_t'; set model.name"
+    ):
         load_weights(ModelSection(name="e3dsnn_t").build(), run_ckpt, "e3dsnn_t", key="init")
     with pytest.raises(FileNotFoundError, match="init: checkpoint .*none.safetensors does not exist"):
         ModelSection(name="spike_pointnet").build(init=str(tmp_path / "none.safetensors"))

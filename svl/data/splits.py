@@ -190,7 +190,9 @@ class SplitPolicy:
     train_per_class: int | None = None
     test_per_class: int | None = None
 
-    def apply(self, y_train: np.ndarray, y_test: np.ndarray, classes: list[str], dataset: str = "") -> LabelSplits:
+    def apply(
+        self, y_train: np.ndarray, y_test: np.ndarray, classes: list[str], dataset: str = ""
+    ) -> LabelSplits:
         """The run's splits from the training and test labels of a dataset with `classes`."""
         rows = np.arange(len(classes))
         if self.classes:

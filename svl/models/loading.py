@@ -72,7 +72,9 @@ PARTS = ("model", "encoder", "stem")
 
 
 # ----------------------------------------------------------------------------- errors and checks
-def wrong_checkpoint(path: str | os.PathLike[str], held: str, want: str, fix: str = "", key: str = "") -> ValueError:
+def wrong_checkpoint(
+    path: str | os.PathLike[str], held: str, want: str, fix: str = "", key: str = ""
+) -> ValueError:
     """The one message for a file that holds something else than asked: names both, then the fix."""
     lead = f"{key}: " if key else ""
     tail = f"; {fix}" if fix else ""
@@ -98,9 +100,12 @@ def _check_arch(path: str | os.PathLike[str], meta: Mapping[str, Any], arch: str
 
 
 def _check_settings(
-    path: str | os.PathLike[str], meta: Mapping[str, Any], model_cfg: Mapping[str, Any], may_differ: Sequence[str],
+    path: str | os.PathLike[str],
+    meta: Mapping[str, Any],
+    model_cfg: Mapping[str, Any],
+    may_differ: Sequence[str],
     key: str,
-) -> None:  # fmt: skip
+) -> None:
     saved = meta.get("model_cfg") or {}
     diffs = [
         f"{k}: checkpoint {saved[k]!r} vs config {model_cfg[k]!r}"
@@ -137,7 +142,13 @@ def _load_stem(model: nn.Module, path: Path, arch: str, tensors: Mapping[str, Te
         raise ValueError(f"{key}: {path} does not fit {arch}'s encoder: {len(missing)} tensors missing "
                          f"{missing[:4]}, {len(misshaped)} of another shape {misshaped[:4]}")  # fmt: skip
     model.load_state_dict({k: state[k] for k in own}, strict=False)
-    log.info("%s: %d encoder tensors from %s; %d tensors new", key, len(own), path, len(model.state_dict()) - len(own))
+    log.info(
+        "%s: %d encoder tensors from %s; %d tensors new",
+        key,
+        len(own),
+        path,
+        len(model.state_dict()) - len(own),
+    )
 
 
 def load_weights(
@@ -350,7 +361,7 @@ class LoadedModel:
 
     @property
     def inputs(self) -> str:
-        """"points", "events" or "images": what the model reads (from its data section and registry entry)."""
+        """What the model reads: points, events or images (its data section, else its registry entry)."""
         data = self.meta.get("data") or {}
         if data.get("input") in ("events", "image"):
             return "images" if data["input"] == "image" else "events"
@@ -359,7 +370,7 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class CheckpointKind:
-    """How a checkpoint kind becomes a ready model: `build(path, meta, head)` and the command that writes it."""
+    """How a checkpoint kind becomes a ready model (`build(path, meta, head)`), and what writes it."""
 
     name: str
     what: str
@@ -400,14 +411,20 @@ def _encoder(path: Path, meta: dict[str, Any], head: str | None) -> LoadedModel:
 
 
 register_checkpoint_kind(PRETRAIN_KIND, "a pretrained encoder", "svl pretrain")(_encoder)
-register_checkpoint_kind(CLASSIFIER_KIND, "a fine-tuned classifier", "svl finetune (or svl distill)")(_labelled)
-register_checkpoint_kind(SEGMENTER_KIND, "a segmentation network", "svl finetune task=segmentation")(_labelled)
+register_checkpoint_kind(CLASSIFIER_KIND, "a fine-tuned classifier", "svl finetune (or svl distill)")(
+    _labelled
+)
+register_checkpoint_kind(SEGMENTER_KIND, "a segmentation network", "svl finetune task=segmentation")(
+    _labelled
+)
 register_checkpoint_kind(DETECTOR_KIND, "a detector", "svl finetune task=detection")(_labelled)
 _TASK_OF = {CLASSIFIER_KIND: "classification", SEGMENTER_KIND: "segmentation", DETECTOR_KIND: "detection"}
 
 
 def load_model(
-    path: str | os.PathLike[str], kind: str | Sequence[str] | None = None, head: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    kind: str | Sequence[str] | None = None,
+    head: str | os.PathLike[str] | None = None,
 ) -> LoadedModel:
     """A ready model (eval mode) from any svl checkpoint, built by its `kind`.
 

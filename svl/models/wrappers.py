@@ -42,7 +42,9 @@ class Classifier(nn.Module):
     statistics frozen too), which is what a linear probe means.
     """
 
-    def __init__(self, encoder: nn.Module, label_smoothing: float = 0.0, freeze_encoder: bool = False) -> None:
+    def __init__(
+        self, encoder: nn.Module, label_smoothing: float = 0.0, freeze_encoder: bool = False
+    ) -> None:
         super().__init__()
         if not 0 <= label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")

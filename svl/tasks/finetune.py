@@ -294,7 +294,9 @@ class ClassificationTask(Task):
 
     def load_init(self, enc: nn.Module, init: str) -> dict[str, Any]:
         """An svl checkpoint's encoder, all but its head (the run's K-way head starts new)."""
-        return load_weights(enc, init, self.cfg.model.name, part="encoder", model_cfg=self.model_cfg(), key="init")
+        return load_weights(
+            enc, init, self.cfg.model.name, part="encoder", model_cfg=self.model_cfg(), key="init"
+        )
 
     def _check_color(self, init: str) -> None:
         held = (self.init_meta.get("contract") or {}).get("color")

@@ -20,7 +20,11 @@ __all__ = ["precise_bn"]
 
 @torch.no_grad()
 def precise_bn(
-    model: nn.Module, dataset: Any, batch_size: int, batches: int, collate: Callable[[list[Any]], Any] | None = None
+    model: nn.Module,
+    dataset: Any,
+    batch_size: int,
+    batches: int,
+    collate: Callable[[list[Any]], Any] | None = None,
 ) -> nn.Module:
     """Replace every BatchNorm's running statistics by their plain average over `batches` training
     batches (the model's weights are untouched); returns the model in eval mode."""

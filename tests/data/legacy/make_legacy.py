@@ -24,16 +24,17 @@ REPO = HERE.parents[2]
 DATA = REPO.parent / "shared" / "data"
 TINY_E3 = "model.options={stem_channels: 4, channels: [4, 8, 8, 8], depth: 1}"
 COMMON = ["train.epochs=1", "train.ckpt_every_steps=0", "train.log_every_steps=1"]
+SPP = f"data.root={DATA}/shapenetpart_samples"
 RUNS = {
     "pretrain": ["pretrain", TINY_E3, "model.out_dim=16", "train.batch_size=8", "data.num_points=128",
-                 "data.train_per_class=2", "data.test_per_class=1", "data.calib_per_class=1", "teacher.views=1",
-                 "energy=false"],
+                 "data.train_per_class=2", "data.test_per_class=1", "data.calib_per_class=1",
+                 "teacher.views=1", "energy=false"],
     "classifier": ["finetune", TINY_E3, "data.classes=[airplane,lamp]", "data.train_per_class=4",
                    "data.test_per_class=2", "data.num_points=128", "train.batch_size=4", "energy=false"],
     "events": ["finetune", "--config", "configs/finetune_nmnist.yaml", TINY_E3, "data.train_per_class=2",
-               "data.test_per_class=1", "data.num_points=128", "model.voxel_size=0.0625", "train.batch_size=4",
-               "eval.monitor_test=false", "energy=false"],
-    "segmenter": ["finetune", "task=segmentation", "data.dataset=shapenetpart", f"data.root={DATA}/shapenetpart_samples",
+               "data.test_per_class=1", "data.num_points=128", "model.voxel_size=0.0625",
+               "train.batch_size=4", "eval.monitor_test=false", "energy=false"],
+    "segmenter": ["finetune", "task=segmentation", "data.dataset=shapenetpart", SPP,
                   "data.options.skip_missing=true", "data.num_points=128", "model.voxel_size=0.04", TINY_E3,
                   "train.batch_size=4", "eval.monitor_test=false", "energy=false", "data.train_limit=4",
                   "data.test_limit=2"],
@@ -53,7 +54,13 @@ RUNS = {
 # that code's own save path, with its metadata).
 DENSE_TINY = {
     "segmenter": {"stem_channels": 4, "channels": [4, 8, 8, 8], "depth": 1},
-    "detector": {"stem_channels": 4, "channels": [4, 8, 8, 8], "depth": 1, "neck_channels": 8, "head_channels": 8},
+    "detector": {
+        "stem_channels": 4,
+        "channels": [4, 8, 8, 8],
+        "depth": 1,
+        "neck_channels": 8,
+        "head_channels": 8,
+    },
 }
 
 
@@ -106,7 +113,9 @@ def inputs() -> dict[str, object]:
 
     clouds = build_dataset("modelnet40", "test", root=DATA, num_points=128)
     pts = collate_points([clouds[0], clouds[100]])
-    ev = build_dataset("nmnist", "test", root=DATA / "events" / "nmnist_small", num_points=128, encoding="cloud")
+    ev = build_dataset(
+        "nmnist", "test", root=DATA / "events" / "nmnist_small", num_points=128, encoding="cloud"
+    )
     events = collate_points([ev[0], ev[1]])
     from sklearn.datasets import load_digits
 
@@ -124,8 +133,9 @@ def expected_outputs() -> None:
 
     x = inputs()
     out: dict[str, np.ndarray] = {}
-    for name, kind in [("pretrain", "points"), ("classifier", "points"), ("events", "events"),
-                       ("segmenter", "points"), ("detector", "points"), ("image_student", "images")]:  # fmt: skip
+    kinds = {"pretrain": "points", "classifier": "points", "events": "events", "segmenter": "points",
+             "detector": "points", "image_student": "images"}  # fmt: skip
+    for name, kind in kinds.items():
         f = HERE / f"{name}.safetensors"
         if not f.exists():
             continue
