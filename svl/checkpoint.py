@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from svl._version import __version__
+from svl.utils import atomic_path, atomic_write
+
 if TYPE_CHECKING:
     import torch
 
@@ -63,9 +66,6 @@ def save_checkpoint(
     `svl_version` is added to meta so a reader can tell which release wrote the file.
     """
     from safetensors.torch import save_file
-
-    from svl._version import __version__
-    from svl.utils import atomic_path
 
     p = Path(path)
     meta = dict(meta or {})
@@ -251,8 +251,6 @@ def save_training_state(path: str | os.PathLike[str], obj: Any) -> Path:
     or the earlier state file's size when larger.
     """
     import torch
-
-    from svl.utils import atomic_write
 
     p = Path(path)
     estimate = max(_array_bytes(obj), _size(p)) or None

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
 
-from svl.utils import get_logger
+from svl.utils import atomic_write, get_logger
 
 __all__ = ["config_from_dict", "config_to_dict", "load_config", "save_config"]
 
@@ -244,8 +244,6 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 def save_config(cfg: Any, path: str | os.PathLike[str]) -> Path:
     """Write the resolved config as YAML (atomically), loadable again with `load_config`."""
     from omegaconf import OmegaConf
-
-    from svl.utils import atomic_write
 
     text = OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
     p = Path(path)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from svl.conventions import MISSING_COLOR  # re-exported: svl.data.batch.MISSING_COLOR keeps working
+from svl.sparse import voxelize
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so `import svl.data` stays cheap
     import torch
@@ -211,8 +212,6 @@ def _voxel_size(samples: Sequence[dict[str, Any]], voxel_size: float | None) -> 
 def _voxelize(batch: PointBatch, voxel_size: float) -> None:
     """Fill ``batch.sparse`` and ``batch.point2voxel`` (voxel sites need the batch index)."""
     import torch
-
-    from svl.sparse import voxelize
 
     b, n, c = batch.feats.shape
     bidx = torch.arange(b).repeat_interleave(n)

@@ -60,6 +60,7 @@ from svl.data.readers.kitti import (
     read_velodyne,
 )
 from svl.data.transforms import Compose
+from svl.utils import cached_arrays, progress
 
 __all__ = [
     "GT_DATABASE_VERSION",
@@ -298,7 +299,6 @@ def build_gt_database(
     (kitti, modelnet40_scenes); build it from the training split only, or validation objects
     leak into training.
     """
-    from svl.utils import cached_arrays, progress
 
     def make() -> dict[str, np.ndarray]:
         pts: list[np.ndarray] = []

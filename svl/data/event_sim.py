@@ -27,7 +27,10 @@ import numpy as np
 
 from svl.data.base import PointDataset, register_dataset
 from svl.data.events import EVENT_DTYPE, EventDataset
+from svl.data.modelnet import modelnet40_arrays
 from svl.data.transforms import Compose
+from svl.utils import cached_arrays, get_logger, progress
+from svl.vocab import load_class_names
 
 __all__ = [
     "SIM_VERSION",
@@ -478,7 +481,6 @@ def simulate_split(
     stream does not depend on which other shapes are simulated (per_class subsets agree with the full
     split) nor on the training seed.
     """
-    from svl.utils import progress
 
     split_id = {"train": 0, "test": 1}[split]
     chunks, offsets = [], [0]
@@ -518,9 +520,6 @@ def _build_modelnet40_dvs(
     and `sim_seed` (not the training `seed`), and are cached per split and settings (simulated once;
     `cache=False` simulates in memory every time). `per_class` keeps the first shapes of each class.
     """
-    from svl.data.modelnet import modelnet40_arrays
-    from svl.utils import cached_arrays, get_logger
-    from svl.vocab import load_class_names
 
     if split not in ("train", "test"):
         raise ValueError(f"modelnet40_dvs: split must be 'train' or 'test', got {split!r}")

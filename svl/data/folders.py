@@ -17,8 +17,9 @@ import numpy as np
 
 from svl.data.axes import swap_yz
 from svl.data.base import PointDataset, register_dataset
-from svl.data.readers import load_points
+from svl.data.readers import list_readers, load_points
 from svl.data.transforms import Compose
+from svl.utils import progress
 
 __all__ = ["AlignedArrays", "CaptionedFolder", "ClassFolder", "read_captions"]
 
@@ -106,7 +107,6 @@ class CaptionedFolder(PointDataset):
 
     def check(self) -> None:
         """Read every file once, so an unreadable one stops the run before training, naming it."""
-        from svl.utils import progress
 
         for i in progress(range(len(self)), desc="check files", unit="file"):
             if not np.isfinite(self._load(i)["xyz"]).all():
@@ -317,7 +317,6 @@ def _build_folder(
 
     Any format `svl.data.load_points` reads; `up_axis="y"` for y-up files (ShapeNet, Objaverse).
     """
-    from svl.data.readers import list_readers
 
     if root is None:
         raise ValueError("folder dataset: give data.root, the folder holding one sub-folder per class")

@@ -12,6 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from svl.data import build_dataset
+from svl.data.readers import load_points
+from svl.data.readers.events import EVENT_FORMATS, EventFile, detect_event_format, is_event_array, read_events
+from svl.utils import atomic_write
+
 __all__ = [
     "dataset_info",
     "event_file_info",
@@ -54,7 +59,6 @@ def is_event_file(path: str | Path, format: str | None = None) -> bool:
     fields); an event format (nmnist, aedat, ...) says events; npy/npz look at the fields; anything
     else ("kitti", "ply", ...) is a point format.
     """
-    from svl.data.readers.events import EVENT_FORMATS, detect_event_format, is_event_array
 
     p = Path(path)
     fmt = (format or "auto").lower()
@@ -71,7 +75,6 @@ def event_file_info(
     path: str | Path, format: str | None = None, sensor_size: tuple[int, int] | None = None
 ) -> dict[str, Any]:
     """What an event file holds: count, duration, sensor, polarity balance, rate, coordinate ranges."""
-    from svl.data.readers.events import read_events
 
     ef = read_events(path, format, sensor_size=sensor_size)
     ev = ef.events
@@ -108,7 +111,6 @@ def _summarise(v: Any) -> Any:
 def file_info(path: str | Path, index: int | None = None, format: str | None = None) -> dict[str, Any]:
     """What a file holds: for events see `event_file_info`; for a point cloud its format, counts,
     channels, bounds and colour range. format: forced reader (see `is_event_file`)."""
-    from svl.data.readers import load_points
 
     p = Path(path)
     if is_event_file(p, format):
@@ -133,7 +135,6 @@ def file_info(path: str | Path, index: int | None = None, format: str | None = N
 
 def dataset_info(spec: str, root: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """Per-split sizes and class counts of a registered dataset ('name' or 'name:split')."""
-    from svl.data import build_dataset
 
     name, _, split = spec.partition(":")
     splits = [split] if split else (
@@ -181,7 +182,6 @@ def load_sample(
 
         fmt = None if format in (None, "auto") else format
         return load_points(spec, index=index, up_axis=up_axis, format=fmt), Path(spec).name
-    from svl.data import build_dataset
 
     name, _, split = spec.partition(":")
     kwargs = {"variant": variant} if variant else {}
@@ -209,9 +209,6 @@ def render_events(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from svl.data.readers.events import EventFile, read_events
-    from svl.utils import atomic_write
 
     ef = source if isinstance(source, EventFile) else read_events(source, format)
     ev, (w, h) = ef.events, ef.sensor_size

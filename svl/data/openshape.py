@@ -18,6 +18,7 @@ import numpy as np
 
 from svl.data.base import ArrayDataset, PointDataset, register_dataset, resolve_root
 from svl.data.transforms import Compose
+from svl.utils import progress
 from svl.vocab import display_name, load_class_names
 
 __all__ = [
@@ -157,7 +158,6 @@ class OpenShapeDataset(PointDataset):
 
     def check(self) -> int:
         """Check every file's features before training (see `check_openshape_file`); returns their dim."""
-        from svl.utils import progress
 
         dim = None
         for f in progress(self.files, desc="check OpenShape files", unit="file"):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from svl.conventions import MISSING_COLOR
+from svl.utils import atomic_write
 
 __all__ = [
     "render_views",
@@ -354,8 +355,6 @@ def render_mesh_views(
 def save_view_grid(images: torch.Tensor | np.ndarray, path: str | Path, ncols: int | None = None) -> Path:
     """Write views (V, 3, H, W) or (B, V, 3, H, W) in [0, 1] as one PNG grid (rows = samples)."""
     from PIL import Image
-
-    from svl.utils import atomic_write
 
     t = _as_tensor(images, "images")
     if t.ndim == 4:

@@ -28,7 +28,11 @@ from typing import Any
 import numpy as np
 
 from svl.data.base import PointDataset, register_dataset
+from svl.data.event_sim import _from_dict
+from svl.data.modelnet import modelnet40_arrays
 from svl.data.transforms import Compose
+from svl.utils import cached_arrays, progress
+from svl.vocab import load_class_names
 
 __all__ = [
     "FLOOR",
@@ -77,7 +81,6 @@ class SceneConfig:
     @classmethod
     def from_dict(cls, overrides: dict[str, Any] | None) -> SceneConfig:
         """Defaults updated by `overrides` (unknown keys are an error)."""
-        from svl.data.event_sim import _from_dict
 
         return _from_dict(cls, overrides)
 
@@ -207,7 +210,6 @@ def generate_split(
     seed, and `visible_only` changes which points survive but not the layout. A scene with fewer
     surviving points than points_per_scene repeats some of them.
     """
-    from svl.utils import progress
 
     S, N, K = int(scenes), int(points_per_scene), int(objects_max)
     out = {
@@ -335,9 +337,6 @@ def _build_modelnet40_scenes(
     object radius, sensor...). The scenes depend only on the shapes, these settings and `scene_seed`
     (not the training `seed`), and are cached per split and settings (`cache=False`: in memory).
     """
-    from svl.data.modelnet import modelnet40_arrays
-    from svl.utils import cached_arrays
-    from svl.vocab import load_class_names
 
     if split not in _SPLIT_ID:
         raise ValueError(f"modelnet40_scenes: split must be 'train' or 'test', got {split!r}")

@@ -12,11 +12,13 @@ from torch import nn
 
 from svl.conventions import MISSING_COLOR
 from svl.data import build_dataset
-from svl.data.batch import collate_points
+from svl.data.batch import PointBatch, collate_points
 from svl.energy.meter import CONVENTIONS, UNITS, measure_energy
 from svl.energy.report import EnergyReport, EnergyTable, merge_reports
 from svl.models import create_model, load_model
 from svl.models.heads import attach_head
+from svl.sparse import SparseTensor
+from svl.spiking import set_spike_mode
 
 __all__ = [
     "build_model",
@@ -37,7 +39,6 @@ def random_voxel_input(
 
     Coordinates are drawn with replacement and kept as drawn (duplicates included), like the release.
     """
-    from svl.sparse import SparseTensor
 
     if n_points < 1 or grid < 1 or channels < 1 or batch_size < 1:
         raise ValueError(f"random input needs positive sizes, got points={n_points}, grid={grid}")
@@ -64,7 +65,6 @@ def sparse_point_batch(st: Any) -> Any:
 
     This is how the release's random voxel input (already on the grid) reaches an E-3DSNN unchanged.
     """
-    from svl.data.batch import PointBatch
 
     b = st.batch_size
     return PointBatch(
@@ -128,7 +128,6 @@ def measure_model(
 
     ``unit``: ``"flops"`` (docs/SPEC.md §7) or ``"macs"`` (per synaptic event), see measure_energy.
     """
-    from svl.spiking import set_spike_mode
 
     set_spike_mode(model, mode)
     if (data is None) == (random_points is None):

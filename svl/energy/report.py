@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from svl.utils import atomic_path
+
 __all__ = [
     "ENERGY_PRESETS",
     "UNITS",
@@ -460,8 +462,6 @@ def plot_report(report: EnergyReport, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from svl.utils import atomic_path
 
     layers = [d for d in report.layer_dicts() if d["counted"]]
     names = [d["layer"] for d in layers]

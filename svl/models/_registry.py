@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from svl.conventions import MISSING_COLOR
 from svl.registry import Registry
+from svl.utils import cache_dir
 
 __all__ = [
     "COLOR_MODES",
@@ -178,7 +179,6 @@ class PretrainedEntry:
 
     def path(self) -> Path:
         """Where the weights must lie: ``svl.utils.cache_dir("models") / "arch.tag.safetensors"``."""
-        from svl.utils import cache_dir
 
         return cache_dir("models") / self.filename
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import svl.sparse as sp
 from svl.models._registry import default_contract, register_model, unpack_inputs
 from svl.models.e3dsnn import E3DSNN, ENCODER_PREFIXES, build_e3dsnn
 from svl.spiking import SConv2d, StepBatchNorm2d, make_neuron
@@ -160,7 +161,6 @@ class BEVGrid:
         range minimum, so the coords are this grid's absolute voxel indices. Features are the mean
         over each voxel's points, as in svl.sparse.voxelize.
         """
-        import svl.sparse as sp
 
         shifted = xyz - xyz.new_tensor(self.origin)
         # The same float64 floor as svl.sparse.voxelize, so kept points land in [0, grid_size).

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import svl.sparse as sp
 from svl.models._registry import (
     Contract,
     default_contract,
@@ -37,7 +38,6 @@ VARIANTS: dict[str, tuple[int, tuple[int, int, int, int], int]] = {
 
 
 def _sparse() -> Any:
-    import svl.sparse as sp
 
     return sp
 

@@ -27,6 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from svl.checkpoint import load_checkpoint, save_checkpoint
+from svl.utils import file_sha256
+from svl.vocab import templates_hash
+
 __all__ = [
     "HEAD_KIND",
     "attach_head",
@@ -83,8 +87,6 @@ def head_metadata(
     It records what the class weights were built from (vocabulary, teacher, templates) and the
     sha256 of the encoder checkpoint, so a head is never silently applied to another encoder.
     """
-    from svl.utils import file_sha256
-    from svl.vocab import templates_hash
 
     ckpt = Path(encoder_checkpoint)
     return {
@@ -171,7 +173,6 @@ def save_head(
     meta: Mapping[str, Any],
 ) -> Path:
     """Write a head file (folded layer + W + metadata), atomically. `meta` needs _REQUIRED_META keys."""
-    from svl.checkpoint import save_checkpoint
 
     a, b, layout = head_affine(folded_head)
     names = list(meta.get("class_names") or [])
@@ -198,7 +199,6 @@ def save_head(
 
 def load_head(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read and validate a head file written by `save_head`: returns (tensors, meta)."""
-    from svl.checkpoint import load_checkpoint
 
     p = Path(path)
     if not p.exists():
@@ -255,7 +255,6 @@ def attach_head(
 
 
 def _check_encoder_hash(checkpoint: str | os.PathLike[str], meta: Mapping[str, Any], where: str) -> None:
-    from svl.utils import file_sha256
 
     have = file_sha256(checkpoint)
     want = meta.get("encoder_sha256")

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+import svl.sparse as sp
 from svl.models._registry import default_contract, register_model, unpack_inputs
 from svl.models.e3dsnn import E3DSNN, ENCODER_PREFIXES, ConvBN, SpikeBlock, _add, build_e3dsnn
 from svl.spiking import make_neuron
@@ -37,7 +38,6 @@ class UpStage(nn.Module):
 
     def __init__(self, cin: int, cout: int, nf: Any) -> None:
         super().__init__()
-        import svl.sparse as sp
 
         self.sn = nf()
         self.up = ConvBN(sp.SparseInverseConv3d(cin, cout, kernel_size=2, stride=2), cout)
@@ -70,7 +70,6 @@ class E3DSNNUNet(nn.Module):
         num_points: int | None = None,
     ) -> None:
         super().__init__()
-        import svl.sparse as sp
 
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -96,7 +95,6 @@ class E3DSNNUNet(nn.Module):
 
     def voxelize(self, batch: Any) -> tuple[Any, Tensor]:
         """(SparseTensor at stride 1 with (N, C) or (T, N, C) features, point2voxel (B * N,))."""
-        import svl.sparse as sp
 
         inp = unpack_inputs(batch, self.in_channels, self.T, self.head.weight.dtype)
         xyz, feats = inp.xyz, inp.feats

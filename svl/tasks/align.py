@@ -23,11 +23,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from svl.checkpoint import load_checkpoint, load_state_into, read_checkpoint_meta, save_checkpoint
+from svl.data import build_dataset, collate_points
 from svl.data.splits import Subset, cap_per_class
 from svl.energy import energy_line
+from svl.eval.zeroshot import class_mean_accuracy, topk_accuracy
+from svl.models.heads import build_class_weights, fold_head, head_metadata, save_head
 from svl.tasks.base import Task, TrainParts, encode, register_task
 from svl.tasks.pretrain import PretrainConfig, PretrainTask, ViewTargets, ZeroShotSet
+from svl.teachers import create_teacher
 from svl.utils import get_logger, seed_everything
+from svl.vocab import class_embeddings, display_name, load_templates
 
 __all__ = ["AlignedPretrainTask", "CaptionTargets", "load_class_features"]
 
@@ -85,7 +91,6 @@ class AlignedPretrainTask(PretrainTask):
 
     # -- data ----------------------------------------------------------------------------------
     def __init__(self, cfg: PretrainConfig) -> None:
-        from svl.data import build_dataset
 
         Task.__init__(self, cfg)
         seed_everything(cfg.seed)
@@ -140,7 +145,6 @@ class AlignedPretrainTask(PretrainTask):
     def _zeroshot_data(self, z: ZeroShotSet) -> tuple[Any, np.ndarray, list[str], list[int]]:
         """(shapes, labels, class names, their rows in the dataset's class list); `z.classes`
         restricts the set to those classes (e.g. the unseen ones) and scores only among them."""
-        from svl.data import build_dataset
 
         n = self.cfg.data.num_points
         opts = dict(z.options)
@@ -161,7 +165,6 @@ class AlignedPretrainTask(PretrainTask):
     # -- teachers ------------------------------------------------------------------------------
     def teacher_targets(self) -> None:
         """Caption and view embeddings (teacher data), then every zero-shot set's class embeddings."""
-        from svl.teachers import create_teacher
 
         tc = self.cfg.teacher
         self.text_teacher = None if tc.text in ("none", "", None) else create_teacher(tc.text)
@@ -199,7 +202,6 @@ class AlignedPretrainTask(PretrainTask):
             raise ValueError(
                 f"zeroshot set {_set_name(z)!r}: no class_feats file and teacher.text=none; give one of them"
             )
-        from svl.vocab import class_embeddings, display_name, load_templates
 
         self.templates = load_templates()
         emb = class_embeddings(self.text_teacher, [display_name(c) for c in classes], self.templates)
@@ -218,7 +220,6 @@ class AlignedPretrainTask(PretrainTask):
         return CaptionTargets(base, idx, self.caption_emb, self.view_emb, self.cfg.seed, view_target)
 
     def setup(self) -> TrainParts:
-        from svl.data import collate_points
 
         self.teacher_targets()
         self.prompt_emb = torch.zeros(1, 1, self.text_dim)  # build_model reads the text dimension only
@@ -237,7 +238,6 @@ class AlignedPretrainTask(PretrainTask):
     # -- validation ----------------------------------------------------------------------------
     @torch.no_grad()
     def _val_targets(self) -> tuple[Tensor, Tensor, Tensor]:
-        from svl.data import collate_points
 
         t, i, h = [], [], []
         for a in range(0, len(self.val_set), 256):
@@ -277,9 +277,6 @@ class AlignedPretrainTask(PretrainTask):
     # -- final evaluation ----------------------------------------------------------------------
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         """The selected checkpoint -> final.safetensors; per zero-shot set a folded head and its scores."""
-        from svl.checkpoint import load_checkpoint, load_state_into, read_checkpoint_meta, save_checkpoint
-        from svl.eval.zeroshot import class_mean_accuracy, topk_accuracy
-        from svl.models.heads import build_class_weights, fold_head, head_metadata, save_head
 
         best = summary.get("best_path") or summary["last"]
         tensors, meta = load_checkpoint(best)

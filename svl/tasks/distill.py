@@ -40,7 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from svl.data.images import build_image_dataset, collate_images, resize_image
 from svl.data.splits import LabelView
+from svl.eval.retrieval import positives_by_id, recall_at_k, view_retrieval_split
+from svl.models import Contract, create_model
 from svl.models.wrappers import LogitsAndPooled
 from svl.tasks.base import ModelSection, TrainParts, encode, register_task
 from svl.tasks.finetune import (
@@ -50,9 +53,12 @@ from svl.tasks.finetune import (
     FinetuneData,
     vote_probabilities,
 )
+from svl.teachers import create_teacher
+from svl.teachers.store import EmbeddingStore, embed_texts_cached
 from svl.train.distill import DistillWeights, VL2Spike
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger
+from svl.vocab import format_prompts, prompt_average
 
 __all__ = [
     "IMAGE_TEMPLATES",
@@ -163,7 +169,6 @@ class TeacherTargets:
 
 def _teacher_batch(samples: list[dict[str, Any]], size: int | None) -> Tensor:
     """Images of possibly different sizes and 1 or 3 channels -> one (B, 3, S, S) teacher batch."""
-    from svl.data.images import resize_image
 
     out = []
     for s in samples:
@@ -191,7 +196,6 @@ def image_features(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, Dt) pooled and (N, g*g, Dt) token teacher features of every image of `dataset`, in order,
     built in resumable chunks under the embedding cache (key: teacher + data + settings)."""
-    from svl.teachers.store import EmbeddingStore
 
     n, dim = len(dataset), int(teacher.dim)
     g2 = grid * grid if grid else 0
@@ -270,7 +274,6 @@ class DistillTask(ClassificationTask):
 
     @staticmethod
     def collate(samples: list[Any]) -> Any:
-        from svl.data.images import collate_images
 
         return collate_images(samples)
 
@@ -288,7 +291,6 @@ class DistillTask(ClassificationTask):
     # -- data ----------------------------------------------------------------------------------
     def _patch_size(self) -> int:
         """The student's patch size: images must be at least this large."""
-        from svl.models import create_model
 
         if not hasattr(self, "_patch"):
             opts = dict(self.cfg.model.options)
@@ -320,7 +322,6 @@ class DistillTask(ClassificationTask):
 
     def build_split(self, split: str, kind: str) -> Any:
         """Image splits: "train" (resized + augmented), "plain" (resized), "teacher" (as stored)."""
-        from svl.data.images import build_image_dataset
 
         d = self.cfg.data
         opts = self.split_options(split)
@@ -347,7 +348,6 @@ class DistillTask(ClassificationTask):
 
     def _stored_size(self) -> int:
         """The images' own (square) size, for data.image_size=None."""
-        from svl.data.images import build_image_dataset
 
         d = self.cfg.data
         ds = build_image_dataset(d.dataset, d.train_split, root=d.root, **self.split_options(d.train_split))
@@ -372,9 +372,6 @@ class DistillTask(ClassificationTask):
 
     def teacher_targets(self) -> TeacherTargets:
         """Teacher image features of the training images, class text embeddings, teacher logits."""
-        from svl.teachers import create_teacher
-        from svl.teachers.store import embed_texts_cached
-        from svl.vocab import format_prompts, prompt_average
 
         tc, d = self.cfg.teacher, self.cfg.data
         kw: dict[str, Any] = {} if tc.batch_size is None else {"batch_size": tc.batch_size}
@@ -439,7 +436,6 @@ class DistillTask(ClassificationTask):
         return TrainParts(self.model, self.train_set, self.collate, self.meta())
 
     def meta(self) -> dict[str, Any]:
-        from svl.models import Contract
 
         m, d = self.cfg.model, self.cfg.data
         contract = Contract(
@@ -484,7 +480,6 @@ class DistillTask(ClassificationTask):
 
     def _retrieval(self) -> dict[str, Any] | None:
         """View retrieval on the test split: view 0 of each shape queries the other views."""
-        from svl.eval.retrieval import positives_by_id, recall_at_k, view_retrieval_split
 
         base = self.test_set.base
         if not self.cfg.data.retrieval or not hasattr(base, "retrieval_ids"):

@@ -17,6 +17,8 @@ from typing import Any
 
 from torch import nn
 
+from svl.data import build_dataset, dataset_takes
+from svl.data.events import EventDataset
 from svl.models import load_weights
 from svl.models.loading import polarity_from_colour
 from svl.tasks.base import ModelSection, register_task
@@ -81,8 +83,6 @@ class EventClassificationTask(ClassificationTask):
             raise ValueError(f"{cfg.data.dataset} gives {c} input channels but model.in_channels={want}")
 
     def build_split(self, split: str, kind: str) -> Any:
-        from svl.data import build_dataset, dataset_takes
-        from svl.data.events import EventDataset
 
         d, m = self.cfg.data, self.cfg.model
         if not dataset_takes(d.dataset, "encoding"):

@@ -18,11 +18,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from svl.checkpoint import load_checkpoint, load_state_into, read_checkpoint_meta, save_checkpoint
+from svl.data import build_dataset, collate_points
 from svl.data.splits import Subset, cap_per_class
 from svl.energy import energy_line, energy_per_sample
+from svl.eval.zeroshot import choose_calibration, class_mean_accuracy, gzsl_metrics, topk_accuracy
+from svl.models import Contract
+from svl.models.heads import build_class_weights, fold_head, head_metadata, save_head
 from svl.tasks.base import TASKS, ModelSection, Task, TrainParts, encode, register_task
+from svl.teachers import create_teacher, embed_dataset_views
+from svl.train.losses import TripleAlignment
+from svl.train.sampler import KNNGroupedBatchSampler
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
+from svl.vocab import class_texts, load_templates
 
 __all__ = ["AlignmentSet", "PretrainConfig", "PretrainTask", "ViewTargets", "ZeroShotSet", "format_results"]
 
@@ -210,7 +219,6 @@ class PretrainTask(Task):
 
     # -- data ----------------------------------------------------------------------------------
     def __init__(self, cfg: PretrainConfig) -> None:
-        from svl.data import build_dataset
 
         super().__init__(cfg)
         seed_everything(cfg.seed)
@@ -255,8 +263,6 @@ class PretrainTask(Task):
     # -- teachers ------------------------------------------------------------------------------
     def teacher_targets(self) -> None:
         """Prompt embeddings of every class name and description; image embeddings of rendered views."""
-        from svl.teachers import create_teacher, embed_dataset_views
-        from svl.vocab import class_texts, load_templates
 
         t0 = time.perf_counter()
         tc = self.cfg.teacher
@@ -286,7 +292,6 @@ class PretrainTask(Task):
 
     # -- model ---------------------------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from svl.train.losses import TripleAlignment
 
         lc = self.cfg.loss
         if lc.text_proj not in ("learned", "identity"):
@@ -321,7 +326,6 @@ class PretrainTask(Task):
 
     def model_meta(self) -> dict[str, Any]:
         """Checkpoint metadata shared by every pretraining recipe: the model and its input contract."""
-        from svl.models import Contract
 
         m, d, tc = self.cfg.model, self.cfg.data, self.cfg.teacher
         contract = Contract(
@@ -344,7 +348,6 @@ class PretrainTask(Task):
         }
 
     def setup(self) -> TrainParts:
-        from svl.data import collate_points
 
         self.teacher_targets()
         rows = {self.classes.index(c): self.classes.index(c) for c in self.trained}
@@ -361,7 +364,6 @@ class PretrainTask(Task):
         """Hard negatives: batches made of groups of nearest neighbours in image-embedding space."""
         if not self.cfg.loss.hard_negatives:
             return None
-        from svl.train.sampler import KNNGroupedBatchSampler
 
         feats = np.asarray(self.image_emb, dtype=np.float32).mean(1)
         tc, group = self.cfg.train, self.cfg.loss.hard_negative_group
@@ -382,7 +384,6 @@ class PretrainTask(Task):
         return (z @ W.T).numpy(), labels
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        from svl.eval.zeroshot import class_mean_accuracy, gzsl_metrics
 
         s, y = self._val_scores(model, self.name_emb)
         k = len(self.trained)
@@ -401,7 +402,6 @@ class PretrainTask(Task):
     # -- final evaluation ----------------------------------------------------------------------
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Calibrate on validation, then report ZSL / GZSL on the test split via the folded head."""
-        from svl.checkpoint import load_checkpoint, load_state_into
 
         best = summary.get("best_path") or summary["last"]
         tensors, meta = load_checkpoint(best)
@@ -423,7 +423,6 @@ class PretrainTask(Task):
 
     def _calibrate(self, modes: dict[str, Tensor]) -> dict[str, float]:
         """Calibrated-stacking gamma per text mode, chosen on validation (pseudo-unseen play unseen)."""
-        from svl.eval.zeroshot import choose_calibration
 
         val_mask = np.arange(len(self.val_classes)) < len(self.trained)
         gammas = {}
@@ -433,7 +432,6 @@ class PretrainTask(Task):
         return gammas
 
     def _save_final(self, tensors: dict[str, Tensor], meta: dict[str, Any], gammas: dict[str, float]) -> Any:
-        from svl.checkpoint import save_checkpoint
 
         meta = dict(meta)
         meta["zsl"] = {
@@ -446,7 +444,6 @@ class PretrainTask(Task):
         return final
 
     def _test_set(self) -> tuple[Any, np.ndarray]:
-        from svl.data import build_dataset
 
         test = build_dataset(self.cfg.data.dataset, "test", root=self.cfg.data.root, seed=self.cfg.seed)
         y = test.labels()
@@ -466,10 +463,6 @@ class PretrainTask(Task):
         gamma: float,
     ) -> tuple[nn.Module, dict[str, Any]]:
         """Fold one text mode's class weights into the encoder, save its head, score the test split."""
-        from svl.checkpoint import read_checkpoint_meta
-        from svl.eval.zeroshot import gzsl_metrics, topk_accuracy
-        from svl.models.heads import build_class_weights, fold_head, head_metadata, save_head
-        from svl.vocab import class_texts
 
         W = build_class_weights(tensors, emb)
         folded = fold_head(copy.deepcopy(self.model.encoder).eval(), W)

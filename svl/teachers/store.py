@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from svl.conventions import MISSING_COLOR
+from svl.data.render import render_views, save_view_grid
 from svl.utils import atomic_write, cache_dir, get_logger, progress
 
 from .base import Teacher, create_teacher
@@ -337,7 +338,6 @@ def embed_dataset_views(
     n = len(dataset)
     if n == 0:
         raise ValueError("embed_dataset_views: the dataset is empty")
-    from svl.data.render import render_views
 
     settings = {
         "kind": "views",
@@ -513,7 +513,6 @@ def save_dataset_view_grid(
     color_mode: str = "shaded",
 ) -> None:
     """A PNG grid of the first `shapes` clouds' views: a look at what the image teacher is shown."""
-    from svl.data.render import render_views, save_view_grid
 
     first = _stack_batch([_sample_arrays(dataset[i], i) for i in range(min(shapes, len(dataset)))])
     save_view_grid(render_views(*first, num_views=num_views, size=size, color_mode=color_mode), path)

@@ -31,10 +31,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from svl.checkpoint import (
+    load_checkpoint,
+    load_state_into,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+    training_state_path,
+)
+from svl.spiking import record_spikes, spike_stats
 from svl.train import distributed as D
 from svl.train.sampler import ResumableBatchSampler, ResumableSampler
 from svl.train.schedule import StepDecayLR, WarmupCosineLR
-from svl.utils import get_logger, progress, progress_bars_enabled
+from svl.utils import atomic_write, get_logger, progress, progress_bars_enabled, seed_everything
 
 __all__ = [
     "TrainConfig",
@@ -443,7 +452,6 @@ class Trainer:
 
     def save(self, name: str = "last") -> Path | None:
         """Write `<name>.safetensors` + `<name>.state.pt` (rank 0; every rank must call it)."""
-        from svl.checkpoint import save_checkpoint, save_training_state
 
         rngs = [self._rng_state()]
         if D.is_dist():
@@ -496,7 +504,6 @@ class Trainer:
 
     def load(self, path: str | Path) -> None:
         """Restore weights, optimizer, scheduler, RNGs and data position from a `save()` pair."""
-        from svl.checkpoint import load_checkpoint, load_state_into, load_training_state, training_state_path
 
         path = Path(path)
         tensors, meta = load_checkpoint(path)
@@ -546,7 +553,6 @@ class Trainer:
     def _open_logs(self, resumed: bool) -> None:
         if not self.is_main:
             return
-        from svl.utils import atomic_write
 
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.out_dir / LOG_FILE
@@ -715,7 +721,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _train_step(self, batch: Any, log_now: bool) -> dict[str, Any]:
-        from svl.spiking import record_spikes, spike_stats
 
         self.model.train()
         batch = _to_device(batch, self.device)
@@ -821,7 +826,6 @@ class Trainer:
 
     def _start(self, resume: bool | str | Path) -> None:
         """Restore a checkpoint (or seed a fresh run) and open the logs."""
-        from svl.utils import seed_everything
 
         path = self._resolve_resume(resume)
         if path is not None:

@@ -28,6 +28,8 @@ from svl.data.images.io import (
     read_image,
     resize_image,
 )
+from svl.data.render import COLOR_MODES, render_views
+from svl.utils import cached_arrays, progress
 
 __all__ = [
     "DigitsDataset",
@@ -284,8 +286,6 @@ def render_modelnet40_views(
     desc: str = "rendering views",
 ) -> np.ndarray:
     """(S, N, 3) z-up clouds -> (S, V, size, size, 3) uint8 views, rendered `chunk` shapes at a time."""
-    from svl.data.render import render_views
-    from svl.utils import progress
 
     out = np.empty((len(points), views, size, size, 3), np.uint8)
     starts = range(0, len(points), chunk)
@@ -321,8 +321,6 @@ def _build_modelnet40_views(
     shapes of each class (quick runs). The uint8 views are cached under the svl cache
     (``modelnet40_views/``) keyed by every setting; device: where to render (default cpu).
     """
-    from svl.data.render import COLOR_MODES
-    from svl.utils import cached_arrays
 
     if split not in ("train", "test"):
         raise ValueError(f"modelnet40_views: split must be 'train' or 'test', got {split!r}")

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from svl.data.readers._sniff import NMNIST_OVERFLOW_Y, nmnist_timestamps, sniff_bin
+from svl.utils import atomic_write
 
 __all__ = [
     "DVS128_SIZE",
@@ -239,7 +240,6 @@ def read_nmnist(path: str | os.PathLike[str]) -> np.ndarray:
 def write_nmnist(path: str | os.PathLike[str], events: np.ndarray) -> None:
     """Write events in the N-MNIST layout (x, y < 256 but not y == 240, t < 2**23 us); for tests and
     conversions."""
-    from svl.utils import atomic_write
 
     x, y, t = (np.asarray(events[k]).astype(np.int64) for k in "xyt")
     xy = np.concatenate([x, y])
@@ -317,7 +317,6 @@ def read_aedat31(path: str | os.PathLike[str], keep_invalid: bool = False) -> np
 
 def write_aedat31(path: str | os.PathLike[str], events: np.ndarray, packet_size: int = 4096) -> None:
     """Write EVENT_DTYPE events as AEDAT 3.1 polarity packets (for tests and conversions)."""
-    from svl.utils import atomic_write
 
     t = events["t"].astype(np.int64)
     with atomic_write(path) as fh:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from svl.data.readers._common import BadFile, ReadOptions, floats, triangulate
+from svl.utils import atomic_write
 
 __all__ = ["read_ply"]
 
@@ -192,7 +193,6 @@ def write_ply_labels(
 ) -> Path:
     """A binary little-endian PLY of points with an int32 ``label`` property (and uchar colours),
     written atomically; PLY viewers (CloudCompare, MeshLab) show the label as a scalar field."""
-    from svl.utils import atomic_write
 
     xyz, labels = np.asarray(xyz, np.float32), np.asarray(labels).astype(np.int32)
     if xyz.ndim != 2 or xyz.shape[1] != 3 or len(labels) != len(xyz):
