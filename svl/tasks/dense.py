@@ -14,7 +14,7 @@ from torch import nn
 from svl.tasks.base import Subset, Task
 from svl.utils import get_logger
 
-__all__ = ["ENCODER_PREFIXES", "DenseTask", "load_e3dsnn_stages", "load_task_checkpoint"]
+__all__ = ["ENCODER_PREFIXES", "DenseTask", "load_e3dsnn_stages"]
 
 log = get_logger(__name__)
 
@@ -54,24 +54,6 @@ def load_e3dsnn_stages(net: nn.Module, path: str | Path, arch: str) -> int:
     new = len(net.state_dict()) - len(own)
     log.info("init: %d encoder tensors from %s; %d tensors new", len(own), p, new)
     return len(own)
-
-
-def load_task_checkpoint(checkpoint: str | Path, kind: str, task: str) -> tuple[nn.Module, list[str], dict]:
-    """(model, class names, meta) of a `svl finetune task=<task>` checkpoint whose meta kind is `kind`;
-    another file is refused, naming it and the command that makes the right one."""
-    from svl.checkpoint import read_checkpoint_meta
-    from svl.models import create_model
-
-    p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    meta = read_checkpoint_meta(p)
-    if meta.get("kind") != kind:
-        raise ValueError(
-            f"{p}: not a {task} checkpoint (kind {meta.get('kind')!r}); train one with "
-            f"`svl finetune task={task}`"
-        )
-    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
 
 
 class DenseTask(Task):

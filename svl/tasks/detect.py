@@ -18,31 +18,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from svl.infer import predict_boxes
 from svl.tasks.base import ModelSection, TrainParts, energy_per_sample, register_task
-from svl.tasks.dense import DenseTask, load_task_checkpoint
+from svl.tasks.dense import DenseTask
 from svl.train.trainer import TrainConfig
-from svl.utils import get_logger, progress, seed_everything
+from svl.utils import get_logger, seed_everything
 
 __all__ = [
     "DETECTOR_KIND",
     "DetectionConfig",
     "DetectionTask",
     "Detector",
-    "load_detector",
-    "predict_boxes",
 ]
 
 log = get_logger(__name__)
 
 DETECTOR_KIND = "svl-detector"
-_TRUTH_KEYS = ("boxes", "box_labels", "difficulty", "ignore_boxes", "ignore_labels", "frame_id")
 
 
 @dataclass
@@ -147,31 +144,6 @@ def remap_labels(labels: Tensor, lut: Tensor) -> Tensor:
         raise ValueError(f"box label {int(labels[ok].max())} outside the dataset's {len(lut)} box classes")
     out[ok] = lut[labels[ok]]
     return out
-
-
-def load_detector(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """(detector, class names, meta) of a `svl finetune task=detection` checkpoint."""
-    return load_task_checkpoint(checkpoint, DETECTOR_KIND, "detection")
-
-
-@torch.no_grad()
-def predict_boxes(
-    net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect", truth: list | None = None
-) -> list[tuple]:
-    """Per frame (boxes, scores, labels) of `net` over `dataset`, in order; `truth`, when given, gets
-    each frame's box keys (GT, difficulty, ignore boxes) from the same pass over the data."""
-    from svl.data import collate_points
-    from svl.eval.detection import postprocess
-
-    net.eval()
-    preds: list[tuple] = []
-    idx = list(range(len(dataset)))
-    for s in progress([idx[i : i + ev.batch_size] for i in range(0, len(idx), ev.batch_size)], desc=desc):
-        samples = [dataset[i] for i in s]
-        if truth is not None:
-            truth += [{k: v for k, v in x.items() if k in _TRUTH_KEYS} for x in samples]
-        preds += postprocess(net(collate_points(samples)), net.grid, **ev.decoding())
-    return preds
 
 
 @register_task("detection")

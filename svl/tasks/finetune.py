@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from svl.infer._load import load_classifier  # moved to svl.infer; benchmarks import it from here
 from svl.tasks.base import (
     ModelSection,
     Subset,
@@ -436,23 +437,6 @@ def _head_rows(head_names: list[str], classes: list[str], where: str) -> list[in
     return [key[display_name(c).lower()] for c in classes]
 
 
-def load_classifier(checkpoint: str | os.PathLike[str]) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """A fine-tuned classifier checkpoint: (encoder with its K-way head, class names, meta)."""
-    from svl.checkpoint import read_checkpoint_meta
-    from svl.models import create_model
-
-    p = Path(checkpoint)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    meta = read_checkpoint_meta(p)
-    if meta.get("kind") != CLASSIFIER_KIND or not meta.get("class_names"):
-        raise ValueError(
-            f"{p}: not a fine-tuned classifier (kind {meta.get('kind')!r}); a pretraining checkpoint "
-            "needs a Rep-VLI head file (--head, built with `svl build-head`)"
-        )
-    return create_model(None, pretrained=p).eval(), list(meta["class_names"]), meta
-
-
 # ----------------------------------------------------------------------------- the task
 @register_task("classification")
 class ClassificationTask(Task):
@@ -732,7 +716,8 @@ class ClassificationTask(Task):
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         from svl.checkpoint import save_checkpoint
-        from svl.eval.zeroshot import confusion_matrix, per_class_accuracy, plot_confusion, topk_accuracy
+        from svl.eval.zeroshot import confusion_matrix, per_class_accuracy, topk_accuracy
+        from svl.plots import plot_confusion
 
         encoder, path = self.final_encoder(summary)
         final = self.out / "final.safetensors"

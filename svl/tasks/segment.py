@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from svl.infer import predict_points
 from svl.tasks.base import ModelSection, TrainParts, energy_per_sample, register_task
-from svl.tasks.dense import DenseTask, load_task_checkpoint
+from svl.tasks.dense import DenseTask
 from svl.train.trainer import TrainConfig
-from svl.utils import get_logger, progress, seed_everything
+from svl.utils import get_logger, seed_everything
 
-__all__ = ["SEGMENTER_KIND", "SegmentationConfig", "SegmentationTask", "Segmenter", "load_segmenter"]
+__all__ = ["SEGMENTER_KIND", "SegmentationConfig", "SegmentationTask", "Segmenter"]
 
 log = get_logger(__name__)
 
@@ -107,28 +106,6 @@ class Segmenter(nn.Module):
         keep = y != IGNORE
         acc = (logits.argmax(-1)[keep] == y[keep]).float().mean() if keep.any() else logits.new_zeros(())
         return {"loss": loss, "acc": acc.detach()}
-
-
-def load_segmenter(checkpoint: str | Path) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """(U-Net, class names, meta) of a `svl finetune task=segmentation` checkpoint."""
-    return load_task_checkpoint(checkpoint, SEGMENTER_KIND, "segmentation")
-
-
-@torch.no_grad()
-def predict_points(net: nn.Module, dataset: Any, batch_size: int, desc: str = "segment") -> tuple[list, list]:
-    """Per-scene (labels, predictions) arrays of `net` over `dataset`, in order."""
-    from svl.data import collate_points
-
-    net.eval()
-    ys, ps = [], []
-    idx = list(range(len(dataset)))
-    for s in progress([idx[i : i + batch_size] for i in range(0, len(idx), batch_size)], desc=desc):
-        b = collate_points([dataset[i] for i in s])
-        pred = net(b).argmax(-1).numpy()
-        y = b.extras["segment"].numpy()
-        ys += list(y)
-        ps += list(pred)
-    return ys, ps
 
 
 @register_task("segmentation")
