@@ -305,23 +305,6 @@ def test_nothing_imports_upward() -> None:
     assert not bad, f"{len(bad)} import(s) point up the floors of docs/DESIGN.md:\n  " + "\n  ".join(bad)
 
 
-def test_inference_commands_do_not_import_the_training_recipes() -> None:
-    """`svl classify/segment/detect/retrieve/zeroshot/energy` predict through svl.infer, never svl.tasks."""
-    modules = svl_modules()
-    edges = import_edges(modules)
-    for cmd in (
-        "svl.cli.zeroshot",
-        "svl.cli.segment",
-        "svl.cli.detect",
-        "svl.cli.retrieve",
-        "svl.cli.energy",
-    ):
-        if cmd not in modules:
-            continue
-        chains = layering_violations(modules, edges, cmd, "svl.tasks")
-        assert not chains, f"{cmd} imports svl.tasks:\n  " + "\n  ".join(chains)
-
-
 def test_tasks_import_no_other_task_but_their_base_recipe() -> None:
     """A task file is a recipe: it may import svl/tasks/base.py and the one recipe it extends."""
     allowed = {

@@ -7,14 +7,11 @@ import json
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from svl.eval.detection import detect_files
-    from svl.tasks.detect import load_detector
+    from svl.infer import detect
 
-    net, names, meta = load_detector(args.checkpoint)
-    results = detect_files(
-        net, names, args.files, args.output, format=args.format, score_threshold=args.score_threshold,
-        settings=meta.get("eval"),
-    )  # fmt: skip
+    results = detect(
+        args.checkpoint, args.files, args.output, format=args.format, score_threshold=args.score_threshold
+    )
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

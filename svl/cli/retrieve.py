@@ -7,22 +7,17 @@ import json
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
-    from svl.data.readers.vpr import read_vpr
-    from svl.eval.retrieval import evaluate_vpr, format_recalls
-    from svl.tasks.finetune import load_classifier
+    from svl.eval.retrieval import format_recalls
+    from svl.infer import retrieve
 
-    model, _, meta = load_classifier(args.checkpoint)
-    data = meta.get("data") or {}
-    if data.get("input") != "image":
-        raise ValueError(f"{args.checkpoint}: not an image model (written by `svl distill`)")
-    split = read_vpr(args.root, args.split, threshold=args.threshold, positives_file=args.positives)
-    res = evaluate_vpr(
-        model, split, int(data["image_size"]), int(data["channels"]), batch_size=args.batch_size
-    )
+    res = retrieve(
+        args.checkpoint, args.root, args.split, threshold=args.threshold, positives_file=args.positives,
+        batch_size=args.batch_size,
+    )  # fmt: skip
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"{split.root} ({split.split}): {res['queries']} queries, {res['database']} database images")
+        print(f"{res['root']} ({res['split']}): {res['queries']} queries, {res['database']} database images")
         print(format_recalls(res))
     return 0
 

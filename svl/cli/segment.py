@@ -7,11 +7,9 @@ import json
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from svl.eval.segmentation import segment_files
-    from svl.tasks.segment import load_segmenter
+    from svl.infer import segment
 
-    net, names, _ = load_segmenter(args.checkpoint)
-    results = segment_files(net, names, args.files, args.output, format=args.format)
+    results = segment(args.checkpoint, args.files, args.output, format=args.format)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -11,7 +11,7 @@ from svl.cli._common import resolve_device
 
 # ------------------------------------------------------------------ svl build-head / zeroshot / classify
 def _cmd_build_head(args: argparse.Namespace) -> int:
-    from svl.eval.zeroshot import read_class_list
+    from svl.infer import read_class_list
     from svl.teachers.heads import build_head_file
     from svl.vocab import read_list_file
 
@@ -70,7 +70,8 @@ def _add_build_head(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_zeroshot(args: argparse.Namespace) -> int:
-    from svl.eval.zeroshot import evaluate_checkpoint, format_table, write_report
+    from svl.eval.zeroshot import format_table, write_report
+    from svl.infer import evaluate_checkpoint
 
     report = evaluate_checkpoint(
         args.checkpoint,
@@ -130,46 +131,16 @@ def _add_zeroshot(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_classify(args: argparse.Namespace) -> int:
-    from svl.eval.classify import classify_files
-    from svl.models.loading import load_zeroshot_model
-    from svl.tasks.finetune import load_classifier
+    from svl.infer import classify
 
-    meta = None
-    if args.head:
-        model, names, _ = load_zeroshot_model(args.checkpoint, args.head)
-    else:  # a fine-tuned classifier carries its own K-way head and class names
-        model, names, meta = load_classifier(args.checkpoint)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    num_points = args.num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
-    data = (meta or {}).get("data") or {}
-    if data.get("input") == "image":  # an image classifier (`svl distill`) reads PNG/JPEG files
-        from svl.eval.classify import classify_image_files
-
-        results = classify_image_files(
-            model, names, args.files, data, topk=args.topk, device=resolve_device(args.device)
-        )
-        return _print_results(results, args, events=True)
-    if data.get("input") == "events":  # a classifier fine-tuned on event streams reads event files
-        from svl.eval.classify import classify_event_files
-
-        results = classify_event_files(
-            model, names, args.files, data | ({"num_points": args.num_points} if args.num_points else {}),
-            topk=args.topk, format=args.format, device=resolve_device(args.device),
-        )  # fmt: skip
-        return _print_results(results, args, events=True)
-    results = classify_files(
-        model,
-        names,
-        args.files,
-        topk=args.topk,
-        num_points=num_points,
-        device=resolve_device(args.device),
-        up_axis=args.up_axis,
-    )
+    results = classify(
+        args.checkpoint, args.files, head=args.head, topk=args.topk, num_points=args.num_points,
+        up_axis=args.up_axis, format=args.format, device=resolve_device(args.device),
+    )  # fmt: skip
     return _print_results(results, args)
 
 
-def _print_results(results: list[dict], args: argparse.Namespace, events: bool = False) -> int:
+def _print_results(results: list[dict], args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -178,7 +149,7 @@ def _print_results(results: list[dict], args: argparse.Namespace, events: bool =
             print(f"svl: warning: {w}", file=sys.stderr)
         tops = "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
         print(f"{r['file']}: {r['label']}    [{tops}]")
-    if results and not events:
+    if results and "gravity_axis" in results[0]["prepared"]:  # point clouds: say what was assumed
         p = results[0]["prepared"]
         how = "as given by --up-axis" if args.up_axis else "assumed; pass --up-axis y for y-up files"
         print(

@@ -1,4 +1,5 @@
-"""What the energy meter measured: the per-layer rows, the report over them, and its table and chart.
+"""What the energy meter measured: the per-layer rows, the report over them, and its table (the chart
+is `svl.plots.plot_energy`).
 
 Data only: the hooks that fill these rows live in svl.energy.meter, which imports this module (never
 the other way round). matplotlib is imported only when plotting.
@@ -10,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from svl.utils import atomic_path
+from svl.plots import plot_energy
 
 __all__ = [
     "ENERGY_PRESETS",
@@ -21,7 +22,6 @@ __all__ = [
     "energy_line",
     "format_table",
     "merge_reports",
-    "plot_report",
     "si",
 ]
 
@@ -335,7 +335,7 @@ class EnergyReport:
 
     def plot(self, path: str) -> None:
         """Bar chart of energy and input firing rate per layer, written atomically as PNG."""
-        plot_report(self, path)
+        plot_energy(self, path)
 
 
 def merge_reports(reports: list[EnergyReport]) -> EnergyReport:
@@ -375,7 +375,7 @@ def merge_reports(reports: list[EnergyReport]) -> EnergyReport:
     )
 
 
-# ----------------------------------------------------------------------------- table and chart
+# ----------------------------------------------------------------------------- table
 def si(x: float | None, digits: int = 3) -> str:
     """Compact engineering notation (1.23e+07 -> '12.3M'); '-' for None."""
     if x is None:
@@ -454,30 +454,3 @@ def format_table(report: EnergyReport) -> str:
         out.append(f"our exact count for comparison: ANN FLOPs {report.exact_ann_flops:.4g} per sample")
     out.extend(f"note: {n}" for n in report.notes)
     return "\n".join(out)
-
-
-def plot_report(report: EnergyReport, path: str) -> None:
-    """Two bar panels per layer: SNN energy (uJ, MAC layers in red) and input firing rate; PNG, atomic."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    layers = [d for d in report.layer_dicts() if d["counted"]]
-    names = [d["layer"] for d in layers]
-    x = range(len(layers))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 0.35 * len(layers) + 2), 7), sharex=True)
-    colors = ["tab:red" if d["input"] == "real" else "tab:blue" for d in layers]
-    ax1.bar(x, [d["energy_pj"] * 1e-6 for d in layers], color=colors)
-    ax1.set_ylabel("energy per sample (uJ)")
-    ax1.set_title(
-        f"{report.model}: SNN {report.energy_snn_mj:.3g} mJ vs ANN {report.energy_ann_mj:.3g} mJ per sample, "
-        f"unit {report.unit} (red = real-valued input, MAC)"
-    )
-    ax2.bar(x, [d["firing_rate"] or 0.0 for d in layers], color="tab:green")
-    ax2.set_ylabel("input firing rate")
-    ax2.set_xticks(list(x), names, rotation=90, fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)

@@ -1,18 +1,17 @@
-"""Evaluation: zero-shot metrics, generalized zero-shot with calibrated stacking, reports, and
-running a checkpoint + Rep-VLI head over datasets and files (text-free).
+"""Metrics, and only metrics: zero-shot / GZSL accuracy with calibrated stacking and its reports
+(zeroshot.py), segmentation mIoU (segmentation.py), KITTI detection AP (detection.py), retrieval
+Recall@N (retrieval.py). They take predictions and labels; running a model is `svl.infer`'s job.
 
-Only numpy is imported here; torch, the data layer and matplotlib load when used.
+Only numpy (and the cheap svl.plots, svl.vocab, svl.utils) is imported here; matplotlib loads when used.
 """
 
 from svl.eval.zeroshot import (
     choose_calibration,
     class_mean_accuracy,
     confusion_matrix,
-    evaluate_checkpoint,
     format_table,
     gzsl_metrics,
     per_class_accuracy,
-    plot_confusion,
     topk_accuracy,
     write_report,
     zeroshot_report,
@@ -22,11 +21,9 @@ __all__ = [
     "choose_calibration",
     "class_mean_accuracy",
     "confusion_matrix",
-    "evaluate_checkpoint",
     "format_table",
     "gzsl_metrics",
     "per_class_accuracy",
-    "plot_confusion",
     "topk_accuracy",
     "write_report",
     "zeroshot_report",

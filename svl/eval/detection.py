@@ -50,7 +50,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,11 +61,8 @@ __all__ = [
     "DEFAULT_NEIGHBOURS",
     "LEVELS",
     "DetectionFrame",
-    "detect_files",
     "evaluate_detection",
     "kitti_difficulty",
-    "plot_bev",
-    "postprocess",
 ]
 
 LEVELS = ("easy", "moderate", "hard")
@@ -529,134 +525,3 @@ def _average_precision(
         reached = recall[None, :] >= positions[:, None] - 1e-12
         curve = np.where(reached, precision[None, :], 0.0).max(1)
     return float(curve.mean()), curve.tolist()
-
-
-def postprocess(
-    out: Mapping[str, Any],
-    grid: Any,
-    score_threshold: float = 0.1,
-    topk: int = 100,
-    nms_iou: float = 0.1,
-    max_boxes: int = 50,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """A detector's maps -> per frame (boxes, scores, labels), numpy, best first: decoded peaks, rotated
-    NMS in BEV per class (a box of one class never suppresses another's), the best `max_boxes`."""
-    import torch
-
-    from svl.boxes import nms_bev
-    from svl.models.detector import decode
-
-    res = []
-    with torch.no_grad():
-        decoded = decode(out, grid, topk=topk, score_threshold=score_threshold)
-    for boxes, scores, labels in decoded:
-        keep = [
-            idx[nms_bev(boxes[idx], scores[idx], nms_iou)]
-            for idx in (torch.nonzero(labels == c).flatten() for c in labels.unique().tolist())
-        ]
-        k = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.long)
-        k = k[scores[k].argsort(descending=True)][:max_boxes]
-        res.append((boxes[k].double().numpy(), scores[k].double().numpy(), labels[k].numpy()))
-    return res
-
-
-def plot_bev(
-    xyz: np.ndarray,
-    boxes: np.ndarray,
-    labels: np.ndarray,
-    class_names: Sequence[str],
-    path: str | Path,
-    scores: np.ndarray | None = None,
-    gt_boxes: np.ndarray | None = None,
-    title: str = "",
-    point_cloud_range: Sequence[float] | None = None,
-) -> Path:
-    """Bird's-eye view: points (grey, by height) and boxes coloured by class with a heading tick and
-    score; ground-truth boxes, when given, dashed black."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from svl.boxes import bev_corners
-    from svl.eval.segmentation import class_colors
-    from svl.utils import atomic_write
-
-    cols = class_colors(max(len(class_names), 1)) / 255.0
-    fig = Figure(figsize=(8, 8), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    xyz = np.asarray(xyz)
-    if point_cloud_range is not None:
-        r = point_cloud_range
-        inside = (xyz[:, 0] >= r[0]) & (xyz[:, 0] <= r[3]) & (xyz[:, 1] >= r[1]) & (xyz[:, 1] <= r[4])
-        xyz = xyz[inside]
-    ax.scatter(xyz[:, 0], xyz[:, 1], c=xyz[:, 2], cmap="Greys", s=0.5, linewidths=0, alpha=0.6)
-    if gt_boxes is not None and len(gt_boxes):
-        for c in np.asarray(bev_corners(np.asarray(gt_boxes, np.float64))):
-            ax.fill(c[:, 0], c[:, 1], fill=False, edgecolor="black", linestyle="--", linewidth=1)
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 7)
-    shown = set()
-    for i, c in enumerate(np.asarray(bev_corners(boxes)) if len(boxes) else []):
-        k = int(labels[i])
-        ax.fill(c[:, 0], c[:, 1], fill=False, edgecolor=cols[k], linewidth=1.5,
-                label=None if k in shown else class_names[k])  # fmt: skip
-        shown.add(k)
-        x, y, yaw, half = boxes[i, 0], boxes[i, 1], boxes[i, 6], boxes[i, 3] / 2
-        ax.plot([x, x + half * np.cos(yaw)], [y, y + half * np.sin(yaw)], color=cols[k], linewidth=1.5)
-        if scores is not None:
-            ax.text(x, y, f"{scores[i]:.2f}", fontsize=6, ha="center", va="center", color=cols[k])
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (m)")
-    ax.set_ylabel("y (m)")
-    if shown:
-        ax.legend(loc="upper right", fontsize=7, frameon=False)
-    ax.set_title(title, fontsize=10)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png")
-    return Path(path)
-
-
-def detect_files(
-    net: Any,
-    class_names: Sequence[str],
-    paths: Sequence[str | Path],
-    out_dir: str | Path,
-    format: str | None = None,
-    score_threshold: float | None = None,
-    settings: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Boxes of each point-cloud file: OUT/<stem>.json (centre, size, yaw, class, score per box) and
-    OUT/<stem>.png (bird's-eye view); coordinates as stored (metres, z up)."""
-    import json
-
-    import torch
-
-    from svl.data import collate_points, load_points
-    from svl.utils import atomic_write
-
-    ev = dict(settings or {})
-    if score_threshold is not None:
-        ev["score_threshold"] = float(score_threshold)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for p in paths:
-        s = load_points(p, format=format)
-        item = {"xyz": s["xyz"], "index": 0, **({"rgb": s["rgb"]} if s.get("rgb") is not None else {})}
-        with torch.no_grad():
-            boxes, scores, labels = postprocess(net.eval()(collate_points([item])), net.grid, **ev)[0]
-        if len(labels) and int(labels.max()) >= len(class_names):
-            raise ValueError(f"model predicted class {int(labels.max())} for {len(class_names)} class names")
-        dets = [
-            {"class": class_names[int(k)], "score": float(sc), "centre": [float(v) for v in b[:3]],
-             "size": [float(v) for v in b[3:6]], "yaw": float(b[6])}
-            for b, sc, k in zip(boxes, scores, labels)
-        ]  # fmt: skip
-        stem = out / Path(p).stem
-        with atomic_write(stem.with_suffix(".json"), "w") as fh:
-            json.dump({"file": str(p), "boxes": dets}, fh, indent=2)
-        rng = getattr(net.grid, "point_cloud_range", None)
-        plot_bev(s["xyz"], boxes, labels, class_names, stem.with_suffix(".png"), scores=scores,
-                 title=f"{Path(p).name}: {len(dets)} boxes", point_cloud_range=rng)  # fmt: skip
-        results.append({"file": str(p), "boxes": len(dets), "json": str(stem.with_suffix(".json")),
-                        "png": str(stem.with_suffix(".png")), "detections": dets})  # fmt: skip
-    return results

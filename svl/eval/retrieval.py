@@ -37,9 +37,7 @@ import torch
 from svl.data.readers.vpr import positives_by_distance  # ground truth of the data floor, re-exported
 
 __all__ = [
-    "evaluate_vpr",
     "format_recalls",
-    "image_descriptors",
     "positives_by_distance",
     "positives_by_id",
     "rank_database",
@@ -305,45 +303,3 @@ def view_retrieval_split(shape_ids: Any, views: Any, query_view: int = 0) -> tup
             "retrieval needs at least 2 views per queried shape, one as the query and one in the database"
         )
     return q_idx, db_idx
-
-
-@torch.no_grad()
-def image_descriptors(
-    model: torch.nn.Module,
-    paths: Sequence[Any],
-    image_size: int,
-    channels: int,
-    batch_size: int = 64,
-    desc: str = "descriptors",
-) -> torch.Tensor:
-    """(N, C) retrieval descriptors of image files: the pooled features of an image model (what its
-    head reads), each image read with the model's channels and resized to its input size."""
-    from svl.data.images import collate_images, read_image, resize_image
-    from svl.utils import progress
-
-    model.eval()
-    out = []
-    for a in progress(range(0, len(paths), batch_size), desc=desc, leave=False):
-        items = []
-        for i, p in enumerate(paths[a : a + batch_size]):
-            img = resize_image(read_image(p, channels=channels), image_size)
-            items.append({"image": img, "label": 0, "index": a + i})
-        out.append(model.forward_features(collate_images(items))["pooled"].float())
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def evaluate_vpr(
-    model: torch.nn.Module,
-    split: Any,
-    image_size: int,
-    channels: int,
-    ks: Sequence[int] = (1, 5, 10),
-    batch_size: int = 64,
-    threshold: float | None = None,
-) -> dict[str, Any]:
-    """Recall@N of an image model's descriptors on a place-recognition split (`read_vpr`)."""
-    q = image_descriptors(model, split.queries, image_size, channels, batch_size, "queries")
-    db = image_descriptors(model, split.database, image_size, channels, batch_size, "database")
-    res = recall_at_k(q, db, split.positives(threshold), ks=ks)
-    res.update(database=len(split.database), split=split.split, root=str(split.root))
-    return res

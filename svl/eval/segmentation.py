@@ -10,7 +10,6 @@ its category only, and a part absent from both the shape's labels and its predic
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +18,9 @@ from svl.data.segmentation import SHAPENETPART_PARTS
 
 __all__ = [
     "SHAPENETPART_PARTS",
-    "class_colors",
     "confusion",
     "iou_from_confusion",
     "part_miou",
-    "plot_segmentation",
-    "segment_files",
     "segmentation_metrics",
 ]
 
@@ -107,85 +103,3 @@ def part_miou(
         "per_category": per_cat,
         "shapes": len(shape_iou),
     }
-
-
-def class_colors(k: int) -> np.ndarray:
-    """(k, 3) uint8 distinct colours (tab20, then hsv) for k classes."""
-    from matplotlib import colormaps
-
-    base = colormaps["tab20"](np.arange(20))[:, :3]
-    extra = colormaps["hsv"](np.linspace(0, 1, max(k - 20, 1), endpoint=False))[:, :3]
-    return (255 * np.concatenate([base, extra])[:k]).astype(np.uint8)
-
-
-def plot_segmentation(
-    xyz: np.ndarray, labels: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = ""
-) -> Path:
-    """Top (x-y) and side (x-z) views of points coloured by class, with a legend of the classes present."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from svl.utils import atomic_write
-
-    cols = class_colors(len(class_names)) / 255.0
-    fig = Figure(figsize=(12, 5.5), dpi=100)
-    FigureCanvasAgg(fig)
-    present = np.unique(labels)
-    for j, (a, b, name) in enumerate(((0, 1, "top (x-y)"), (0, 2, "side (x-z)"))):
-        ax = fig.add_subplot(1, 2, j + 1)
-        ax.scatter(xyz[:, a], xyz[:, b], c=cols[labels], s=1.5, linewidths=0)
-        ax.set_aspect("equal")
-        ax.set_title(name, fontsize=9)
-    handles = [
-        fig.axes[0].scatter([], [], color=cols[c], s=20, label=class_names[c]) for c in present if c >= 0
-    ]
-    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(right=0.83)
-    with atomic_write(path) as fh:
-        fig.savefig(fh, format="png")
-    return Path(path)
-
-
-def segment_files(
-    net: Any,
-    class_names: Sequence[str],
-    paths: Sequence[str | Path],
-    out_dir: str | Path,
-    format: str | None = None,
-) -> list[dict[str, Any]]:
-    """Per-point labels of each point-cloud file, written as OUT/<stem>.ply (with a `label` property),
-    OUT/<stem>.npy and OUT/<stem>.png (coloured by class); coordinates as stored (metres for scenes)."""
-    import torch
-
-    from svl.data import collate_points, load_points
-    from svl.data.readers.ply import write_ply_labels
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cols = class_colors(len(class_names))
-    results = []
-    for p in paths:
-        s = load_points(p, format=format)
-        item = {"xyz": s["xyz"], "index": 0, **({"rgb": s["rgb"]} if s.get("rgb") is not None else {})}
-        with torch.no_grad():
-            logits = net.eval()(collate_points([item]))[0]
-        if logits.shape[-1] != len(class_names):
-            raise ValueError(
-                f"model returned {logits.shape[-1]} scores per point for {len(class_names)} classes"
-            )
-        pred = logits.argmax(-1).numpy()
-        stem = out / Path(p).stem
-        write_ply_labels(stem.with_suffix(".ply"), s["xyz"], pred, cols[pred])
-        from svl.utils import atomic_write
-
-        with atomic_write(stem.with_suffix(".npy")) as fh:
-            np.save(fh, pred.astype(np.int32))
-        plot_segmentation(s["xyz"], pred, class_names, stem.with_suffix(".png"), title=Path(p).name)
-        counts = np.bincount(pred, minlength=len(class_names))
-        results.append({
-            "file": str(p), "points": int(len(pred)), "ply": str(stem.with_suffix(".ply")),
-            "png": str(stem.with_suffix(".png")),
-            "classes": {class_names[c]: int(n) for c, n in enumerate(counts) if n},
-        })  # fmt: skip
-    return results

@@ -435,6 +435,12 @@ def load_model(
     p = Path(path)
     meta = read_meta(p)
     held = meta.get("kind")
+    if head is not None:  # an encoder + its Rep-VLI head: the text-free zero-shot classifier
+        if held not in (PRETRAIN_KIND, None):
+            raise wrong_checkpoint(
+                p, f"kind {held!r} with its own classes", "a pretrained encoder", "give no head file"
+            )
+        return _encoder(p, meta, str(head))
     wanted = [kind] if isinstance(kind, str) else list(kind or [])
     if wanted and held not in wanted:
         spec = CHECKPOINT_KINDS.get(wanted[0]) if wanted[0] in CHECKPOINT_KINDS else None

@@ -27,19 +27,18 @@ from torch import nn
 from svl.data import build_dataset, collate_points
 from svl.data.detection import build_gt_database
 from svl.energy import energy_line, energy_per_sample
-from svl.eval.detection import evaluate_detection, postprocess
+from svl.eval.detection import evaluate_detection
+from svl.infer import predict_boxes
 from svl.models.loading import DETECTOR_KIND
 from svl.models.wrappers import Detector, remap_labels
 from svl.tasks.base import ModelSection, TrainParts, register_task
 from svl.tasks.dense import DenseTask, SceneData
 from svl.train.trainer import TrainConfig
-from svl.utils import get_logger, progress, seed_everything
+from svl.utils import get_logger, seed_everything
 
-__all__ = ["DetectionConfig", "DetectionTask", "predict_boxes"]
+__all__ = ["DetectionConfig", "DetectionTask"]
 
 log = get_logger(__name__)
-
-_TRUTH_KEYS = ("boxes", "box_labels", "difficulty", "ignore_boxes", "ignore_labels", "frame_id")
 
 
 @dataclass
@@ -105,23 +104,6 @@ class DetectionConfig:
     train: TrainConfig = field(default_factory=_det_train)
     out_dir: str = "runs/detect_modelnet40_scenes"
     energy: bool = True
-
-
-@torch.no_grad()
-def predict_boxes(
-    net: nn.Module, dataset: Any, ev: DetEval, desc: str = "detect", truth: list | None = None
-) -> list[tuple]:
-    """Per frame (boxes, scores, labels) of `net` over `dataset`, in order; `truth`, when given, gets
-    each frame's box keys (GT, difficulty, ignore boxes) from the same pass over the data."""
-    net.eval()
-    preds: list[tuple] = []
-    idx = list(range(len(dataset)))
-    for s in progress([idx[i : i + ev.batch_size] for i in range(0, len(idx), ev.batch_size)], desc=desc):
-        samples = [dataset[i] for i in s]
-        if truth is not None:
-            truth += [{k: v for k, v in x.items() if k in _TRUTH_KEYS} for x in samples]
-        preds += postprocess(net(collate_points(samples)), net.grid, **ev.decoding())
-    return preds
 
 
 @register_task("detection")

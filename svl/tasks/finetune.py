@@ -29,13 +29,13 @@ from svl.eval.zeroshot import (
     class_mean_accuracy,
     confusion_matrix,
     per_class_accuracy,
-    plot_confusion,
     topk_accuracy,
 )
 from svl.models import Contract, create_model, load_weights, model_info
 from svl.models.heads import attach_head, head_affine, load_head, pooled_features, set_head
 from svl.models.loading import CLASSIFIER_KIND
 from svl.models.wrappers import Classifier, FeatureProbe
+from svl.plots import plot_confusion
 from svl.tasks.base import SCRATCH, ModelSection, Task, TrainParts, encode, register_task
 from svl.train.bn import precise_bn
 from svl.train.trainer import TrainConfig

@@ -14,23 +14,22 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 from torch import nn
 
 from svl.data import build_dataset, collate_points
 from svl.energy import energy_line, energy_per_sample
 from svl.eval.segmentation import part_miou, segmentation_metrics
+from svl.infer import predict_points
 from svl.models.loading import SEGMENTER_KIND
 from svl.models.wrappers import IGNORE, Segmenter
 from svl.tasks.base import ModelSection, TrainParts, register_task
 from svl.tasks.dense import DenseTask, SceneData
 from svl.train.trainer import TrainConfig
-from svl.utils import get_logger, progress, seed_everything
+from svl.utils import get_logger, seed_everything
 
 __all__ = ["SegmentationConfig", "SegmentationTask"]
 
 log = get_logger(__name__)
-
 
 
 def _seg_model() -> ModelSection:
@@ -79,21 +78,6 @@ class SegmentationConfig:
     train: TrainConfig = field(default_factory=_seg_train)
     out_dir: str = "runs/segment_modelnet40_scenes"
     energy: bool = True
-
-
-@torch.no_grad()
-def predict_points(net: nn.Module, dataset: Any, batch_size: int, desc: str = "segment") -> tuple[list, list]:
-    """Per-scene (labels, predictions) arrays of `net` over `dataset`, in order."""
-    net.eval()
-    ys, ps = [], []
-    idx = list(range(len(dataset)))
-    for s in progress([idx[i : i + batch_size] for i in range(0, len(idx), batch_size)], desc=desc):
-        b = collate_points([dataset[i] for i in s])
-        pred = net(b).argmax(-1).numpy()
-        y = b.extras["segment"].numpy()
-        ys += list(y)
-        ps += list(pred)
-    return ys, ps
 
 
 @register_task("segmentation")

@@ -1,4 +1,5 @@
-"""Running a (folded) encoder over datasets and point-cloud files: score matrices and top-k labels.
+"""Classifying with a checkpoint: files of any modality it was trained on (`classify`), or a dataset
+(`predict_scores`: the score matrix the zero-shot metrics take).
 
 Text-free on purpose: nothing here imports a teacher, so `svl classify` runs with the encoder and
 the Rep-VLI head file only.
@@ -8,14 +9,21 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["classify_event_files", "classify_files", "classify_image_files", "predict_scores"]
+from svl.data import collate_points, load_points, prepare
+from svl.data.events import events_to_points, events_to_steps
+from svl.data.images import collate_images, read_image, resize_image
+from svl.data.readers.events import read_events
+from svl.models.loading import CLASSIFIER_KIND, load_model
+from svl.utils import progress
+
+__all__ = ["classify", "predict_scores"]
 
 
 @torch.no_grad()
@@ -29,9 +37,6 @@ def predict_scores(
     desc: str = "zero-shot",
 ) -> tuple[Tensor, Tensor]:
     """(scores (N, K), labels (N,)) of `model` over `dataset` items (all, the first `limit`, or `indices`)."""
-    from svl.data.batch import collate_points
-    from svl.utils import progress
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     idx = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
@@ -49,28 +54,65 @@ def predict_scores(
     return torch.cat(scores), torch.cat(labels).long()
 
 
+def classify(
+    model: str | os.PathLike[str] | nn.Module,
+    files: Sequence[str | os.PathLike[str]],
+    *,
+    head: str | os.PathLike[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    data: Mapping[str, Any] | None = None,
+    topk: int = 5,
+    num_points: int | None = None,
+    up_axis: str | None = None,
+    format: str | None = None,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """Label each file, read the way the classifier was trained: `[{"file", "label", "top",
+    "prepared", "warnings"}, ...]`, "top" the `topk` best classes with their scores.
+
+    `model` is a checkpoint (a classifier written by `svl finetune` or `svl distill`, or a pretraining
+    checkpoint with a Rep-VLI `head` file: point clouds), or a model with its `class_names` and
+    `data` (the checkpoint's meta["data"]; default point clouds). Its "input" picks the files:
+    - "image": PNG/JPEG read with the trained channels, resized to the trained size; softmax scores.
+    - "events": event recordings (`format` forces a reader), encoded as in training (encoding, time
+      bins, `num_points` events, default the trained count); another sensor size is a warning.
+    - otherwise point clouds, through `svl.data.prepare` with the model's contract: the files' up
+      axis (`up_axis`, default z) turned to the model's gravity axis, `num_points` (default the
+      contract's), centred and scaled, colour as trained. Scores are the head's logits: they rank
+      the classes of one file but are not calibrated probabilities.
+    """
+    if isinstance(model, nn.Module):
+        if head is not None:
+            raise ValueError("classify: a head file goes with a checkpoint path, not a built model")
+        if class_names is None:
+            raise ValueError("classify: a built model needs its class_names")
+        names, data = list(class_names), dict(data or {})
+    else:
+        loaded = load_model(model, kind=CLASSIFIER_KIND, head=head)
+        model, names = loaded.model, loaded.class_names
+        data = {} if head is not None else dict(loaded.meta.get("data") or {})
+    if data.get("input") == "image":
+        return _classify_images(model, names, files, data, topk, device)
+    if data.get("input") == "events":
+        events = data | ({"num_points": num_points} if num_points else {})
+        return _classify_events(model, names, files, events, topk, format, device)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    n = num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
+    return _classify_points(model, names, files, topk, n, device, up_axis)
+
+
 @torch.no_grad()
-def classify_files(
+def _classify_points(
     model: nn.Module,
     class_names: Sequence[str],
     paths: Sequence[str | os.PathLike[str]],
-    topk: int = 5,
-    num_points: int | None = None,
-    device: str | torch.device = "cpu",
-    up_axis: str | None = None,
+    topk: int,
+    num_points: int | None,
+    device: str | torch.device,
+    up_axis: str | None,
 ) -> list[dict[str, Any]]:
-    """Label each point-cloud file: `[{"file", "label", "top", "prepared", "warnings"}, ...]`.
-
-    Every file goes through `svl.data.prepare` with the model's contract (`model.pretrained_cfg`):
-    the up axis (`up_axis`, default z) rotated to the model's gravity axis, resampled to the
-    contract's points (or `num_points`), centred and scaled to the unit sphere, colour as trained.
-    `prepared` records what was assumed; `warnings` holds e.g. a degenerate-cloud warning.
-    Scores are the folded head's logits: cosine similarity times the student's (per-file) norm,
-    so they rank classes within a file but are not calibrated probabilities.
-    """
-    from svl.data import load_points, prepare
-    from svl.data.batch import collate_points
-
+    """Point-cloud files; `prepared` records what `svl.data.prepare` assumed, `warnings` e.g. a
+    degenerate cloud."""
     if not paths:
         raise ValueError("no point-cloud files given")
     model.eval().to(device)
@@ -95,49 +137,20 @@ def classify_files(
     return results
 
 
-def _ranked(
-    file: str,
-    scores: Tensor,
-    class_names: Sequence[str],
-    k: int,
-    prepared: dict[str, Any],
-    notes: list[str],
-) -> dict[str, Any]:
-    """One file's result: its label, its top-k classes with scores, what was assumed, warnings."""
-    if scores.shape[0] != len(class_names):
-        raise ValueError(f"model returned {scores.shape[0]} scores for {len(class_names)} classes")
-    top = torch.topk(scores, k)
-    return {
-        "file": file,
-        "label": class_names[int(top.indices[0])],
-        "top": [{"class": class_names[int(i)], "score": float(scores[i])} for i in top.indices],
-        "prepared": prepared,
-        "warnings": notes,
-    }
-
-
 @torch.no_grad()
-def classify_event_files(
+def _classify_events(
     model: nn.Module,
     class_names: Sequence[str],
     paths: Sequence[str | os.PathLike[str]],
     events_meta: dict[str, Any],
-    topk: int = 5,
-    format: str | None = None,
-    device: str | torch.device = "cpu",
+    topk: int,
+    format: str | None,
+    device: str | torch.device,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Label event recordings with a classifier fine-tuned on events (task `event_classification`).
-
-    Each file is read (`read_events`, `format` forced or detected), encoded as in training (the
-    checkpoint's encoding, time bins and events per window, from `events_meta`: its meta["data"]) and
-    classified; a sensor of another size than the training data's is a warning (coordinates are scaled
-    by the sensor size, so the object's scale changes).
-    """
-    from svl.data.batch import collate_points
-    from svl.data.events import events_to_points, events_to_steps
-    from svl.data.readers.events import read_events
-
+    """Event recordings with a classifier fine-tuned on events (task `event_classification`); a sensor
+    of another size than the training data's is a warning (coordinates are scaled by the sensor size,
+    so the object's scale changes)."""
     if not paths:
         raise ValueError("no event files given")
     model.eval().to(device)
@@ -165,19 +178,15 @@ def classify_event_files(
 
 
 @torch.no_grad()
-def classify_image_files(
+def _classify_images(
     model: nn.Module,
     class_names: Sequence[str],
     paths: Sequence[str | os.PathLike[str]],
     data: dict[str, Any],
-    topk: int = 5,
-    device: str | torch.device = "cpu",
+    topk: int,
+    device: str | torch.device,
 ) -> list[dict[str, Any]]:
-    """Label image files (PNG/JPEG) with an image classifier (`svl distill`): each image is read with
-    the channels the model was trained on and resized to its input size, as in training. Scores are
-    softmax probabilities."""
-    from svl.data.images import collate_images, read_image, resize_image
-
+    """Image files with an image classifier (`svl distill`), as in training; softmax scores."""
     if not paths:
         raise ValueError("no image files given")
     size, channels = int(data["image_size"]), int(data["channels"])
@@ -193,3 +202,24 @@ def classify_image_files(
         prepared = {"image_size": [int(h), int(w)], "resized_to": size, "channels": channels}
         results.append(_ranked(str(path), probs, class_names, k, prepared, []))
     return results
+
+
+def _ranked(
+    file: str,
+    scores: Tensor,
+    class_names: Sequence[str],
+    k: int,
+    prepared: dict[str, Any],
+    notes: list[str],
+) -> dict[str, Any]:
+    """One file's result: its label, its top-k classes with scores, what was assumed, warnings."""
+    if scores.shape[0] != len(class_names):
+        raise ValueError(f"model returned {scores.shape[0]} scores for {len(class_names)} classes")
+    top = torch.topk(scores, k)
+    return {
+        "file": file,
+        "label": class_names[int(top.indices[0])],
+        "top": [{"class": class_names[int(i)], "score": float(scores[i])} for i in top.indices],
+        "prepared": prepared,
+        "warnings": notes,
+    }

@@ -1,0 +1,32 @@
+"""Inference: a checkpoint (or a built model) over files or a dataset, for every modality and task.
+What is predicted is scored by `svl.eval`, which never runs a model; the CLI's `classify`, `zeroshot`,
+`segment`, `detect` and `retrieve` commands map their arguments onto these calls.
+
+- classification.py: `classify` (point clouds, event recordings or images, as the checkpoint was
+  trained), `predict_scores` (a dataset's score matrix)
+- zeroshot.py: `evaluate_checkpoint` (checkpoint + Rep-VLI head over a split, scored), `read_class_list`
+- segmentation.py: `segment` (files -> labelled .ply / .npy / .png), `predict_points` (a dataset)
+- detection.py: `detect` (files -> boxes .json / .png), `predict_boxes` (a dataset), `postprocess`
+- retrieval.py: `retrieve` (Recall@N on a place-recognition split), `image_descriptors`
+Every checkpoint becomes a model through `svl.models.load_model` (by its kind), the one loading path.
+"""
+
+from svl.infer.classification import classify, predict_scores
+from svl.infer.detection import detect, postprocess, predict_boxes
+from svl.infer.retrieval import image_descriptors, retrieve
+from svl.infer.segmentation import predict_points, segment
+from svl.infer.zeroshot import evaluate_checkpoint, read_class_list
+
+__all__ = [
+    "classify",
+    "detect",
+    "evaluate_checkpoint",
+    "image_descriptors",
+    "postprocess",
+    "predict_boxes",
+    "predict_points",
+    "predict_scores",
+    "read_class_list",
+    "retrieve",
+    "segment",
+]
