@@ -1,5 +1,6 @@
-"""svl.infer: one `classify` for every modality, the one loader (`svl.models.load_model`) refusing the wrong checkpoint, and the layers
-that keep inference apart from training recipes and metrics apart from models.
+"""svl.infer: one `classify` for every modality, the one loader (`svl.models.load_model`) refusing the
+wrong checkpoint, and the layers that keep inference apart from training recipes and metrics apart
+from models.
 
 Why: `svl classify` used to choose points / events / images in the CLI; the library call must read each
 file the way the checkpoint was trained, whether it gets a checkpoint path or a built model, and the
