@@ -1,5 +1,8 @@
 """Energy meter: per-layer FLOPs, synaptic operations and energy from one real forward pass (docs/SPEC.md §7).
 
+(One room of ~600 lines on purpose: the hooks, the per-layer counting rules and their SPEC
+conventions must be read together to check one number.)
+
 Published SNN energy figures are hard to reproduce because counters guess: they assume dense layers,
 a fixed firing rate or random inputs. This meter instead hooks every synaptic layer of a network,
 reads what actually flowed into it (spike counts per site and channel, the real sparse kernel map)

@@ -1,5 +1,8 @@
 """A generic, exactly-resumable training loop (pretraining and fine-tuning share it).
 
+(Over 600 lines because exact resume, signals, DDP and disk-full handling touch the same state; they
+are kept in one class so that a change to one cannot silently break another.)
+
 Any `model(batch) -> {"loss": Tensor, **scalar logs}` trains here: AdamW (or SGD) with no decay on
 biases / norm parameters / temperatures, per-iteration warm-up + cosine (or step decay), gradient
 clipping, optional bf16 autocast, DDP under torchrun. A run can stop anywhere and resume bit-for-bit:

@@ -1,5 +1,8 @@
 """Event-camera files -> numpy event arrays: every event *file* reader, format detection, tonic interop.
 
+(Over 600 lines because it holds six binary formats side by side behind one `read_events`; each
+reader is short, and splitting them would scatter the shared header and validation helpers.)
+
 Events are structured arrays of ``EVENT_DTYPE`` (x int16, y int16, t int64 microseconds, p bool with
 True = ON): tonic's field names, so tonic transforms run on them directly. `read_events` reads any
 supported file into an `EventFile` (events + sensor size + format); the windowing and datasets built
