@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from svl.data.splits import balanced_fraction, few_shot_episode
+from svl.infer import vote_probabilities
 from svl.models.wrappers import Classifier
 from svl.tasks import load_task_config, run_task
-from svl.tasks.finetune import ClassificationTask, vote_probabilities
+from svl.tasks.finetune import ClassificationTask
 
 QUICK = [
     "data.classes=[airplane,bathtub,guitar,lamp]", "data.train_per_class=12", "data.test_per_class=6",

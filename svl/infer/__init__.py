@@ -11,7 +11,7 @@ What is predicted is scored by `svl.eval`, which never runs a model; the CLI's `
 Every checkpoint becomes a model through `svl.models.load_model` (by its kind), the one loading path.
 """
 
-from svl.infer.classification import classify, predict_scores
+from svl.infer.classification import classify, predict_scores, vote_probabilities
 from svl.infer.detection import detect, postprocess, predict_boxes
 from svl.infer.retrieval import image_descriptors, retrieve
 from svl.infer.segmentation import predict_points, segment
@@ -29,4 +29,5 @@ __all__ = [
     "read_class_list",
     "retrieve",
     "segment",
+    "vote_probabilities",
 ]

@@ -23,7 +23,7 @@ from svl.data.readers.events import read_events
 from svl.models.loading import CLASSIFIER_KIND, load_model
 from svl.utils import progress
 
-__all__ = ["classify", "predict_scores"]
+__all__ = ["classify", "predict_scores", "vote_probabilities"]
 
 
 @torch.no_grad()
@@ -223,3 +223,9 @@ def _ranked(
         "prepared": prepared,
         "warnings": notes,
     }
+
+
+def vote_probabilities(logits: list[Tensor] | Tensor) -> Tensor:
+    """Test-time voting: softmax probabilities averaged over the passes ((V, N, K) -> (N, K))."""
+    stacked = torch.stack(list(logits)) if not isinstance(logits, Tensor) else logits
+    return stacked.float().softmax(-1).mean(0)

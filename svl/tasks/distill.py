@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from svl.data.images import build_image_dataset, collate_images, resize_image
 from svl.data.splits import LabelView
 from svl.eval.retrieval import positives_by_id, recall_at_k, view_retrieval_split
+from svl.infer import vote_probabilities
 from svl.models import Contract, create_model
 from svl.models.wrappers import LogitsAndPooled
 from svl.tasks.base import ModelSection, TrainParts, encode, register_task
@@ -51,7 +52,6 @@ from svl.tasks.finetune import (
     EvalSection,
     FinetuneConfig,
     FinetuneData,
-    vote_probabilities,
 )
 from svl.teachers import create_teacher
 from svl.teachers.store import EmbeddingStore, embed_texts_cached

@@ -31,6 +31,7 @@ from svl.eval.zeroshot import (
     per_class_accuracy,
     topk_accuracy,
 )
+from svl.infer import vote_probabilities
 from svl.models import Contract, create_model, load_weights, model_info
 from svl.models.heads import attach_head, head_affine, load_head, pooled_features, set_head
 from svl.models.loading import CLASSIFIER_KIND
@@ -42,7 +43,7 @@ from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
 from svl.vocab import display_name
 
-__all__ = ["ClassificationTask", "FinetuneConfig", "vote_probabilities"]
+__all__ = ["ClassificationTask", "FinetuneConfig"]
 
 log = get_logger(__name__)
 
@@ -165,12 +166,6 @@ class _FeatureSet:
 
 def _stack(items: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
     return {"feats": torch.stack([f for f, _ in items]), "labels": torch.stack([y for _, y in items])}
-
-
-def vote_probabilities(logits: list[Tensor] | Tensor) -> Tensor:
-    """Test-time voting: softmax probabilities averaged over the passes ((V, N, K) -> (N, K))."""
-    stacked = torch.stack(list(logits)) if not isinstance(logits, Tensor) else logits
-    return stacked.float().softmax(-1).mean(0)
 
 
 def _head_rows(head_names: list[str], classes: list[str], where: str) -> list[int]:
