@@ -189,8 +189,8 @@ def test_init_loads_exactly_the_encoder_weights_and_refuses_another(tmp_path, mo
 def test_rep_vli_head_starts_the_fine_tune_at_the_zero_shot_accuracy(
     tmp_path, model_checkpoint, shared_data
 ) -> None:
+    from svl.infer import encode
     from svl.models.loading import load_zeroshot_model
-    from svl.tasks.base import encode
     from svl.teachers.heads import build_head_file
 
     g = torch.Generator().manual_seed(0)

@@ -61,7 +61,7 @@ class ToyTask(Task):
         return TrainParts(self.model, self.data, collate_points, {"model": self.cfg.model.name})
 
     def _accuracy(self, model: nn.Module) -> float:
-        from svl.tasks import encode
+        from svl.infer import encode
 
         logits = encode(model.encoder, self.data, batch_size=16)
         return float((logits.argmax(1).numpy() == self.data.labels()).mean())

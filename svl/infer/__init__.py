@@ -11,7 +11,7 @@ What is predicted is scored by `svl.eval`, which never runs a model; the CLI's `
 Every checkpoint becomes a model through `svl.models.load_model` (by its kind), the one loading path.
 """
 
-from svl.infer.classification import classify, predict_scores, vote_probabilities
+from svl.infer.classification import classify, encode, predict_scores, vote_probabilities
 from svl.infer.detection import detect, postprocess, predict_boxes
 from svl.infer.retrieval import image_descriptors, retrieve
 from svl.infer.segmentation import predict_points, segment
@@ -20,6 +20,7 @@ from svl.infer.zeroshot import evaluate_checkpoint, read_class_list
 __all__ = [
     "classify",
     "detect",
+    "encode",
     "evaluate_checkpoint",
     "image_descriptors",
     "postprocess",

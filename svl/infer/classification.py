@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from svl.data.readers.events import read_events
 from svl.models.loading import CLASSIFIER_KIND, load_model
 from svl.utils import progress
 
-__all__ = ["classify", "predict_scores", "vote_probabilities"]
+__all__ = ["classify", "encode", "predict_scores", "vote_probabilities"]
 
 
 @torch.no_grad()
@@ -229,3 +229,27 @@ def vote_probabilities(logits: list[Tensor] | Tensor) -> Tensor:
     """Test-time voting: softmax probabilities averaged over the passes ((V, N, K) -> (N, K))."""
     stacked = torch.stack(list(logits)) if not isinstance(logits, Tensor) else logits
     return stacked.float().softmax(-1).mean(0)
+
+
+@torch.no_grad()
+def encode(
+    model: nn.Module,
+    dataset: Any,
+    batch_size: int = 64,
+    desc: str = "encode",
+    collate: Callable[[list[Any]], Any] | None = None,
+) -> Tensor:
+    """Model outputs (N, D) for every sample of `dataset`, in eval mode, in order (mode restored).
+
+    `collate` batches the samples (default: point clouds, `collate_points`; images: `collate_images`).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    starts = range(0, len(dataset), batch_size)
+    for a in progress(starts, desc=desc, leave=False):
+        batch = (collate or collate_points)([dataset[i] for i in range(a, min(a + batch_size, len(dataset)))])
+        out.append(model(batch.to(device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0)

@@ -28,8 +28,9 @@ from svl.data import build_dataset, collate_points
 from svl.data.splits import Subset, cap_per_class
 from svl.energy import energy_line
 from svl.eval.zeroshot import class_mean_accuracy, topk_accuracy
+from svl.infer import encode
 from svl.models.heads import build_class_weights, fold_head, head_metadata, save_head
-from svl.tasks.base import Task, TrainParts, encode, register_task
+from svl.tasks.base import Task, TrainParts, register_task
 from svl.tasks.pretrain import PretrainConfig, PretrainTask, ViewTargets, ZeroShotSet
 from svl.teachers import create_teacher
 from svl.utils import get_logger, seed_everything

@@ -28,17 +28,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from svl.config import load_config, save_config
-from svl.data import collate_points
 from svl.models import create_model, load_weights, model_info
 from svl.registry import Registry
 from svl.train import distributed as D
 from svl.train.run_dir import claim_run_dir
 from svl.train.trainer import Trainer
-from svl.utils import atomic_write, get_logger, progress
+from svl.utils import atomic_write, get_logger
 
 __all__ = [
     "TASKS",
@@ -46,7 +44,6 @@ __all__ = [
     "ModelSection",
     "Task",
     "TrainParts",
-    "encode",
     "load_task_config",
     "register_task",
     "run_task",
@@ -99,30 +96,6 @@ class ModelSection:
         if init not in SCRATCH:
             load_weights(model, init, self.name, key="init")
         return model
-
-
-@torch.no_grad()
-def encode(
-    model: nn.Module,
-    dataset: Any,
-    batch_size: int = 64,
-    desc: str = "encode",
-    collate: Callable[[list[Any]], Any] | None = None,
-) -> Tensor:
-    """Model outputs (N, D) for every sample of `dataset`, in eval mode, in order (mode restored).
-
-    `collate` batches the samples (default: point clouds, `collate_points`; images: `collate_images`).
-    """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = []
-    starts = range(0, len(dataset), batch_size)
-    for a in progress(starts, desc=desc, leave=False):
-        batch = (collate or collate_points)([dataset[i] for i in range(a, min(a + batch_size, len(dataset)))])
-        out.append(model(batch.to(device)).float().cpu())
-    model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 # ----------------------------------------------------------------------------- results

@@ -43,10 +43,10 @@ from torch import Tensor, nn
 from svl.data.images import build_image_dataset, collate_images, resize_image
 from svl.data.splits import LabelView
 from svl.eval.retrieval import positives_by_id, recall_at_k, view_retrieval_split
-from svl.infer import vote_probabilities
+from svl.infer import encode, vote_probabilities
 from svl.models import Contract, create_model
 from svl.models.wrappers import LogitsAndPooled
-from svl.tasks.base import ModelSection, TrainParts, encode, register_task
+from svl.tasks.base import ModelSection, TrainParts, register_task
 from svl.tasks.finetune import (
     ClassificationTask,
     EvalSection,

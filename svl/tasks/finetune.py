@@ -31,13 +31,13 @@ from svl.eval.zeroshot import (
     per_class_accuracy,
     topk_accuracy,
 )
-from svl.infer import vote_probabilities
+from svl.infer import encode, vote_probabilities
 from svl.models import Contract, create_model, load_weights, model_info
 from svl.models.heads import attach_head, head_affine, load_head, pooled_features, set_head
 from svl.models.loading import CLASSIFIER_KIND
 from svl.models.wrappers import Classifier, FeatureProbe
 from svl.plots import plot_confusion
-from svl.tasks.base import SCRATCH, ModelSection, Task, TrainParts, encode, register_task
+from svl.tasks.base import SCRATCH, ModelSection, Task, TrainParts, register_task
 from svl.train.bn import precise_bn
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything

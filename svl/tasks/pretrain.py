@@ -23,9 +23,10 @@ from svl.data import build_dataset, collate_points
 from svl.data.splits import Subset, cap_per_class
 from svl.energy import energy_line, energy_per_sample
 from svl.eval.zeroshot import choose_calibration, class_mean_accuracy, gzsl_metrics, topk_accuracy
+from svl.infer import encode
 from svl.models import Contract
 from svl.models.heads import build_class_weights, fold_head, head_metadata, save_head
-from svl.tasks.base import TASKS, ModelSection, Task, TrainParts, encode, register_task
+from svl.tasks.base import TASKS, ModelSection, Task, TrainParts, register_task
 from svl.teachers import create_teacher, embed_dataset_views
 from svl.train.losses import TripleAlignment
 from svl.train.sampler import KNNGroupedBatchSampler
