@@ -67,12 +67,15 @@ DROP_KEYS = {"wall_seconds", "seconds", "time", "elapsed", "samples_per_s", "it_
              "path", "checkpoint", "table", "wall", "when", "date", "timestamp", "created"}  # fmt: skip
 
 
+def _timing(key: str) -> bool:
+    k = key.rsplit("/", 1)[-1]
+    return k in DROP_KEYS or "second" in k or k.endswith("per_s") or k.startswith("ms_")
+
+
 def _clean(obj, out_dir: str):
     """JSON less timings and paths: what must not move when only the code's layout changes."""
     if isinstance(obj, dict):
-        return {
-            k: _clean(v, out_dir) for k, v in sorted(obj.items()) if k not in DROP_KEYS and "second" not in k
-        }
+        return {k: _clean(v, out_dir) for k, v in sorted(obj.items()) if not _timing(k)}
     if isinstance(obj, list):
         return [_clean(v, out_dir) for v in obj]
     if isinstance(obj, str) and (out_dir in obj or obj.startswith("/")):
@@ -124,12 +127,17 @@ def main() -> int:
     ap.add_argument("--out", required=True, help="folder for the run folders (wiped per run)")
     ap.add_argument("--runs", nargs="*", default=list(RUNS), help=f"subset of {list(RUNS)}")
     ap.add_argument("--keep", default=None, help="copy each run's final checkpoint + heads here")
+    ap.add_argument("--rehash", action="store_true", help="only fingerprint the run folders already in --out")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     args = ap.parse_args()
     repo = Path(__file__).resolve().parents[1]
     report = {}
     for name in args.runs:
         run_dir = Path(args.out) / name
+        if args.rehash:
+            report[name] = fingerprints(run_dir)
+            print(f"{name:22s} " + "  ".join(f"{k}={v}" for k, v in report[name].items()), flush=True)
+            continue
         shutil.rmtree(run_dir, ignore_errors=True)
         folder = _class_folder(Path(args.out) / "_folder", Path(args.data))
         argv = [a.format(data=args.data, folder=folder) for a in RUNS[name]]
