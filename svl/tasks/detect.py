@@ -81,7 +81,7 @@ class DetEval:
     num_recall: int = 40  # KITTI R40 (11: the older R11)
 
     def decoding(self) -> dict[str, Any]:
-        """The settings `svl.eval.detection.postprocess` takes (saved in the checkpoint for `svl detect`)."""
+        """The settings `svl.infer.postprocess` takes (saved in the checkpoint for `svl detect`)."""
         return {"score_threshold": self.score_threshold, "topk": self.topk, "nms_iou": self.nms_iou,
                 "max_boxes": self.max_boxes}  # fmt: skip
 
