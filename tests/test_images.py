@@ -194,7 +194,7 @@ def test_modelnet40_views_render_and_cache(
     path = shared_data / "modelnet40" / "modelnet40_pcd1024_test.npz"
     if not path.is_file():
         pytest.skip(f"{path} not found")
-    import svl.data.render as render
+    import svl.data.images.datasets as render  # where modelnet40_views calls it
 
     calls = []
     real = render.render_views

@@ -11,6 +11,11 @@ from svl.tasks import run_task
 from svl.tasks.pretrain import PretrainConfig, PretrainTask, format_results
 
 
+def make_pretrain_task(cfg):
+    """The recipe `svl pretrain` runs for this config (aligned pretraining off modelnet40_zsl)."""
+    return PretrainTask.recipe(cfg)(cfg)
+
+
 def _tiny(tmp_path, **over) -> PretrainConfig:
     overrides = [
         f"out_dir={tmp_path / 'run'}",
@@ -67,7 +72,7 @@ def test_few_step_end_to_end_run(tmp_path, shared_data, svl_cache):
 
 
 def test_pseudo_unseen_classes_never_trained_on(tmp_path, shared_data):
-    job = PretrainTask(_tiny(tmp_path, **{"data.train_per_class": "null"}))
+    job = make_pretrain_task(_tiny(tmp_path, **{"data.train_per_class": "null"}))
     trained = {job.classes.index(c) for c in job.trained}
     labels = job.train_plain.labels()[job.train_idx]
     assert set(np.unique(labels)) == trained and len(trained) == 25
@@ -81,9 +86,9 @@ def test_pseudo_unseen_classes_never_trained_on(tmp_path, shared_data):
 
 def test_bad_settings_are_refused(tmp_path, shared_data):
     with pytest.raises(ValueError, match="pseudo_unseen"):
-        PretrainTask(_tiny(tmp_path, **{"data.pseudo_unseen": 30}))
+        make_pretrain_task(_tiny(tmp_path, **{"data.pseudo_unseen": 30}))
     # clouds with no texts or stored targets align to rendered views only, never to their labels
     with pytest.raises(ValueError, match=r"no captions or stored teacher targets.*image-only"):
-        PretrainTask(_tiny(tmp_path, **{"data.dataset": "modelnet40"}))
+        make_pretrain_task(_tiny(tmp_path, **{"data.dataset": "modelnet40"}))
     with pytest.raises(ValueError, match="epochz"):
         load_config(PretrainConfig, None, ["train.epochz=3"])

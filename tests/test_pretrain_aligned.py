@@ -13,6 +13,11 @@ from svl.tasks.align import AlignedPretrainTask, CaptionTargets, load_class_feat
 from svl.tasks.pretrain import PretrainConfig, PretrainTask
 
 
+def make_pretrain_task(cfg):
+    """The recipe `svl pretrain` runs for this config (aligned pretraining off modelnet40_zsl)."""
+    return PretrainTask.recipe(cfg)(cfg)
+
+
 def _openshape_cfg(tmp_path: Path, root: Path, *extra: str) -> PretrainConfig:
     feats = root / "meta_data" / "modelnet40" / "cat_name_pt_feat.npy"
     return load_config(
@@ -35,14 +40,18 @@ def _openshape_cfg(tmp_path: Path, root: Path, *extra: str) -> PretrainConfig:
 
 
 def test_openshape_layout_end_to_end_without_any_text_tower(tmp_path, openshape_root, monkeypatch):
+    import svl.tasks.align
+    import svl.tasks.pretrain
     import svl.teachers
+    import svl.teachers.base
 
     def no_teacher(*a, **k):
         raise AssertionError("no teacher may be loaded: every target and class embedding is precomputed")
 
-    monkeypatch.setattr(svl.teachers, "create_teacher", no_teacher)
+    for where in (svl.teachers, svl.teachers.base, svl.tasks.align, svl.tasks.pretrain):
+        monkeypatch.setattr(where, "create_teacher", no_teacher)
     cfg = _openshape_cfg(tmp_path, openshape_root)
-    task = PretrainTask(cfg)
+    task = PretrainTask.recipe(cfg)(cfg)
     assert isinstance(task, AlignedPretrainTask)  # any dataset but modelnet40_zsl is aligned pretraining
     result = run_task(cfg)
     out = tmp_path / "run"
@@ -62,7 +71,7 @@ def test_openshape_layout_end_to_end_without_any_text_tower(tmp_path, openshape_
 
 
 def test_openshape_training_draws_one_view_and_one_text(tmp_path, openshape_root):
-    task = PretrainTask(_openshape_cfg(tmp_path, openshape_root))
+    task = make_pretrain_task(_openshape_cfg(tmp_path, openshape_root))
     task.setup()
     s0 = task.train_set[0]
     assert s0["image_emb"].shape == (1280,) and s0["text_emb"].shape == (1280,)
@@ -192,7 +201,7 @@ def test_class_feature_files_are_checked(tmp_path):
 def test_selecting_checkpoints_on_a_test_split_is_refused(tmp_path, openshape_root):
     cfg = _openshape_cfg(tmp_path, openshape_root, "train.select_metric=zeroshot/mn40_top1")
     with pytest.raises(ValueError, match="test split"):
-        PretrainTask(cfg)
+        make_pretrain_task(cfg)
 
 
 def test_the_gpu_config_runs_on_cpu_at_small_scale(tmp_path, openshape_root):
@@ -258,7 +267,7 @@ def test_precomputed_arrays_of_any_dimension(tmp_path, shared_data):
     arrays["image_emb"][3, 2, 5] = np.nan
     np.savez(tmp_path / "train.npz", **arrays)
     with pytest.raises(ValueError, match=r"train\.npz: 'image_emb' holds NaN"):
-        PretrainTask(load_config(PretrainConfig, None, [*cfg_overrides(cfg)]))
+        make_pretrain_task(load_config(PretrainConfig, None, [*cfg_overrides(cfg)]))
 
 
 def cfg_overrides(cfg: PretrainConfig) -> list[str]:
@@ -285,7 +294,7 @@ def test_label_free_image_only_pretraining_reads_no_label_and_feeds_finetune(tmp
     base = [f"data.root={tmp_path / 'data'}", "data.dataset=folder", "data.val_fraction=0.25"]
     base += ["teacher.views=1", "train.epochs=1", "train.batch_size=4"]
     with pytest.raises(ValueError, match="image-only"):
-        PretrainTask(load_config(PretrainConfig, None, [f"out_dir={tmp_path / 'x'}", *base]))
+        make_pretrain_task(load_config(PretrainConfig, None, [f"out_dir={tmp_path / 'x'}", *base]))
     cfg = load_config(
         PretrainConfig, None, [f"out_dir={tmp_path / 'pre'}", *base, "teacher.text=none", "loss.l_text=0"]
     )
