@@ -211,7 +211,7 @@ def run_task(
     non-zero DDP ranks only the training summary).
     """
     cls = TASKS.get(task or getattr(cfg, "task", "")) if not isinstance(task, type) else task
-    cls = cls.recipe(cfg)
+    asked, cls = cls, cls.recipe(cfg)  # results name the task asked for (`svl pretrain` stays "pretrain")
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
     D.init_distributed()  # join the process group first, so only rank 0 writes the config
@@ -231,7 +231,7 @@ def run_task(
             batch_sampler_fn=parts.batch_sampler_fn,
         )
         summary = trainer.fit(resume=resume)
-        result: dict[str, Any] = {"task": cls.name, "train": summary}
+        result: dict[str, Any] = {"task": asked.name, "train": summary}
         if D.is_main():
             result.update(job.evaluate(summary))
             result["wall_seconds"] = time.perf_counter() - t0
