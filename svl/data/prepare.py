@@ -62,7 +62,8 @@ def prepare(
     Steps, in the order the test pipeline applies them: rotate the up axis to the contract's
     gravity axis, resample, centre on the mean and scale to the unit sphere, then colour and
     normals per contract. For z-up input the xyz equals the dataset test pipeline's bit for bit
-    (the `normalize` transform). Warns with `DegenerateCloudWarning` when the cloud has fewer than 8 distinct points.
+    (the `normalize` transform). Warns with `DegenerateCloudWarning` when the cloud has fewer than 8
+    distinct points.
 
     ``out["prepared"]`` says what was assumed, for commands to report: up_axis (the file's),
     up_axis_source ("given" | "load_points" | "assumed"), gravity_axis, points_in, num_points,
