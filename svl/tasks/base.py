@@ -173,7 +173,8 @@ def load_task_config(
     """(task class, its typed config) from a YAML file + `key=value` overrides.
 
     The task is the config's `task` key (an override `task=...` wins over the file), else `default`,
-    so `svl finetune task=segmentation` and a config file naming its task pick the right recipe.
+    so `svl finetune task=segmentation` and a config file naming its task pick the right recipe
+    (`run_task` then runs `cls.recipe(cfg)`, the recipe for that data).
     """
     name = default
     if config is not None:
@@ -193,8 +194,7 @@ def load_task_config(
         if sep and key.strip() == "task":
             name = value.strip()
     cls = TASKS.get(name)
-    cfg = load_config(cls.Config, config, list(overrides or []))
-    return cls.recipe(cfg), cfg
+    return cls, load_config(cls.Config, config, list(overrides or []))
 
 
 def run_task(
