@@ -370,12 +370,12 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class CheckpointKind:
-    """How a checkpoint kind becomes a ready model (`build(path, meta, head)`), and what writes it."""
+    """How a checkpoint kind becomes a ready model (`build(path, meta)`), and what writes it."""
 
     name: str
     what: str
     made_by: str
-    build: Callable[[Path, dict[str, Any], str | None], LoadedModel]
+    build: Callable[[Path, dict[str, Any]], LoadedModel]
 
 
 CHECKPOINT_KINDS: Registry[CheckpointKind] = Registry(
@@ -384,30 +384,25 @@ CHECKPOINT_KINDS: Registry[CheckpointKind] = Registry(
 
 
 def register_checkpoint_kind(name: str, what: str, made_by: str) -> Callable[[Callable], Callable]:
-    """Decorator: `fn(path, meta, head) -> LoadedModel` builds models from checkpoints of kind `name`."""
+    """Decorator: `fn(path, meta) -> LoadedModel` builds models from checkpoints of kind `name`."""
 
-    def deco(fn: Callable[[Path, dict[str, Any], str | None], LoadedModel]) -> Callable:
+    def deco(fn: Callable[[Path, dict[str, Any]], LoadedModel]) -> Callable:
         CHECKPOINT_KINDS.register(name, CheckpointKind(name, what, made_by, fn))
         return fn
 
     return deco
 
 
-def _labelled(path: Path, meta: dict[str, Any], head: str | None) -> LoadedModel:
-    if head is not None:
-        raise ValueError(f"{path} is a {meta.get('kind')} checkpoint with its own classes; give no head file")
+def _labelled(path: Path, meta: dict[str, Any]) -> LoadedModel:
     if not meta.get("class_names"):
         raise ValueError(f"{path}: the checkpoint names no classes (meta['class_names'] missing)")
     model = create_model(None, pretrained=path).eval()
     return LoadedModel(model, str(meta["kind"]), list(meta["class_names"]), meta)
 
 
-def _encoder(path: Path, meta: dict[str, Any], head: str | None) -> LoadedModel:
-    if head is None:
-        model = create_model(None, pretrained=path).eval()
-        return LoadedModel(model, str(meta.get("kind") or "encoder"), None, meta)
-    model, names, head_meta = load_zeroshot_model(path, head)
-    return LoadedModel(model, str(meta.get("kind") or "encoder"), names, {**meta, "head": head_meta})
+def _encoder(path: Path, meta: dict[str, Any]) -> LoadedModel:
+    model = create_model(None, pretrained=path).eval()
+    return LoadedModel(model, str(meta.get("kind") or "encoder"), None, meta)
 
 
 register_checkpoint_kind(PRETRAIN_KIND, "a pretrained encoder", "svl pretrain")(_encoder)
@@ -440,19 +435,19 @@ def load_model(
             raise wrong_checkpoint(
                 p, f"kind {held!r} with its own classes", "a pretrained encoder", "give no head file"
             )
-        return _encoder(p, meta, str(head))
+        model, names, head_meta = load_zeroshot_model(p, head)
+        return LoadedModel(model, str(held or "encoder"), names, {**meta, "head": head_meta})
     wanted = [kind] if isinstance(kind, str) else list(kind or [])
     if wanted and held not in wanted:
         spec = CHECKPOINT_KINDS.get(wanted[0]) if wanted[0] in CHECKPOINT_KINDS else None
         task = _TASK_OF.get(wanted[0])
         want = f"a {task} checkpoint" if task else " or ".join(repr(w) for w in wanted)
         fix = f"train one with `{spec.made_by}`" if spec else ""
-        if held in (PRETRAIN_KIND, None) and CLASSIFIER_KIND in wanted and head is None:
+        if held in (PRETRAIN_KIND, None) and CLASSIFIER_KIND in wanted:
             fix = "a pretraining checkpoint needs a Rep-VLI head file (--head, built with `svl build-head`)"
         raise wrong_checkpoint(p, f"kind {held!r}", want, fix)
-    spec = CHECKPOINT_KINDS.get(held) if held in CHECKPOINT_KINDS else None
-    if spec is None:
-        if held is not None and held not in (PRETRAIN_KIND,):
-            raise wrong_checkpoint(p, f"kind {held!r}", "a model checkpoint", "see CHECKPOINT_KINDS.names()")
-        return _encoder(p, meta, None if head is None else str(head))
-    return spec.build(p, meta, None if head is None else str(head))
+    if held is None:
+        return _encoder(p, meta)
+    if held not in CHECKPOINT_KINDS:
+        raise wrong_checkpoint(p, f"kind {held!r}", "a model checkpoint", "see CHECKPOINT_KINDS.names()")
+    return CHECKPOINT_KINDS.get(held).build(p, meta)
