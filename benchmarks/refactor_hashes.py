@@ -64,7 +64,8 @@ RUNS: dict[str, list[str]] = {
 }  # fmt: skip
 
 DROP_KEYS = {"wall_seconds", "seconds", "time", "elapsed", "samples_per_s", "it_per_s", "lr_time", "out_dir",
-             "path", "checkpoint", "table", "wall", "when", "date", "timestamp", "created"}  # fmt: skip
+             "path", "checkpoint", "table", "wall", "when", "date", "timestamp", "created",
+             "environment"}  # fmt: skip
 
 
 def _timing(key: str) -> bool:

@@ -417,6 +417,24 @@ class _LoggedBar:
             self.bar.close()
 
 
+def run_environment() -> dict[str, Any]:
+    """What a run's numbers depend on besides its config: the CPU thread count changes the order of
+    float reductions (and so the trained weights), as do the torch build and the CPU's vector unit."""
+    import platform
+
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
 def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
     """Hex SHA-256 of a file, read in chunks so large checkpoints do not load into memory."""
     p = Path(path)

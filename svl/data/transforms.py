@@ -40,8 +40,10 @@ from svl.data.axes import rotate_up_to_z
 from svl.registry import Registry
 
 __all__ = [
+    "AUGMENT_RECIPES",
     "TRANSFORMS",
     "Compose",
+    "augment_recipe",
     "build_transforms",
     "farthest_point_sample",
     "list_transforms",
@@ -82,6 +84,34 @@ class Compose:
 
     def __repr__(self) -> str:
         return f"Compose({self.transforms!r})"
+
+
+# Named training augmentations for classification fine-tuning (`data.augment_recipe`); an explicit
+# `data.augment` list replaces the recipe.
+AUGMENT_RECIPES: dict[str, list[dict[str, Any]]] = {
+    # The E-3DSNN release's ModelNet40 config: isotropic RandomScale([0.9, 1.1]) and RandomShift(0.2),
+    # no jitter, no rotation (ModelNet40 shapes are aligned).
+    "e3dsnn_release": [
+        {"name": "random_scale", "low": 0.9, "high": 1.1, "anisotropic": False},
+        {"name": "random_shift", "shift": 0.2},
+    ],
+    # What svl used before issue 27: Pointcept's sparse-conv ModelNet40 scale (anisotropic
+    # [0.67, 1.5]) and shift, plus PointNet's jitter.
+    "pointcept_anisotropic": [
+        {"name": "random_scale", "low": 0.67, "high": 1.5, "anisotropic": True},
+        {"name": "random_shift", "shift": 0.2},
+        {"name": "jitter", "sigma": 0.01, "clip": 0.05},
+    ],
+    "none": [],
+}
+
+
+def augment_recipe(name: str) -> list[dict[str, Any]]:
+    """A copy of the named recipe; an unknown name lists the known ones."""
+    if name not in AUGMENT_RECIPES:
+        known = sorted(AUGMENT_RECIPES)
+        raise ValueError(f"data.augment_recipe={name!r} is not a recipe; choose one of {known}")
+    return [dict(t) for t in AUGMENT_RECIPES[name]]
 
 
 def build_transforms(spec: Sequence[str | dict[str, Any] | Callable] | None) -> Compose:

@@ -36,7 +36,7 @@ from svl.registry import Registry
 from svl.train import distributed as D
 from svl.train.run_dir import claim_run_dir
 from svl.train.trainer import Trainer
-from svl.utils import atomic_write, get_logger
+from svl.utils import atomic_write, get_logger, run_environment
 
 __all__ = [
     "TASKS",
@@ -235,6 +235,7 @@ def run_task(
         if D.is_main():
             result.update(job.evaluate(summary))
             result["wall_seconds"] = time.perf_counter() - t0
+            result["environment"] = run_environment()
             result["table"] = job.format_results(result)
             write_results(out, {k: v for k, v in result.items() if k != "table"}, result["table"])
     return result

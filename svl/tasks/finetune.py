@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 from svl.data import build_dataset, collate_points
 from svl.data.splits import LabelView, SplitPolicy
+from svl.data.transforms import augment_recipe
 from svl.energy import energy_line, energy_per_sample
 from svl.eval.zeroshot import (
     class_mean_accuracy,
@@ -48,16 +49,6 @@ __all__ = ["ClassificationTask", "FinetuneConfig"]
 log = get_logger(__name__)
 
 MODES = ("full", "linear_probe")
-
-
-def _default_augment() -> list[Any]:
-    # Pointcept's ModelNet40 recipe for sparse-conv encoders (anisotropic scale, shift) plus
-    # PointNet's jitter; no rotation: ModelNet40 shapes are aligned (add rotate_gravity otherwise).
-    return [
-        {"name": "random_scale", "low": 0.67, "high": 1.5, "anisotropic": True},
-        {"name": "random_shift", "shift": 0.2},
-        {"name": "jitter", "sigma": 0.01, "clip": 0.05},
-    ]
 
 
 @dataclass
@@ -94,7 +85,10 @@ class FinetuneData:
     cv_fold: int = 0
     train_per_class: int | None = None  # caps for quick runs
     test_per_class: int | None = None
-    augment: list[Any] = field(default_factory=_default_augment)
+    # Training augmentation: a named recipe (svl.data.transforms.AUGMENT_RECIPES; default the E-3DSNN
+    # release's isotropic scale [0.9, 1.1] + shift 0.2), or an explicit transform list that replaces it.
+    augment_recipe: str = "e3dsnn_release"
+    augment: list[Any] | None = None
 
 
 @dataclass
@@ -247,8 +241,9 @@ class ClassificationTask(Task):
         data; the one place a subclass changes how its data is read."""
         d, n = self.cfg.data, self.cfg.data.num_points
         kw = {"root": d.root, "seed": self.cfg.train.seed, **dict(d.options)}
-        if kind == "train" and d.augment:
-            aug = [{"name": "random_sample", "num_points": n}, *d.augment]
+        augment = d.augment if d.augment is not None else augment_recipe(d.augment_recipe)
+        if kind == "train" and augment:
+            aug = [{"name": "random_sample", "num_points": n}, *augment]
             return build_dataset(d.dataset, split, transforms=aug, num_points=n, **kw)
         if kind == "vote":
             tf = [{"name": "fps", "num_points": n}, *self.cfg.eval.vote_augment]
