@@ -73,6 +73,10 @@ __all__ = [
 
 KITTI_TYPES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc", "DontCare")
 KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")  # the three benchmark classes
+# KITTI's evaluation protocol, declared by the dataset so that every run on it is scored this way
+# whatever config it uses: the benchmark's IoU thresholds (3D and BEV) and the devkit's recall sampling.
+KITTI_IOU_THRESHOLDS = {"Car": 0.7, "Van": 0.7, "Truck": 0.7, "Tram": 0.7, "Pedestrian": 0.5,
+                        "Person_sitting": 0.5, "Cyclist": 0.5, "Misc": 0.5}  # fmt: skip
 KITTI_POINT_CLOUD_RANGE = (0.0, -39.68, -3.0, 69.12, 39.68, 1.0)  # OpenPCDet's KITTI range (m)
 DEFAULT_IMAGE_SHAPE = (375, 1242)  # (height, width) of most KITTI images, used when image_2 is absent
 GT_DATABASE_VERSION = 1  # bump when build_gt_database changes what it stores: old caches then miss
@@ -96,6 +100,8 @@ class KittiDetection(PointDataset):
 
     name = "kitti"
     up_axis_on_disk = "z"
+    iou_thresholds = KITTI_IOU_THRESHOLDS  # the evaluation protocol (svl.tasks.detect reads these)
+    recall_sampling = "devkit"
 
     def __init__(
         self,

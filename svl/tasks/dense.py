@@ -1,6 +1,8 @@
 """What the dense-prediction tasks (segmentation, detection) share: an E-3DSNN-based network whose
-encoder can start from an SVL checkpoint, a test split watched but never selected on, precise BN
-before every evaluation, and the best weights saved as `final.safetensors` with the task's meta.
+encoder can start from an SVL checkpoint, a held-out validation share of the training scenes
+(`data.val_fraction`: the only split checkpoints may be selected on), a test split watched but never
+selected on, precise BN before every evaluation, and the best weights saved as `final.safetensors`
+with the task's meta.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ class SceneData:
     test_split: str = "test"
     train_limit: int | None = None  # first N training scenes / frames (quick runs)
     test_limit: int | None = None
+    # A share of the training scenes held out (un-augmented) for validation curves and checkpoint
+    # selection (`train.select_metric=val/...`), drawn with val_seed; 0 = train on all of them.
+    val_fraction: float = 0.0
+    val_seed: int = 0
     # training transforms before the cap to num_points, e.g. [{name: voxel_sample, voxel_size: 0.05},
     # {name: sphere_crop, max_points: 40000}] for dense LiDAR or room scans
     presample: list[Any] = field(default_factory=list)
@@ -48,15 +54,52 @@ class DenseTask(Task):
 
     net: nn.Module
     model: nn.Module
+    val_set: Any = None
 
     @staticmethod
-    def limit(ds: Any, n: int | None) -> Any:
+    def view(ds: Any, indices: np.ndarray) -> Any:
+        out = Subset(ds, indices)
+        out.classes = ds.classes
+        return out
+
+    @classmethod
+    def limit(cls, ds: Any, n: int | None) -> Any:
         """The first `n` items of `ds` (all when None): quick runs."""
         if n is None or n >= len(ds):
             return ds
-        view = Subset(ds, np.arange(int(n)))
-        view.classes = ds.classes
-        return view
+        return cls.view(ds, np.arange(int(n)))
+
+    def split_train(self, train: Any, plain: Any) -> Any:
+        """The training scenes (`data.train_limit` applied) less a `data.val_fraction` share, which
+        becomes `self.val_set`, read from `plain` (the same split without augmentation)."""
+        d = self.cfg.data
+        if not 0.0 <= d.val_fraction < 1.0:
+            raise ValueError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+        n = len(train) if d.train_limit is None else min(int(d.train_limit), len(train))
+        keep = np.arange(n)
+        if d.val_fraction > 0:
+            n_val = max(1, round(d.val_fraction * n))
+            if n_val >= n:
+                raise ValueError(f"data.val_fraction={d.val_fraction} of {n} training scenes leaves none to "
+                                 "train on")  # fmt: skip
+            perm = np.random.default_rng(d.val_seed).permutation(n)
+            self.val_set = self.view(plain, np.sort(perm[:n_val]))
+            keep = np.sort(perm[n_val:])
+        return train if len(keep) == len(train) else self.view(train, keep)
+
+    def score(self, net: nn.Module, ds: Any, desc: str) -> dict[str, float]:
+        """The task's headline metrics on a dataset (validation curves)."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """`val/...` on the held-out share (selectable) and `test/...` when monitored (curve only)."""
+        self.precise_bn()
+        out: dict[str, float] = {}
+        if self.val_set is not None:
+            out.update({f"val/{k}": v for k, v in self.score(model.net, self.val_set, "val").items()})
+        if self.cfg.eval.monitor_test:
+            out.update({f"test/{k}": v for k, v in self.score(model.net, self.test_set, "test").items()})
+        return out
 
     def model_cfg(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -74,7 +117,7 @@ class DenseTask(Task):
 
     @property
     def has_validation(self) -> bool:
-        return self.cfg.eval.monitor_test
+        return self.cfg.eval.monitor_test or self.val_set is not None
 
     def precise_bn(self) -> None:
         if self.cfg.eval.precise_bn:

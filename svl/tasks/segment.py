@@ -94,7 +94,7 @@ class SegmentationTask(DenseTask):
         n = d.num_points
         aug = [*d.presample, {"name": "random_sample", "num_points": n}, *d.augment]
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
-        self.train_set = self.limit(train, d.train_limit)
+        self.train_set = self.split_train(train, build_dataset(d.dataset, d.train_split, num_points=n, **kw))
         self.test_set = self.limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
         # per-point classes: a dataset whose `classes` label whole shapes (ShapeNetPart's categories)
         # names its point classes `segment_classes`
@@ -105,8 +105,9 @@ class SegmentationTask(DenseTask):
         if first.get("segment") is None:
             raise ValueError(f"{d.dataset}: its samples carry no per-point labels ('segment'); not a "
                              "segmentation dataset")  # fmt: skip
-        log.info("segmentation on %s: %d classes, %d training scenes, %d test scenes",
-                 d.dataset, len(self.classes), len(self.train_set), len(self.test_set))  # fmt: skip
+        log.info("segmentation on %s: %d classes, %d training scenes, %d validation, %d test scenes",
+                 d.dataset, len(self.classes), len(self.train_set), len(self.val_set or ()),
+                 len(self.test_set))  # fmt: skip
 
     def model_cfg(self) -> dict[str, Any]:
         m = self.cfg.model
@@ -135,11 +136,10 @@ class SegmentationTask(DenseTask):
             "data": {"dataset": self.cfg.data.dataset, "num_points": self.cfg.data.num_points},
         }
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        self.precise_bn()
-        ys, ps = predict_points(model.net, self.test_set, self.cfg.eval.batch_size, desc="test")
+    def score(self, net: nn.Module, ds: Any, desc: str) -> dict[str, float]:
+        ys, ps = predict_points(net, ds, self.cfg.eval.batch_size, desc=desc)
         m = segmentation_metrics(np.concatenate(ys), np.concatenate(ps), self.classes, ignore_index=IGNORE)
-        return {"test/miou": m["miou"], "test/oa": m["oa"]}
+        return {"miou": m["miou"], "oa": m["oa"]}
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         final = self.restore_best(summary)
@@ -148,7 +148,8 @@ class SegmentationTask(DenseTask):
         ms = 1000 * (time.perf_counter() - t0) / max(len(ys), 1)
         res = segmentation_metrics(np.concatenate(ys), np.concatenate(ps), self.classes, ignore_index=IGNORE)
         res.update({
-            "n_test": len(ys), "n_train": len(self.train_set), "classes": len(self.classes),
+            "n_test": len(ys), "n_train": len(self.train_set), "n_val": len(self.val_set or ()),
+            "classes": len(self.classes),
             "checkpoint": str(final), "model": self.cfg.model.name, "init": self.cfg.init,
             "dataset": self.cfg.data.dataset, "ms_per_scene": ms,
         })  # fmt: skip

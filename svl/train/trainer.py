@@ -136,6 +136,12 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(f"TrainConfig: {msg}")
+        if self.select_metric and _val_key(self.select_metric).split("/")[0] == "test":
+            # one rule for every task: checkpoints are never picked by a test-split score
+            raise ValueError(
+                f"train.select_metric={self.select_metric!r} would pick checkpoints on the test split; "
+                "select on a validation metric (val/..., e.g. with data.val_fraction > 0) or leave it unset"
+            )
         if self.sync_bn and not torch.cuda.is_available():
             raise ValueError(
                 "TrainConfig: sync_bn=true needs CUDA: torch has no SyncBatchNorm on CPU and no CUDA "
