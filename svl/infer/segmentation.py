@@ -54,7 +54,8 @@ def cover(n: int, num_points: int | None, rng: np.random.Generator) -> list[tupl
 
 
 def chunk_input(sample: dict[str, Any], idx: np.ndarray, angle: float = 0.0) -> dict[str, Any]:
-    """The network input of one chunk: the sample's point arrays at `idx`, turned `angle` about z."""
+    """The network input of one chunk: the sample's point arrays at `idx`, xyz and normals turned `angle`
+    about z (a sample's own precomputed `feats` are taken as they are)."""
     item: dict[str, Any] = {k: np.asarray(sample[k])[idx] for k in _POINT_KEYS if sample.get(k) is not None}
     if angle:
         c, s = math.cos(angle), math.sin(angle)
