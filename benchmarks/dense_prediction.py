@@ -63,7 +63,8 @@ def main() -> None:
                "ms": res.get("ms_per_scene", res.get("ms_per_frame"))}  # fmt: skip
         if "miou" in res:
             per = {c["class"]: c["iou"] for c in res["per_class"] if c.get("iou") is not None}
-            row.update(miou=res["miou"], oa=res["oa"], macc=res["macc"], per_class=per)
+            row.update(miou=res["miou"], oa=res["oa"], macc=res["macc"], per_class=per,
+                       points_scored=res.get("points_scored"))  # fmt: skip
         else:
             lv = res["map_level"]
             per = {c: v[lv] for c, v in res["ap_bev"].items() if v.get(lv) == v.get(lv)}  # not NaN
@@ -94,6 +95,9 @@ def main() -> None:
         cells += [best, f"{np.mean(en):.4f}" if en else "-", f"{np.mean(ea):.4f}" if ea else "-",
                   ms([r["ms"] for r in rs], 1.0, 1), f"{np.mean([r['wall_s'] for r in rs]):.0f}"]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if seg:  # every labelled test point is scored (None: a run from before that protocol)
+        scored = sorted({r.get("points_scored") for r in rows}, key=str)
+        lines += ["", f"test points scored per run: {', '.join(map(str, scored))}"]
     write_summary(out, "\n".join(lines), rows)
 
 

@@ -68,15 +68,15 @@ def main() -> None:
     # 2. teachers
     text = create_teacher("minilm")
     names = [f"a point cloud of a {c}." for c in build_dataset("modelnet40", "test").classes]
-    rows.append({"stage": "teacher: MiniLM text embeddings (40 prompts)",
-                 **_diff(_at(1, lambda: text.embed_texts(names)), _at(n, lambda: text.embed_texts(names)))})  # fmt: skip
+    t1, tn = _at(1, lambda: text.embed_texts(names)), _at(n, lambda: text.embed_texts(names))
+    rows.append({"stage": "teacher: MiniLM text embeddings (40 prompts)", **_diff(t1, tn)})
     views1 = _at(1, lambda: render_views(xyz[:8], num_views=4, size=224))
     viewsn = _at(n, lambda: render_views(xyz[:8], num_views=4, size=224))
     rows.append({"stage": "renderer: 32 views at 224 px", **_diff(views1, viewsn)})
     image = create_teacher("efficientnet-lite0")
     flat = views1.flatten(0, 1)
-    rows.append({"stage": "teacher: EfficientNet-Lite0 view embeddings (32 views)",
-                 **_diff(_at(1, lambda: image.embed_images(flat)), _at(n, lambda: image.embed_images(flat)))})  # fmt: skip
+    i1, i_n = _at(1, lambda: image.embed_images(flat)), _at(n, lambda: image.embed_images(flat))
+    rows.append({"stage": "teacher: EfficientNet-Lite0 view embeddings (32 views)", **_diff(i1, i_n)})
 
     # 3. one step's kernels
     seed_everything(0)
@@ -115,12 +115,24 @@ def main() -> None:
             losses.append(float(loss))
         return losses, m
 
-    c1, w1 = train(1)
-    cn, wn = train(n)
-    first = next((i for i, (a, b) in enumerate(zip(c1, cn, strict=True)) if a != b), None)
-    wd = max(float((a - b).abs().max()) for a, b in zip(w1.parameters(), wn.parameters(), strict=True))
-    rows.append({"stage": f"training: {args.steps} AdamW steps", "identical": first is None, "max_abs": wd,
-                 "first_differing_step": first, "loss_1_thread": c1[-1], f"loss_{n}_threads": cn[-1]})  # fmt: skip
+    def compare(ta: int, tb: int) -> dict[str, Any]:
+        ca, wa = train(ta)
+        cb, wb = train(tb)
+        first = next((i for i, (a, b) in enumerate(zip(ca, cb, strict=True)) if a != b), None)
+        wd = max(
+            float((a - b).detach().abs().max()) for a, b in zip(wa.parameters(), wb.parameters(), strict=True)
+        )
+        return {
+            "stage": f"training: {args.steps} AdamW steps, {ta} vs {tb} threads",
+            "identical": first is None,
+            "max_abs": wd,
+            "first_differing_step": first,
+            "final_losses": f"{ca[-1]:.6f} / {cb[-1]:.6f}",
+        }
+
+    rows.append(compare(1, n))
+    rows.append(compare(n, n))  # the control: the same thread count twice
+    rows.append(compare(1, 1))
 
     env = run_environment()
     lines = [f"1 thread vs {n} threads, torch {env['torch']}, CPU capability {env['cpu_capability']}", "",

@@ -24,11 +24,13 @@ def test_metrics_match_a_hand_computed_confusion_matrix():
     want[0, 0], want[0, 1], want[1, 1], want[2, 0], want[3, 3] = 1, 1, 2, 1, 1
     np.testing.assert_array_equal(cm, want)
     m = segmentation_metrics(y, p, ["a", "b", "c", "d", "e"])
-    # IoU: a 1/(1+1+1), b 2/(2+1), c 0/1, d 1/1; e absent everywhere -> left out
-    assert [r["iou"] for r in m["per_class"]] == pytest.approx([1 / 3, 2 / 3, 0.0, 1.0, None][:4] + [None])
-    assert m["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0 + 1) / 4)
-    assert m["oa"] == pytest.approx(4 / 6)
-    assert m["macc"] == pytest.approx((0.5 + 1 + 0 + 1) / 4)
+    # IoU: a 1/(1+1+1), b 2/(2+1), c 0/1, d 1/1; e absent everywhere -> None, 0 in the fixed-list mean
+    assert [r["iou"] for r in m["per_class"]][:4] == pytest.approx([1 / 3, 2 / 3, 0.0, 1.0])
+    assert m["per_class"][4]["iou"] is None and m["absent_classes"] == ["e"]
+    assert m["miou"] == pytest.approx((1 / 3 + 2 / 3 + 0 + 1) / 5)
+    assert m["miou_present"] == pytest.approx((1 / 3 + 2 / 3 + 0 + 1) / 4)
+    assert m["oa"] == pytest.approx(4 / 6) and m["points_scored"] == 6
+    assert m["macc"] == pytest.approx((0.5 + 1 + 0 + 1 + 0) / 5)
     ig = segmentation_metrics(np.array([0, 255, 1]), np.array([0, 1, 1]), ["a", "b"], ignore_index=255)
     assert ig["oa"] == 1.0 and ig["miou"] == 1.0
     with pytest.raises(ValueError, match="outside"):

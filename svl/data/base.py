@@ -120,6 +120,7 @@ def build_dataset(
     num_points: int | None = None,
     augment: bool = False,
     seed: int = 0,
+    all_points: bool = False,
     **kwargs: Any,
 ) -> PointDataset:
     """Build a registered dataset split.
@@ -128,8 +129,14 @@ def build_dataset(
     resample to `num_points` (random when augmenting, farthest-point otherwise) and, with
     `augment`, the OpenShape augmentations. A dataset that takes num_points (events, per-point
     labels, users' files) samples itself instead. Extra kwargs go to the dataset (e.g. variant=).
+    all_points: every sample holds every point as stored (a dataset that samples itself gets
+    num_points=None, not its own default), for scoring each original point (`num_points` unused).
     """
     builder = DATASETS.get(name)
+    if all_points:
+        num_points = None
+        if dataset_takes(name, "num_points"):
+            kwargs["num_points"] = None
     if num_points is not None and dataset_takes(name, "num_points"):
         kwargs["num_points"], num_points = num_points, None  # the dataset samples itself
     if transforms is None:

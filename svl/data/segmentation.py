@@ -88,6 +88,13 @@ class ShapeNetPart(PointDataset):
     def labels(self) -> np.ndarray:
         return self._labels
 
+    def allowed_segments(self, label: int) -> np.ndarray:
+        """(50,) bool: the parts a shape of category `label` may take. The PointNet++ protocol (and
+        every paper since) predicts a shape's parts by argmax over its own category's parts only."""
+        mask = np.zeros(sum(len(v) for v in SHAPENETPART_PARTS.values()), bool)
+        mask[SHAPENETPART_PARTS[self.classes[int(label)]]] = True
+        return mask
+
     def _load(self, i: int) -> dict[str, Any]:
         pts, seg, cat = self.items[i]
         xyz, lab = read_pts_seg(pts, seg)

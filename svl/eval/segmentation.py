@@ -1,10 +1,16 @@
 """Segmentation metrics: confusion matrix, per-class IoU, mIoU, overall accuracy, and ShapeNetPart's
 instance / class mIoU (the PointNet++ protocol every part-segmentation paper reports).
 
-Conventions (stated because papers differ): IoU_c = TP / (TP + FP + FN) from the confusion matrix
-summed over the whole test set; a class that never occurs in the labels nor in the predictions has
-no IoU (NaN) and is left out of the mean. For ShapeNetPart a shape's IoU averages over the parts of
-its category only, and a part absent from both the shape's labels and its predictions counts 1.0.
+Conventions (the SemanticKITTI API's `np_ioueval.py` and Pointcept's tester): IoU_c = TP / (TP + FP
++ FN) from the confusion matrix summed over every scored point of the test set (points labelled
+`ignore_index` are not scored). mIoU and mAcc average over the dataset's FIXED class list (19 for
+SemanticKITTI, 13 S3DIS, 20 ScanNet, 41 modelnet40_scenes, 50 ShapeNetPart parts), not over the
+classes that happen to occur: a class with no ground truth and no prediction (IoU 0/0) counts 0 in
+the mean, as those tools' epsilon in the denominator makes it; its own IoU is reported as None, and
+every class without ground truth is listed under `absent_classes` (`miou_present` gives the mean
+over the classes with ground truth only, the number a reader may want beside it). For ShapeNetPart
+a shape's IoU averages over the parts of its category only, and a part absent from both the shape's
+labels and its predictions counts 1.0.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ def confusion(
 
 
 def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
-    """Per-class IoU = TP / (TP + FP + FN); NaN for a class absent from labels and predictions."""
+    """Per-class IoU = TP / (TP + FP + FN); NaN where that is 0/0 (no label and no prediction)."""
     cm = np.asarray(cm, np.float64)
     tp = np.diag(cm)
     union = cm.sum(0) + cm.sum(1) - tp
@@ -53,20 +59,27 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
 def segmentation_metrics(
     labels: np.ndarray, pred: np.ndarray, class_names: Sequence[str], ignore_index: int | None = None
 ) -> dict[str, Any]:
-    """`miou`, `oa`, `macc` (fractions), per-class IoU and the confusion matrix over all points."""
+    """`miou`, `oa`, `macc` (fractions, means over all of `class_names`; see the module docstring),
+    per-class IoU, `absent_classes`, `points_scored` and the confusion counts (rows = label)."""
     k = len(class_names)
     cm = confusion(labels, pred, k, ignore_index)
     iou = iou_from_confusion(cm)
     support = cm.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.where(support > 0, np.diag(cm) / support, np.nan)
-    total = cm.sum()
+    total = int(cm.sum())
+    present = support > 0
+    ious = [None if np.isnan(v) else float(v) for v in iou]  # None: 0/0, no label and no prediction
     return {
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+        "miou": float(np.nan_to_num(iou).mean()) if total else float("nan"),
         "oa": float(np.trace(cm) / total) if total else float("nan"),
-        "macc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+        "macc": float(np.nan_to_num(acc).mean()) if total else float("nan"),
+        "miou_present": float(iou[present].mean()) if total else float("nan"),
+        "points_scored": total,
+        "absent_classes": [c for c, p in zip(class_names, present) if not p],
+        "class_iou": dict(zip(class_names, ious)),
         "per_class": [
-            {"class": c, "iou": None if np.isnan(iou[i]) else float(iou[i]), "points": int(support[i])}
+            {"class": c, "iou": ious[i], "points": int(support[i]), "predicted": int(cm[:, i].sum())}
             for i, c in enumerate(class_names)
         ],
         "confusion": cm.tolist(),

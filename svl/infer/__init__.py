@@ -5,7 +5,8 @@ What is predicted is scored by `svl.eval`, which never runs a model; the CLI's `
 - classification.py: `classify` (point clouds, event recordings or images, as the checkpoint was
   trained), `predict_scores` (a dataset's score matrix)
 - zeroshot.py: `evaluate_checkpoint` (checkpoint + Rep-VLI head over a split, scored), `read_class_list`
-- segmentation.py: `segment` (files -> labelled .ply / .npy / .png), `predict_points` (a dataset)
+- segmentation.py: `segment` (files -> labelled .ply / .npy / .png), `predict_points` (a dataset),
+  `predict_logits` / `cover` (every point scored in passes of the training budget)
 - detection.py: `detect` (files -> boxes .json / .png), `predict_boxes` (a dataset), `postprocess`
 - retrieval.py: `retrieve` (Recall@N on a place-recognition split), `image_descriptors`
 Every checkpoint becomes a model through `svl.models.load_model` (by its kind), the one loading path.
@@ -14,17 +15,20 @@ Every checkpoint becomes a model through `svl.models.load_model` (by its kind), 
 from svl.infer.classification import classify, encode, predict_scores, vote_probabilities
 from svl.infer.detection import detect, postprocess, predict_boxes
 from svl.infer.retrieval import image_descriptors, retrieve
-from svl.infer.segmentation import predict_points, segment
+from svl.infer.segmentation import chunk_input, cover, predict_logits, predict_points, segment
 from svl.infer.zeroshot import evaluate_checkpoint, read_class_list
 
 __all__ = [
+    "chunk_input",
     "classify",
+    "cover",
     "detect",
     "encode",
     "evaluate_checkpoint",
     "image_descriptors",
     "postprocess",
     "predict_boxes",
+    "predict_logits",
     "predict_points",
     "predict_scores",
     "read_class_list",

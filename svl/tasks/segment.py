@@ -4,7 +4,13 @@ The encoder half of an `e3dsnn_unet_*` model has the E-3DSNN stages' names, so a
 checkpoint (`init=PATH`) starts it, the decoder and the per-point classifier staying new. Training is
 per-point cross-entropy (points labelled IGNORE = -1 are left out); the report holds mIoU, overall
 and class-mean accuracy, per-class IoU, ShapeNetPart's instance / class mIoU on that dataset, and the
-energy per scene. The final `final.safetensors` (kind `svl-segmenter`) is what `svl segment` reads.
+energy per pass. The final `final.safetensors` (kind `svl-segmenter`) is what `svl segment` reads.
+
+Scoring follows the benchmarks' tools (SemanticKITTI API, Pointcept's tester): every original point
+of every test scan is predicted (`svl.infer.predict_logits`: passes of `data.num_points` random
+points covering the scan, each point taking its own voxel's logits; `eval.votes` > 1 averages the
+logits over re-drawn, turned passes), and mIoU averages the dataset's fixed class list
+(`svl.eval.segmentation`). ShapeNetPart shapes take the argmax over their own category's parts.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from svl.data import build_dataset, collate_points
+from svl.data import PointBatch, build_dataset, collate_points
 from svl.energy import energy_line, energy_per_sample
 from svl.eval.segmentation import part_miou, segmentation_metrics
-from svl.infer import predict_points
+from svl.infer import chunk_input, cover, predict_points
 from svl.models.loading import SEGMENTER_KIND
 from svl.models.wrappers import IGNORE, Segmenter
 from svl.tasks.base import ModelSection, TrainParts, register_task
@@ -58,6 +64,9 @@ class SegEval:
     # momentum is 0.01, so after a short run the running statistics still sit near their initial
     # values and an untrained-looking network hardly spikes (classification's eval.precise_bn).
     precise_bn: int = 16
+    # test-time votes: the scan re-covered with other random passes, turned 2 pi v / votes about z,
+    # logits averaged (1 = one pass per point, the default)
+    votes: int = 1
 
 
 def _seg_train() -> TrainConfig:
@@ -94,8 +103,11 @@ class SegmentationTask(DenseTask):
         n = d.num_points
         aug = [*d.presample, {"name": "random_sample", "num_points": n}, *d.augment]
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
-        self.train_set = self.split_train(train, build_dataset(d.dataset, d.train_split, num_points=n, **kw))
-        self.test_set = self.limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
+        # every point as stored: validation and test scans are scored on all their points (see the docstring)
+        plain = build_dataset(d.dataset, d.train_split, all_points=True, **kw)
+        self.train_set = self.split_train(train, plain)
+        test = build_dataset(d.dataset, d.test_split, all_points=True, **kw)
+        self.test_set = self.limit(test, d.test_limit)
         # per-point classes: a dataset whose `classes` label whole shapes (ShapeNetPart's categories)
         # names its point classes `segment_classes`
         base = getattr(self.train_set, "base", self.train_set)
@@ -136,28 +148,49 @@ class SegmentationTask(DenseTask):
             "data": {"dataset": self.cfg.data.dataset, "num_points": self.cfg.data.num_points},
         }
 
+    def predict(self, net: nn.Module, ds: Any = None, desc: str = "test") -> tuple[list, list]:
+        """(labels, predictions) of every point of every scan of `ds` (default the test split; see the
+        module docstring)."""
+        ds = self.test_set if ds is None else ds
+        base = getattr(ds, "base", ds)
+        parts = getattr(base, "allowed_segments", None)  # ShapeNetPart: its category's parts only
+        return predict_points(
+            net, ds, self.cfg.eval.batch_size, desc=desc, num_points=self.cfg.data.num_points,
+            votes=self.cfg.eval.votes, seed=self.cfg.train.seed,
+            allowed=None if parts is None else (lambda s: parts(int(s["label"]))),
+        )  # fmt: skip
+
+    def one_pass(self, samples: list[dict[str, Any]]) -> PointBatch:
+        """One network pass per scan (its first `data.num_points` chunk): what the energy is measured on."""
+        n = self.cfg.data.num_points
+        rng = np.random.default_rng(self.cfg.train.seed)
+        return collate_points([chunk_input(s, cover(len(s["xyz"]), n, rng)[0][0]) for s in samples])
+
     def score(self, net: nn.Module, ds: Any, desc: str) -> dict[str, float]:
-        ys, ps = predict_points(net, ds, self.cfg.eval.batch_size, desc=desc)
+        ys, ps = self.predict(net, ds, desc)
         m = segmentation_metrics(np.concatenate(ys), np.concatenate(ps), self.classes, ignore_index=IGNORE)
         return {"miou": m["miou"], "oa": m["oa"]}
 
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         final = self.restore_best(summary)
         t0 = time.perf_counter()
-        ys, ps = predict_points(self.net, self.test_set, self.cfg.eval.batch_size, desc="test")
+        ys, ps = self.predict(self.net)
         ms = 1000 * (time.perf_counter() - t0) / max(len(ys), 1)
         res = segmentation_metrics(np.concatenate(ys), np.concatenate(ps), self.classes, ignore_index=IGNORE)
+        n = self.cfg.data.num_points
+        passes = [1 if n is None else -(-len(y) // n) for y in ys]
         res.update({
             "n_test": len(ys), "n_train": len(self.train_set), "n_val": len(self.val_set or ()),
             "classes": len(self.classes),
             "checkpoint": str(final), "model": self.cfg.model.name, "init": self.cfg.init,
-            "dataset": self.cfg.data.dataset, "ms_per_scene": ms,
+            "dataset": self.cfg.data.dataset, "ms_per_scene": ms, "points_per_pass": n,
+            "passes_per_scene": self.cfg.eval.votes * float(np.mean(passes)), "votes": self.cfg.eval.votes,
         })  # fmt: skip
         if self.cfg.data.dataset == "shapenetpart":
             cats = [self.categories[int(self.test_set[i]["label"])] for i in range(len(ys))]
             res["shapenetpart"] = part_miou(ys, ps, cats)
-        if self.cfg.energy:
-            res["energy"] = energy_per_sample(self.net, self.test_set, samples=4)
+        if self.cfg.energy:  # per network pass of data.num_points points (a scan takes passes_per_scene)
+            res["energy"] = energy_per_sample(self.net, self.test_set, samples=4, collate=self.one_pass)
         return res
 
     def format_results(self, result: dict[str, Any]) -> str:
@@ -175,13 +208,20 @@ class SegmentationTask(DenseTask):
         lines += [
             "-" * 38,
             f"mIoU {100 * result['miou']:.2f}   OA {100 * result['oa']:.2f}   "
-            f"mAcc {100 * result['macc']:.2f}   scenes={result['n_test']}",
+            f"mAcc {100 * result['macc']:.2f}   scenes={result['n_test']}   "
+            f"points scored={result.get('points_scored')}",
         ]
+        if result.get("absent_classes"):
+            absent = result["absent_classes"]
+            lines.append(f"{len(absent)} of {result.get('classes')} classes have no test points (IoU '-', "
+                         f"0 in the mean; mIoU over the others {100 * result['miou_present']:.2f}): "
+                         + ", ".join(absent[:8]) + (" ..." if len(absent) > 8 else ""))  # fmt: skip
         if "shapenetpart" in result:
             sp = result["shapenetpart"]
             lines.append(f"ShapeNetPart instance mIoU {100 * sp['instance_miou']:.2f}   "
                          f"class mIoU {100 * sp['class_miou']:.2f}")  # fmt: skip
         if "energy" in result:
-            lines.append(energy_line(result["energy"], "scene"))
+            lines.append(energy_line(result["energy"], f"pass of {result.get('points_per_pass')} points")
+                         + f"   ({result.get('passes_per_scene', 1):.1f} passes / scene)")  # fmt: skip
         lines.append(f"checkpoint: {result.get('checkpoint')}")
         return "\n".join(lines)
