@@ -3,7 +3,8 @@
 Each arm is `name:key=value,key=value` (overrides on the config) run once per seed; `--jobs` runs
 that many at once on `--threads` threads each. Reports mean +- sample std of overall accuracy,
 class-mean accuracy and view-retrieval Recall@1 (when the data has views), the energy per image
-(spiking and ANN-equivalent, and the ratio to the ANN twin's energy when an arm is named `ann`),
+(spiking and ANN-equivalent, and the ratio to the ANN twin's energy when an arm is named `ann`), the
+mean firing rate the spiking figure rests on (per layer group in summary.json),
 the teacher's own test accuracy, and wall time per run. The arms below are the defaults.
 
     python benchmarks/vl2spike.py --config configs/distill_modelnet40_views.yaml --seeds 0 1 2 \
@@ -94,6 +95,7 @@ def main() -> None:
             {
                 "arm": name, "seed": s, "oa": res["oa"], "macc": res["macc"], "r1": res.get("recall@1"),
                 "energy_snn_mj": e.get("energy_snn_mj"), "energy_ann_mj": e.get("energy_ann_mj"),
+                "firing_rate": e.get("firing_rate"), "firing_rates": e.get("firing_rates"),
                 "teacher_oa": (res.get("teacher") or {}).get("test_oa"),
                 "ms": res.get("ms_per_sample"), "wall_s": res.get("wall_seconds"),
             }
@@ -109,14 +111,16 @@ def main() -> None:
     ann_e = [r["energy_snn_mj"] for r in rows if r["arm"] == "ann" and r["energy_snn_mj"] is not None]
     ann_mj = float(np.mean(ann_e)) if ann_e else None
     lines = [f"VL2Spike, {args.config} {' '.join(args.overrides)} (seeds {args.seeds})", ""]
-    head = ["OA %", "mAcc %", "R@1 %", "SNN mJ / img", "ANN-eq. mJ", "vs ANN twin", "teacher OA %", "wall s"]
+    head = ["OA %", "mAcc %", "R@1 %", "SNN mJ / img", "ANN-eq. mJ", "vs ANN twin", "firing rate",
+            "teacher OA %", "wall s"]  # fmt: skip
     lines += ["| arm | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for name in names:
         rs = [r for r in rows if r["arm"] == name]
         en = float(np.mean([r["energy_snn_mj"] for r in rs]))
         cells = [ms([r["oa"] for r in rs]), ms([r["macc"] for r in rs]), ms([r["r1"] for r in rs]),
                  f"{en:.4f}", f"{np.mean([r['energy_ann_mj'] for r in rs]):.4f}",
-                 f"{en / ann_mj:.3f}" if ann_mj else "-", ms([r["teacher_oa"] for r in rs]),
+                 f"{en / ann_mj:.3f}" if ann_mj else "-", ms([r["firing_rate"] for r in rs], 1.0, 4),
+                 ms([r["teacher_oa"] for r in rs]),
                  f"{np.mean([r['wall_s'] for r in rs]):.0f}"]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if "ce" in names and "vl2spike" in names:

@@ -154,6 +154,9 @@ def test_distill_end_to_end_on_digits_and_classify_images(tmp_path, svl_cache, s
     assert res["task"] == "distill" and res["n_test"] == 30 and 0 <= res["oa"] <= 1
     assert res["teacher"]["logits"] == "probe" and 0 < res["teacher"]["test_oa"] <= 1
     assert res["energy"]["energy_snn_mj"] < res["energy"]["energy_ann_mj"]
+    # the energy rests on the trained student's own spikes, reported per layer group (issue 27)
+    rates = res["energy"]["firing_rates"]
+    assert 0 < res["energy"]["firing_rate"] <= 1 and {"sps", "blocks.0", "sn_out"} <= set(rates)
     assert "svs_align" in (out / "results.txt").read_text() or "loss terms" in stdout
     # `svl classify` reads PNGs with the distilled student (grey 8x8 digits, as trained)
     digits = load_digits()

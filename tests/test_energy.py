@@ -444,3 +444,75 @@ def test_spikes_are_known_by_provenance_not_value(mode):
     assert rows["fc_spk"].events == 8 * 3 and rows["fc_max"].events == 8 * 3
     assert rows["_SameValues.matmul2"].events == 8 * 4
     assert rows["fc_spk"].energy_pj == pytest.approx(0.9 * rows["fc_spk"].sops)
+
+
+# ----------------------------------------------------------------------------- the time axis (issue 27)
+def _per_sample(model, make, batch_sizes=(1, 2, 4)):
+    from svl.energy import measure_energy
+
+    out = []
+    for b in batch_sizes:
+        r = measure_energy(model, make(b))
+        out.append((r.energy_snn_mj, r.energy_ann_mj, r.sops))
+    return out
+
+
+@pytest.mark.parametrize("T", [2])
+def test_a_batch_of_T_samples_is_not_read_as_T_steps(T):
+    """The meter takes the time axis from the model's declaration, not from a size equal to T: the
+    same sample repeated B = 1, T, 2T times costs the same per sample (Spikformer and E-3DSNN)."""
+    from svl.data.batch import collate_points
+    from svl.models import create_model
+
+    torch.manual_seed(0)
+    img = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 4
+    spikformer = create_model("spikformer_s", T=T).eval()
+    got = _per_sample(spikformer, lambda b: img.expand(b, -1, -1, -1).contiguous(), (1, T, 2 * T))
+    for g in got[1:]:
+        assert g == pytest.approx(got[0], rel=1e-9)
+    torch.manual_seed(0)
+    e3d = create_model("e3dsnn_t", T=T, out_dim=10).eval()
+    g = torch.Generator().manual_seed(2)
+    xyz = torch.rand(256, 3, generator=g) - 0.5
+    cloud = {"xyz": xyz, "feats": torch.full((256, 3), 0.4), "label": 0}
+
+    def points(b):
+        return collate_points([dict(cloud, index=i) for i in range(b)])
+
+    got = _per_sample(e3d, points, (1, T, 2 * T))
+    for g in got[1:]:
+        assert g == pytest.approx(got[0], rel=1e-9)
+
+
+def test_an_undeclared_untimed_input_is_an_error_not_a_guess():
+    from svl.energy import measure_energy
+    from svl.models import create_model
+
+    m = create_model("spikformer_tiny", T=2, in_channels=1, img_size=8).eval()
+    type(m).untimed_inputs, saved = ("head",), type(m).untimed_inputs
+    try:
+        with pytest.raises(ValueError, match="untimed_inputs"):
+            measure_energy(m, torch.rand(3, 1, 8, 8))
+    finally:
+        type(m).untimed_inputs = saved
+
+
+def test_energy_per_sample_uses_the_models_own_firing_rates():
+    """Two students that fire differently get different SNN energy and report their rates."""
+    from svl.data.images import collate_images
+    from svl.energy import energy_per_sample
+    from svl.models import create_model
+
+    data = [{"image": torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(i)), "label": 0, "index": i}
+            for i in range(4)]  # fmt: skip
+    out = []
+    for scale in (1.0, 3.0):
+        torch.manual_seed(0)
+        m = create_model("spikformer_tiny", T=2, in_channels=1, img_size=8)
+        with torch.no_grad():
+            m.sps.stages[0].conv.weight.mul_(scale)
+        out.append(energy_per_sample(m, data, collate=collate_images))
+    assert out[0]["energy_ann_mj"] == out[1]["energy_ann_mj"]
+    assert out[0]["firing_rate"] != out[1]["firing_rate"]
+    assert out[0]["energy_snn_mj"] != out[1]["energy_snn_mj"]
+    assert set(out[0]["firing_rates"]) >= {"sps", "blocks.0", "blocks.1", "sn_out"}

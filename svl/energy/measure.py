@@ -18,13 +18,14 @@ from svl.energy.report import EnergyReport, EnergyTable, merge_reports
 from svl.models import create_model, load_model
 from svl.models.heads import attach_head
 from svl.sparse import SparseTensor
-from svl.spiking import set_spike_mode
+from svl.spiking import record_spikes, set_spike_mode, spike_stats
 
 __all__ = [
     "build_model",
     "dataset_batches",
     "energy_per_sample",
     "energy_report",
+    "firing_rates",
     "measure_model",
     "random_cloud",
     "random_voxel_input",
@@ -195,7 +196,12 @@ def energy_per_sample(
     over `dataset` (docs/SPEC.md §7), with the unit both figures count in."""
     step = max(1, len(dataset) // samples)
     batch = (collate or collate_points)([dataset[i] for i in range(0, len(dataset), step)][:samples])
-    rep = measure_energy(model.eval(), batch.to(next(model.parameters()).device))
+    record_spikes(model, True)
+    try:
+        rep = measure_energy(model.eval(), batch.to(next(model.parameters()).device))
+        rates = firing_rates(model)
+    finally:
+        record_spikes(model, False)
     return {
         "energy_snn_mj": rep.energy_snn_mj,
         "energy_ann_mj": rep.energy_ann_mj,
@@ -205,4 +211,25 @@ def energy_per_sample(
         "unit": rep.unit,
         "per_step_energy_snn_mj": (ps := rep.per_step())["energy_snn_mj"],  # one entry per timestep
         "per_step_spikes": ps["spikes"],
+        # what the SNN figure rests on: the measured model's own spikes (mean spike per neuron and step)
+        "firing_rate": rates["overall"],
+        "firing_rates": rates["groups"],
+    }
+
+
+def firing_rates(model: nn.Module) -> dict[str, Any]:
+    """Mean firing rate (integer spikes per neuron per step) of the last recorded forward pass, overall
+    and per layer group (the first name part, with its index for a list: ``sps``, ``blocks.0``, ...).
+    Needs `record_spikes` on during that pass; empty groups and None overall for an ANN."""
+    spikes: dict[str, float] = {}
+    cells: dict[str, float] = {}
+    for name, st in spike_stats(model).items():
+        parts = name.split(".")
+        key = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+        spikes[key] = spikes.get(key, 0.0) + st["spikes"]
+        cells[key] = cells.get(key, 0.0) + st["neurons"]
+    total = sum(cells.values())
+    return {
+        "overall": sum(spikes.values()) / total if total else None,
+        "groups": {k: spikes[k] / max(cells[k], 1.0) for k in spikes},
     }

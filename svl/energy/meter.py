@@ -36,6 +36,15 @@ the ANN per FLOP but the SNN per synaptic event, which flattered the SNN about 2
 
 Membrane-side work (BatchNorm, residual additions to membranes, pooling) is not counted, as in the
 E-3DSNN / Spike-driven Transformer convention: BN folds into the weights at inference.
+
+The time axis is declared, not guessed: with T > 1 a layer's input leads with T (the I-LIF
+convention) unless the model lists the layer in ``untimed_inputs`` (svl.spiking.untimed_modules); an
+input that should lead with T and does not is an error. (Until issue 27 a leading size equal to T
+was taken for time, so a batch of T images was split as T steps.) Layers fed real values are charged
+once per step they run, which makes two stem conventions: Spikformer's encoding conv reads the image
+once and its output is repeated over T (charged once, as Spikformer's energy model does), while
+E-3DSNN repeats the voxelized cloud over T before its stem (charged T times; event input differs per
+step, so there it must run every step). The report's notes say which layers were charged which way.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from svl.energy.report import UNITS, EnergyReport, EnergyTable, LayerEnergy
-from svl.spiking.neuron import ILIF, SpikeTrain
+from svl.spiking.neuron import ILIF, SpikeTrain, untimed_modules
 
 __all__ = ["CONVENTIONS", "UNITS", "measure_energy"]
 
@@ -123,11 +132,20 @@ def _by_sample(values: Tensor, sample: Tensor | None, batch_size: int) -> list[f
     return torch.zeros(batch_size, dtype=torch.float64).index_add_(0, sample.cpu(), v).tolist()
 
 
-def _step_lanes(lead: tuple[int, ...], T: int) -> tuple[int, tuple[int, ...]]:
-    """Split leading dims into (steps, per-step dims): time comes first when the network has T > 1."""
-    if T > 1 and lead and lead[0] == T:
-        return T, lead[1:]
-    return 1, lead
+def _step_lanes(
+    lead: tuple[int, ...], T: int, timed: bool = True, where: str = ""
+) -> tuple[int, tuple[int, ...]]:
+    """Split leading dims into (steps, per-step dims) by the declared layout, never by sizes: with
+    T > 1 time leads unless the layer's input is declared untimed (svl.spiking.untimed_modules)."""
+    if T <= 1 or not timed:
+        return 1, lead
+    if not lead or lead[0] != T:
+        raise ValueError(
+            f"{where or 'a layer'}: the network runs T={T} steps, so its input should lead with time, "
+            f"got leading dims {lead}; a model whose layer reads an input without a time axis lists it "
+            "in `untimed_inputs` (svl.spiking.untimed_modules)"
+        )
+    return T, lead[1:]
 
 
 def _lead(x: Any, trailing: int) -> tuple[int, ...]:
@@ -169,6 +187,7 @@ class _Meter:
         self.batch_size = batch_size
         self.neurons = [m for m in model.modules() if isinstance(m, ILIF)]
         self.T = max((m.T for m in self.neurons), default=1)
+        self.untimed = untimed_modules(model)  # layers whose input has no time axis (declared)
         # Tensors known to be spikes: "spikes" (integer counts) or "bits" (a SpikeTrain's binary
         # sub-steps, D leading). Weak keys: a freed tensor's id can be reused without being mistaken.
         self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -176,6 +195,13 @@ class _Meter:
         self.handles: list[Any] = []
         self.stack: list[list[Any]] = []  # [name, matmuls seen, id] of the modules now running
         self.synaptic: set[int] = set()
+
+    def lanes(
+        self, lead: tuple[int, ...], module: nn.Module | None, where: str
+    ) -> tuple[int, tuple[int, ...]]:
+        """(steps, per-step dims) of an input to ``module`` (None: a functional op of the running modules)."""
+        ids = [e[2] for e in self.stack] + ([id(module)] if module is not None else [])
+        return _step_lanes(lead, self.T, not any(i in self.untimed for i in ids), where)
 
     def in_synaptic(self) -> bool:
         """Whether a hooked synaptic layer is running (its own matmuls are already counted)."""
@@ -247,8 +273,7 @@ class _Meter:
         kmap = module.kernel_map(st)
         feats = self.as_input(st.features)
         spiking = self.is_spiking(feats)
-        lead = _lead(feats, 2)
-        steps, rest = _step_lanes(lead, self.T)
+        steps, rest = self.lanes(_lead(feats, 2), module, name)
         lanes = math.prod(rest)  # non-time lanes repeat the same sites
         c_in, c_out = int(module.weight.shape[1]), int(module.weight.shape[2])
         B, n_in = self.batch_size, kmap.n_in
@@ -277,7 +302,7 @@ class _Meter:
     def _on_linear(self, name: str, module: nn.Linear, args: Any, out: Any) -> None:
         x = self.as_input(args[0])
         spiking = self.is_spiking(x)
-        steps, body = _step_lanes(_lead(x, 1), self.T)
+        steps, body = self.lanes(_lead(x, 1), module, name)
         rows = math.prod(body)
         c_in, c_out, B = module.in_features, module.out_features, self.batch_size
         sample = _sample_of_rows(body, B)
@@ -305,7 +330,7 @@ class _Meter:
             )
         spiking = self.is_spiking(x)
         vals = _values(x)
-        steps, body = _step_lanes(_lead(x, nd + 1), self.T)
+        steps, body = self.lanes(_lead(x, nd + 1), module, name)
         images = math.prod(body)
         c_in, c_out, g, B = module.in_channels, module.out_channels, module.groups, self.batch_size
         out_pos = math.prod(_values(out).shape[-nd:])
@@ -355,7 +380,7 @@ class _Meter:
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         B = self.batch_size
         lead = tuple(out.shape[:-2])
-        steps, body = _step_lanes(lead, self.T)
+        steps, body = self.lanes(lead, None, name)
         sdim = len(lead) - len(body)  # dim of ``out`` holding samples, when it is batch-major
 
         def by_sample(t: Tensor) -> list[float]:
@@ -550,6 +575,23 @@ def _release_rows(rows: list[LayerEnergy], intended: bool) -> tuple[list[LayerEn
     return out, notes
 
 
+def _stem_notes(rows: list[LayerEnergy], T: int) -> list[str]:
+    """With T > 1, say how each layer that multiplies real values was charged: once (its input has no
+    time axis: Spikformer's direct encoding, computed once and repeated) or at every step (an input
+    repeated over T before the layer, as E-3DSNN's voxel stem): the two conventions differ."""
+    if T <= 1:
+        return []
+    real = [r for r in rows if not r.spiking and r.counted]
+    once = [r.name for r in real if r.steps == 1]
+    each = [r.name for r in real if r.steps > 1]
+    out = []
+    if once:
+        out.append(f"real-valued input charged once, not x T={T} (no time axis): {', '.join(once)}")
+    if each:
+        out.append(f"real-valued input charged at each of T={T} steps (repeated over T): {', '.join(each)}")
+    return out
+
+
 # ----------------------------------------------------------------------------- public entry point
 def measure_energy(
     model: nn.Module,
@@ -588,7 +630,7 @@ def measure_energy(
     if not rows:
         raise ValueError(f"no synaptic layer ran in {type(model).__name__}: nothing to count")
     exact_flops = sum(r.flops for r in rows) / batch_size
-    notes: list[str] = []
+    notes: list[str] = _stem_notes(rows, meter.T)
     if convention != "exact":
         rows, notes = _release_rows(rows, convention.endswith("intended"))
     _charge(rows, table, unit)

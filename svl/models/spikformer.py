@@ -142,6 +142,10 @@ class Spikformer(nn.Module):
     ``pooled_steps`` (T, B, C) and ``grid`` (H / patch, W / patch), with N = H W / patch^2.
     """
 
+    # Inputs without a time axis when T > 1 (svl.spiking.untimed_modules): the encoding conv reads the
+    # image once (direct encoding), the head reads features averaged over T.
+    untimed_inputs = ("sps.stages.0", "head")
+
     def __init__(
         self,
         in_channels: int = 3,

@@ -13,6 +13,7 @@ from svl.spiking.neuron import (
     set_spike_mode,
     spike_stats,
     synaptic,
+    untimed_modules,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "set_spike_mode",
     "spike_stats",
     "synaptic",
+    "untimed_modules",
 ]

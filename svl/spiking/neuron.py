@@ -178,6 +178,31 @@ def make_neuron(kind: str = "ilif", D: int = 4, T: int = 1, beta: float = 0.25) 
     raise ValueError(f"unknown neuron kind {kind!r}: use 'ilif' or 'relu'")
 
 
+# The time axis, declared rather than guessed: with T > 1 every activation of a spiking network is
+# time-major (T, B, ...) (the I-LIF convention) except where a model says otherwise. A model lists in
+# ``untimed_inputs`` the submodules (names relative to itself) whose inputs carry no time axis: a
+# direct-encoding stem run once before the repeat over T, a head on features averaged over T. Readers
+# of activations (the energy meter) take the layout from here, never from a size that happens to
+# equal T (a batch of T samples looks like T steps).
+UNTIMED_INPUTS = "untimed_inputs"
+
+
+def untimed_modules(model: nn.Module) -> set[int]:
+    """ids of the modules (and everything inside them) that every ``untimed_inputs`` declaration in
+    ``model``'s tree names; a name that does not resolve is an error, so a renamed layer is noticed."""
+    out: set[int] = set()
+    for owner in model.modules():
+        for name in getattr(owner, UNTIMED_INPUTS, ()) or ():
+            try:
+                sub = owner.get_submodule(name)
+            except AttributeError:
+                raise ValueError(
+                    f"{type(owner).__name__}.{UNTIMED_INPUTS} names {name!r}, which it does not have"
+                ) from None
+            out.update(id(m) for m in sub.modules())
+    return out
+
+
 def neurons(model: nn.Module) -> Iterator[tuple[str, ILIF]]:
     for name, m in model.named_modules():
         if isinstance(m, ILIF):

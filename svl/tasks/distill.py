@@ -342,9 +342,21 @@ class DistillTask(ClassificationTask):
                    for a in d.augment]  # fmt: skip
         if kind == "teacher":
             tf = None
-        return build_image_dataset(
+        ds = build_image_dataset(
             d.dataset, split, root=d.root, transforms=tf, seed=self.cfg.train.seed, **opts
         )
+        if kind == "train" and self.token_targets:
+            # Token targets are the teacher's grid of the un-augmented image (cached once); the
+            # samples carry where their pixels came from so the loss moves that grid with the
+            # student's crop / flip (svl.train.distill.warp_token_targets says why not re-run it).
+            ds.track_geometry = True
+        return ds
+
+    @property
+    def token_targets(self) -> bool:
+        """Whether the SVS term aligns token grids (and so needs each sample's augmentation)."""
+        dc = self.cfg.distill
+        return bool(dc.svs_align) and dc.svs_level != "pooled"
 
     def _stored_size(self) -> int:
         """The images' own (square) size, for data.image_size=None."""
@@ -378,9 +390,7 @@ class DistillTask(ClassificationTask):
         if tc.image_size is not None and tc.image.split(":")[0].lower().startswith("efficientnet"):
             kw["image_size"] = tc.image_size
         img_t = create_teacher(tc.image, **kw)
-        grid = (
-            tc.token_grid if self.cfg.distill.svs_align and self.cfg.distill.svs_level != "pooled" else None
-        )
+        grid = tc.token_grid if self.token_targets else None
         key = self._teacher_key(d.train_split, self.train_set)
         size = tc.image_size if tc.image_size is not None else getattr(img_t, "image_size", None)
         size = size[0] if isinstance(size, tuple) else size
@@ -535,6 +545,13 @@ class DistillTask(ClassificationTask):
             lines.append(
                 f"teacher {t['image']} + {t['text']} ({t['logits']} logits): {100 * t['test_oa']:.2f}% on "
                 f"the test split, {100 * t['train_oa']:.2f}% on the training images"
+            )
+        rate = (result.get("energy") or {}).get("firing_rate")
+        if rate is not None:
+            groups = result["energy"].get("firing_rates") or {}
+            lines.append(
+                f"firing rate (energy batch): {rate:.4f} spikes per neuron and step"
+                + (" (" + ", ".join(f"{k} {v:.4f}" for k, v in groups.items()) + ")" if groups else "")
             )
         d = result.get("distill", {})
         on = [k for k in ("ce", "svs_align", "svs_temporal", "spl_proto", "spl_logit") if d.get(k)]

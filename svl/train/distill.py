@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SVS_LEVELS", "SVS_MODES", "DistillWeights", "VL2Spike", "info_nce"]
+__all__ = ["SVS_LEVELS", "SVS_MODES", "DistillWeights", "VL2Spike", "info_nce", "warp_token_targets"]
 
 SVS_MODES = ("cosine", "contrastive")
 SVS_LEVELS = ("pooled", "token", "both")
@@ -70,8 +70,46 @@ def info_nce(a: Tensor, b: Tensor, tau: float) -> Tensor:
     return (F.cross_entropy(sim, target) + F.cross_entropy(sim.T, target)) / 2
 
 
-def _cosine_loss(a: Tensor, b: Tensor) -> Tensor:
-    return (1 - F.cosine_similarity(a, b, dim=-1)).mean()
+def _cosine_loss(a: Tensor, b: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Mean (1 - cosine) over rows, or its ``weight``-weighted mean."""
+    gap = 1 - F.cosine_similarity(a, b, dim=-1)
+    if weight is None:
+        return gap.mean()
+    return (gap * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def warp_token_targets(tokens: Tensor, source_uv: Tensor, grid: int) -> tuple[Tensor, Tensor]:
+    """The teacher's token grid of the un-augmented image, moved the way the student's image was.
+
+    ``tokens`` (B, g*g, D): the cached targets (cell (i, j) covers rows i/g..(i+1)/g and columns
+    j/g..(j+1)/g of the original image); ``source_uv`` (B, 3, H, W): where each student pixel came from
+    (`svl.data.images.apply_with_geometry`: u, v in [0, 1] premultiplied by validity). Every student
+    pixel takes the teacher cell its source falls in (nearest: no blur, so an un-augmented or flipped
+    image gets exactly the cached or mirrored grid), then the pixels are averaged into ``grid`` x
+    ``grid`` cells the way the student's tokens are pooled, padding left out. Returns the targets
+    (B, grid*grid, D) and each cell's weight (B, grid*grid): the fraction of it that shows the image.
+
+    Why not run the teacher on each augmented view: that is a teacher pass per sample per epoch
+    (EfficientNet at 128-224 px on CPU), while the warp costs one grid_sample. The approximation:
+    the teacher's features are taken as equivariant to the shift / flip, and a cell shifted by part of
+    its width mixes its neighbours by area (a crop of ``pad`` px moves the grid by pad * g / H cells).
+    """
+    b, n, d = tokens.shape
+    g = int(round(n**0.5))
+    if g * g != n:
+        raise ValueError(f"token targets must be a square grid, got {n} cells")
+    t = tokens.transpose(1, 2).reshape(b, d, g, g)
+    src = source_uv.to(t.dtype)
+    valid = src[:, 2:3]
+    uv = src[:, :2] / valid.clamp_min(1e-6)
+    warped = F.grid_sample(
+        t, (2 * uv - 1).permute(0, 2, 3, 1), mode="nearest", padding_mode="border", align_corners=False
+    )  # (B, D, H, W)
+    keep = (valid > 0.5).to(t.dtype)  # a pixel shows the image (not padding)
+    num = F.adaptive_avg_pool2d(warped * keep, grid)
+    share = F.adaptive_avg_pool2d(keep, grid)
+    out = num / share.clamp_min(1e-6)
+    return out.flatten(2).transpose(1, 2), share.flatten(1)
 
 
 def _relation(a: Tensor, b: Tensor) -> Tensor:
@@ -140,6 +178,14 @@ class VL2Spike(nn.Module):
     def temporal_on(self) -> bool:
         return bool(self.cfg.svs_temporal) and int(self.step) >= self.cfg.temporal_start * self.total_steps
 
+    def token_targets(self, batch: Any) -> tuple[Tensor, Tensor | None]:
+        """The teacher token grids (B, g*g, Dt) this batch is aligned to, and per-cell weights: moved
+        with each image's crop / flip when the batch says where its pixels came from (``source_uv``,
+        see warp_token_targets), else the cached grids as they are (weights None)."""
+        t = self.t_tokens[batch.index]
+        src = getattr(batch, "extras", {}).get("source_uv")
+        return (t, None) if src is None else warp_token_targets(t, src, self.grid)
+
     def forward(self, batch: Any) -> dict[str, Tensor]:
         c = self.cfg
         f = self.encoder.forward_features(batch)
@@ -164,11 +210,13 @@ class VL2Spike(nn.Module):
             gh, gw = f["grid"]
             grid = sp.transpose(1, 2).reshape(sp.shape[0], sp.shape[2], gh, gw)
             tok = F.adaptive_avg_pool2d(grid, self.grid).flatten(2).transpose(1, 2)  # (B, g*g, C)
-            s, t = self.align_token(tok), self.t_tokens[idx]
+            s = self.align_token(tok)
+            t, w = self.token_targets(batch)
             if c.svs_mode == "contrastive":
-                out["svs_token"] = info_nce(s.flatten(0, 1), t.flatten(0, 1), c.contrastive_tau)
+                keep = slice(None) if w is None else w.flatten() > 0
+                out["svs_token"] = info_nce(s.flatten(0, 1)[keep], t.flatten(0, 1)[keep], c.contrastive_tau)
             else:
-                out["svs_token"] = _cosine_loss(s, t)
+                out["svs_token"] = _cosine_loss(s, t, w)
             loss = loss + c.svs_align * out["svs_token"]
         if c.svs_temporal and f["spikes"].shape[0] > 1:
             on = self.temporal_on()

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from svl.data.base import SeededDataset
-from svl.data.images.transforms import build_image_transforms
+from svl.data.images.transforms import apply_with_geometry, build_image_transforms, source_grid
 from svl.registry import Registry
 
 __all__ = [
@@ -118,6 +118,9 @@ class ImageDataset(SeededDataset):
         super().__init__(split, classes, transforms, seed)
         self.channels = int(channels)
         self.image_size = image_size
+        # When True each sample also carries ``source_uv`` (3, H, W): the source coordinates of every
+        # pixel after the augmentation (see apply_with_geometry), for targets that must follow it.
+        self.track_geometry = False
 
     def labels(self) -> np.ndarray:
         """All labels in dataset order, int64, without loading images (samplers, per-class metrics)."""
@@ -126,7 +129,13 @@ class ImageDataset(SeededDataset):
     def _finish(self, sample: dict[str, Any], i: int) -> dict[str, Any]:
         if self.transforms is not None:
             g = torch.Generator().manual_seed(self.sample_seed(i))
-            sample["image"] = self.transforms(sample["image"], g)
+            if self.track_geometry:  # the same image, plus where its pixels came from
+                image, sample["source_uv"] = apply_with_geometry(self.transforms, sample["image"], g)
+                sample["image"] = image
+            else:
+                sample["image"] = self.transforms(sample["image"], g)
+        elif self.track_geometry:
+            sample["source_uv"] = source_grid(*sample["image"].shape[-2:])
         sample["image"] = sample["image"].float().contiguous()
         return sample
 

@@ -22,9 +22,11 @@ from svl.registry import Registry
 __all__ = [
     "IMAGE_TRANSFORMS",
     "ImageCompose",
+    "apply_with_geometry",
     "build_image_transforms",
     "list_image_transforms",
     "register_image_transform",
+    "source_grid",
 ]
 
 IMAGE_TRANSFORMS: Registry[Callable[..., Any]] = Registry(
@@ -79,6 +81,39 @@ def build_image_transforms(
     return ImageCompose(out) if out else None
 
 
+def source_grid(height: int, width: int) -> Tensor:
+    """(3, H, W) map of where each pixel comes from: (u, v, 1) with u, v the pixel centre in [0, 1]
+    (premultiplied by the validity channel, so zero padding reads as "no source")."""
+    v = (torch.arange(height, dtype=torch.float32) + 0.5) / height
+    u = (torch.arange(width, dtype=torch.float32) + 0.5) / width
+    return torch.stack([u.expand(height, width), v[:, None].expand(height, width), torch.ones(height, width)])
+
+
+def apply_with_geometry(
+    transforms: Callable[[Tensor, torch.Generator], Tensor], image: Tensor, g: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """The transformed image, exactly as ``transforms(image, g)``, and its source map: `source_grid` of
+    the input carried through the same geometric transforms with the same draws.
+
+    Why: targets defined on the un-augmented image (a teacher's token grid) can then follow the
+    crop / flip / resize the image got. Each geometric transform (``geometric = True``) is replayed on
+    the map from a copy of the generator's state, so the image's own random stream, and therefore a
+    seeded run, is unchanged; photometric transforms touch the image only. Resampling the map is
+    linear, so (u, v) stay premultiplied by the validity channel (0 where padding shows).
+    """
+    steps = transforms.transforms if isinstance(transforms, ImageCompose) else [transforms]
+    geo = source_grid(int(image.shape[-2]), int(image.shape[-1]))
+    for t in steps:
+        if getattr(t, "geometric", False):
+            replay = torch.Generator()
+            replay.set_state(g.get_state())
+            image = t(image, g)
+            geo = t(geo, replay)
+        else:
+            image = t(image, g)
+    return image, geo
+
+
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:
     return float(lo + (hi - lo) * torch.rand(1, generator=g).item())
 
@@ -104,6 +139,8 @@ class _Base:
 class Resize(_Base):
     """Resize: an int sets the shorter side (aspect kept, as torchvision); (h, w) sets both."""
 
+    geometric = True  # moves pixels: apply_with_geometry replays it on the source coordinates
+
     def __init__(self, size: int | Sequence[int]) -> None:
         self.size = int(size) if isinstance(size, (int, np.integer)) else _pair(size, "resize")
         _pair(self.size, "resize")
@@ -121,6 +158,8 @@ class Resize(_Base):
 @register_image_transform("center_crop")
 class CenterCrop(_Base):
     """Crop the centre (h, w); a smaller image is zero-padded first (as torchvision)."""
+
+    geometric = True  # moves pixels: apply_with_geometry replays it on the source coordinates
 
     def __init__(self, size: int | Sequence[int]) -> None:
         self.size = _pair(size, "center_crop")
@@ -140,6 +179,8 @@ class CenterCrop(_Base):
 @register_image_transform("random_crop")
 class RandomCrop(_Base):
     """CIFAR-style random crop: pad by `padding` (zeros, or reflect/replicate), cut a random (h, w)."""
+
+    geometric = True  # moves pixels: apply_with_geometry replays it on the source coordinates
 
     def __init__(self, size: int | Sequence[int], padding: int = 4, padding_mode: str = "constant") -> None:
         if padding_mode not in ("constant", "reflect", "replicate"):
@@ -170,6 +211,8 @@ class RandomCrop(_Base):
 class RandomResizedCrop(_Base):
     """Inception-style crop (torchvision's algorithm): random area fraction in `scale` and aspect
     ratio in `ratio` (log-uniform), resized to `size`; centre crop after 10 failed draws."""
+
+    geometric = True  # moves pixels: apply_with_geometry replays it on the source coordinates
 
     def __init__(
         self,
@@ -213,6 +256,8 @@ class RandomResizedCrop(_Base):
 @register_image_transform("hflip")
 class HorizontalFlip(_Base):
     """Mirror left-right with probability `p`."""
+
+    geometric = True  # moves pixels: apply_with_geometry replays it on the source coordinates
 
     def __init__(self, p: float = 0.5) -> None:
         if not 0.0 <= float(p) <= 1.0:
