@@ -130,8 +130,13 @@ class DetectionTask(DenseTask):
         aug = [*d.presample, *augment[: self._n_before(augment)], {"name": "random_sample", "num_points": n},
                *augment[self._n_before(augment) :]]  # fmt: skip
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
-        self.train_set = self.split_train(train, build_dataset(d.dataset, d.train_split, num_points=n, **kw))
-        self.test_set = self.limit(build_dataset(d.dataset, d.test_split, num_points=n, **kw), d.test_limit)
+        plain = [*d.presample, {"name": "fps", "num_points": n}]
+        val = build_dataset(d.dataset, d.train_split, transforms=plain, num_points=n, **kw)
+        self.train_set = self.split_train(train, val)
+        # evaluation frames are thinned as training's are (data.presample, e.g. KITTI's voxel sampling),
+        # then farthest-point sampled to the budget instead of randomly
+        test = build_dataset(d.dataset, d.test_split, transforms=plain, num_points=n, **kw)
+        self.test_set = self.limit(test, d.test_limit)
         base = getattr(train, "base", train)
         self.box_classes = list(getattr(base, "box_classes", None) or base.classes)
         if d.classes:
