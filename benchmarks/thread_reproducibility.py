@@ -104,6 +104,32 @@ def main() -> None:
                  "max_abs": max(g["max_abs"] for g in grads),
                  "tensors_differing": sum(not g["identical"] for g in grads)})  # fmt: skip
 
+    # where the forward pass first differs: every leaf module's output, in call order
+    def leaf_outputs(threads: int) -> list[tuple[str, str, torch.Tensor]]:
+        seen: list[tuple[str, str, torch.Tensor]] = []
+        hooks = []
+        for name, mod in model.named_modules():
+            if next(mod.children(), None) is None:
+
+                def hook(m: Any, _inp: Any, out: Any, name: str = name) -> None:
+                    t = getattr(out, "feats", out)
+                    if torch.is_tensor(t):
+                        seen.append((name, type(m).__name__, t.detach().clone()))
+
+                hooks.append(mod.register_forward_hook(hook))
+        try:
+            with torch.no_grad():
+                _at(threads, lambda: model(batch))
+        finally:
+            for h in hooks:
+                h.remove()
+        return seen
+
+    for (name, kind, a), (_, _, b) in zip(leaf_outputs(1), leaf_outputs(n), strict=True):
+        if not torch.equal(a, b):
+            rows.append({"stage": f"first differing layer: {name} ({kind})", **_diff(a, b)})
+            break
+
     # 4. training
     def train(threads: int) -> tuple[list[float], torch.nn.Module]:
         m = copy.deepcopy(model)
