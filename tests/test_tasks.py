@@ -196,3 +196,61 @@ def test_one_init_key_the_old_model_init_is_read_as_init(tmp_path, caplog) -> No
     old.write_text("task: pretrain\nmodel: {init: /a.safetensors}\n")
     cls, cfg = load_task_config("classification", old, [])
     assert cls.name == "pretrain" and cfg.init == "/a.safetensors"
+
+
+# ----------------------------------------------------------------------------- user paths survive mistakes
+_TINY = [
+    "data.classes=[airplane,bathtub,guitar,lamp]", "data.train_per_class=2", "data.test_per_class=1",
+    "train.batch_size=4", "train.max_steps=1", "train.ckpt_every_steps=0", "energy=false",
+]  # fmt: skip
+
+
+def _one_error(code: int, err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("svl: error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_failed_start_leaves_the_folder_as_it_was(tmp_path, run_cli, shared_data) -> None:
+    """A mistake found before training (a missing init, an unbuildable model) writes nothing, so the
+    corrected command runs without --overwrite; config.yaml alone is a failed start, not a run."""
+    run = tmp_path / "runs" / "x"  # neither folder exists yet
+    for mistake in ("init=/nonexistent.safetensors", "model.voxel_size=0", "model.name=nope"):
+        _one_error(*run_cli("finetune", f"out_dir={run}", *_TINY, mistake)[::2])
+        assert not (tmp_path / "runs").exists(), mistake  # the folders this start created are gone
+    mine = tmp_path / "mine"  # a folder of the user's: kept, with its files
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    _one_error(*run_cli("finetune", f"out_dir={mine}", *_TINY, "model.voxel_size=0")[::2])
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    code, _, err = run_cli("finetune", f"out_dir={run}", *_TINY)  # corrected: no --overwrite needed
+    assert code == 0, err
+    assert (run / "final.safetensors").is_file() and (run / "config.yaml").is_file()
+    stale = tmp_path / "stale"  # what a failed start left before this fix: config.yaml only
+    stale.mkdir()
+    (stale / "config.yaml").write_text("task: classification\n")
+    code, _, err = run_cli("finetune", f"out_dir={stale}", "--overwrite", *_TINY)
+    assert code == 0, err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("stale.old-")] == []  # nothing moved
+    assert (stale / "final.safetensors").is_file()
+
+
+def test_a_folder_with_a_checkpoint_still_holds_a_run(tmp_path, run_cli) -> None:
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "last.safetensors").write_bytes(b"weights")
+    line = _one_error(*run_cli("finetune", f"out_dir={held}", *_TINY)[::2])
+    assert "already holds a run (last.safetensors)" in line and "--resume" in line
+    assert (held / "last.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune", "distill"])
+def test_flags_may_stand_anywhere_among_overrides(command, run_cli, tmp_path) -> None:
+    code, out, err = run_cli(command, "train.epochs=3", "--print-config", f"out_dir={tmp_path / 'r'}")
+    assert code == 0, err
+    assert "epochs: 3" in out and f"out_dir: {tmp_path / 'r'}" in out
+    # `--resume [CKPT]` never takes an override as its checkpoint: `--resume a=1` is `--resume` and a=1.
+    argv = ["train.epochs=5", "--resume", "train.seed=7", "--print-config", "init=x", "train.epochs=6"]
+    code, out, err = run_cli(command, *argv)
+    assert code == 0, err
+    assert "epochs: 6" in out and "seed: 7" in out and "init: x" in out  # in order: the last one wins

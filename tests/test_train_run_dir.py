@@ -152,3 +152,47 @@ def test_two_processes_and_a_crashed_holder(tmp_path: Path) -> None:
     assert json.loads((run / LOCK_FILE).read_text())["pid"] == child.pid  # the stale record stays...
     with claim_run_dir(run, resume=False, overwrite=False):  # ...but the kernel dropped the lock
         assert json.loads((run / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_a_failed_start_removes_what_it_wrote_and_nothing_else(tmp_path: Path) -> None:
+    run = tmp_path / "new" / "run"
+    with pytest.raises(RuntimeError):
+        with claim_run_dir(run, resume=False, overwrite=False):
+            (run / "config.yaml").write_text("cfg")
+            (run / "log.jsonl").write_text("")  # opened by the Trainer, no record yet
+            (run / "tb").mkdir()
+            (run / "tb" / "events").write_text("e")
+            raise RuntimeError("the first step failed")
+    assert not (tmp_path / "new").exists()  # the folders the claim created are gone too
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    (mine / "config.yaml").write_text("an earlier failed start")  # not a run: claimed without a flag
+    with pytest.raises(ValueError):
+        with claim_run_dir(mine, resume=False, overwrite=False):
+            (mine / "config.yaml").write_text("this start's")
+            raise ValueError("bad key")
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yaml", "notes.txt"]  # there before: kept
+
+
+def test_a_failed_start_after_a_checkpoint_keeps_the_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        with claim_run_dir(run, resume=False, overwrite=False):
+            (run / "config.yaml").write_text("cfg")
+            (run / "last.safetensors").write_bytes(b"weights")
+            raise RuntimeError("crashed at step 9")
+    assert run_files(run) == ["last.safetensors"] and (run / "config.yaml").read_text() == "cfg"
+
+
+def test_a_failed_overwrite_moves_the_earlier_run_back(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _fake_run(run)
+    with pytest.raises(ValueError):
+        with claim_run_dir(run, resume=False, overwrite=True):
+            assert run_files(run) == []
+            (run / "config.yaml").write_text("new")
+            raise ValueError("unknown model")
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert (run / "last.safetensors").read_bytes() == b"weights" and not (run / "config.yaml").exists()
+    assert (run / "my_notes.txt").read_text() == "the user's own file"

@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from svl.cli._common import add_config_args, parse_overrides
+from svl.cli._common import Parser, add_config_args, parse_overrides
 
 __all__ = ["add_config_args", "build_parser", "main", "parse_overrides"]
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full `svl` parser; each subcommand registers itself in its own `_add_<name>`."""
     from svl import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(  # subcommand parsers are Parsers too: flags may stand among overrides
         prog="svl",
         description="Spike-based vision-language learning: spiking 3D encoders aligned with "
         "vision-language teachers.",

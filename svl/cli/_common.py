@@ -3,14 +3,69 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from collections.abc import Sequence
 from typing import TypeVar
 
 C = TypeVar("C")
 
+# What a `key=value` override looks like (dotted key of words, then '='): not a path, not an option.
+_OVERRIDE = re.compile(r"\w+(\.\w+)*=")
+
+
+def _is_override(token: str) -> bool:
+    return bool(_OVERRIDE.match(token))
+
+
+class Parser(argparse.ArgumentParser):
+    """The `svl` parser (its subcommands' too): flags may stand anywhere among `key=value` overrides.
+
+    Plain argparse takes a command's trailing `overrides` only from the first run of positionals, so
+    `svl finetune out_dir=X --resume a.b=1` ended in "unrecognized arguments", and an option with an
+    optional value (`--resume [CKPT]`) took the override after it as its value. Here an override
+    is never an optional value (`--resume=CKPT` gives one explicitly), and every later run of
+    overrides joins `overrides` in the order given (the intermixed parse, as
+    `parse_intermixed_args` does, which argparse refuses on a parser with subcommands).
+    """
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        takes = any(a.dest == "overrides" and not a.option_strings for a in self._actions)
+        if not takes or args is None:
+            return super().parse_known_args(args, namespace)
+        ns, extras = super().parse_known_args(self._flags_after_overrides(list(args)), namespace)
+        later = [a for a in extras if not a.startswith("-")]
+        if later:
+            ns.overrides = [*(ns.overrides or []), *later]
+            extras = [a for a in extras if a.startswith("-") and a != "--"]
+        return ns, extras
+
+    def _flags_after_overrides(self, args: list[str]) -> list[str]:
+        """Move each optional-value flag that an override follows past that run of overrides."""
+        optional_value = {s for a in self._actions if a.nargs == "?" for s in a.option_strings}
+        out: list[str] = []
+        i = 0
+        while i < len(args):
+            token = args[i]
+            if token == "--":
+                out.extend(args[i:])
+                break
+            if token in optional_value and i + 1 < len(args) and _is_override(args[i + 1]):
+                j = i + 1
+                while j < len(args) and _is_override(args[j]):
+                    j += 1
+                out.extend([*args[i + 1 : j], token])
+                i = j
+                continue
+            out.append(token)
+            i += 1
+        return out
+
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
-    """Give a subcommand `--config FILE`, `--print-config` and trailing `key=value` overrides."""
+    """Give a subcommand `--config FILE`, `--print-config` and `key=value` overrides (among the flags)."""
     p.add_argument("--config", "-c", metavar="FILE", default=None, help="YAML config file")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument(

@@ -206,9 +206,10 @@ def run_task(
     """Train and evaluate one task into `cfg.out_dir`: the one path every training command takes.
 
     The run folder is claimed first (a folder holding another run is refused unless `resume` or
-    `overwrite`, and locked against a concurrent run); `config.yaml`, checkpoints, `log.jsonl`,
-    TensorBoard logs, `results.json` and `results.txt` go there. Returns the result dict (on
-    non-zero DDP ranks only the training summary).
+    `overwrite`, and locked against a concurrent run); the task, its parts and the Trainer are built
+    before `config.yaml` is written, and a start that fails before training began leaves the folder
+    as it was. `config.yaml`, checkpoints, `log.jsonl`, TensorBoard logs, `results.json` and
+    `results.txt` go there. Returns the result dict (on non-zero DDP ranks only the training summary).
     """
     cls = TASKS.get(task or getattr(cfg, "task", "")) if not isinstance(task, type) else task
     asked, cls = cls, cls.recipe(cfg)  # results name the task asked for (`svl pretrain` stays "pretrain")
@@ -216,8 +217,8 @@ def run_task(
     out = Path(cfg.out_dir)
     D.init_distributed()  # join the process group first, so only rank 0 writes the config
     with claim_run_dir(out, resume=bool(resume), overwrite=overwrite):  # rank 0 claims; others pass
-        if D.is_main():
-            save_config(cfg, out / "config.yaml")
+        # Everything that can fail on a bad config fails before anything is written: a failed
+        # start leaves the folder as it was (claim_run_dir removes what it wrote).
         job = cls(cfg)
         parts = job.setup()
         trainer = Trainer(
@@ -230,6 +231,8 @@ def run_task(
             checkpoint_meta=parts.checkpoint_meta,
             batch_sampler_fn=parts.batch_sampler_fn,
         )
+        if D.is_main():
+            save_config(cfg, out / "config.yaml")
         summary = trainer.fit(resume=resume)
         result: dict[str, Any] = {"task": asked.name, "train": summary}
         if D.is_main():
