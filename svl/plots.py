@@ -105,8 +105,9 @@ def plot_bev(
     title: str = "",
     point_cloud_range: Sequence[float] | None = None,
 ) -> Path:
-    """Bird's-eye view: points (grey, by height) and boxes coloured by class with a heading tick and
-    score; ground-truth boxes, when given, dashed black."""
+    """Bird's-eye view: every point of the scan (grey, darker the higher, never white on white; those
+    outside `point_cloud_range` fainter, the range outlined dashed) and boxes coloured by class with a
+    heading tick and score; ground-truth boxes, when given, dashed black."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -114,12 +115,20 @@ def plot_bev(
     fig = Figure(figsize=(8, 8), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    xyz = np.asarray(xyz)
+    xyz = np.asarray(xyz, np.float64).reshape(-1, 3)
+    inside = np.ones(len(xyz), bool)
     if point_cloud_range is not None:
-        r = point_cloud_range
+        r = [float(v) for v in point_cloud_range]
         inside = (xyz[:, 0] >= r[0]) & (xyz[:, 0] <= r[3]) & (xyz[:, 1] >= r[1]) & (xyz[:, 1] <= r[4])
-        xyz = xyz[inside]
-    ax.scatter(xyz[:, 0], xyz[:, 1], c=xyz[:, 2], cmap="Greys", s=0.5, linewidths=0, alpha=0.6)
+        ax.plot([r[0], r[3], r[3], r[0], r[0]], [r[1], r[1], r[4], r[4], r[1]], color="0.4",
+                linestyle=":", linewidth=1)  # fmt: skip
+    if len(xyz):
+        lo, hi = np.percentile(xyz[:, 2], [1, 99])
+        t = np.clip((xyz[:, 2] - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
+        grey = np.repeat((0.65 - 0.55 * t)[:, None], 3, 1)  # 0.65 (low) .. 0.1 (high): always visible
+        for sel, alpha in ((~inside, 0.3), (inside, 0.8)):
+            if sel.any():
+                ax.scatter(xyz[sel, 0], xyz[sel, 1], c=grey[sel], s=1.0, linewidths=0, alpha=alpha)
     if gt_boxes is not None and len(gt_boxes):
         for c in np.asarray(bev_corners(np.asarray(gt_boxes, np.float64))):
             ax.fill(c[:, 0], c[:, 1], fill=False, edgecolor="black", linestyle="--", linewidth=1)

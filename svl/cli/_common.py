@@ -76,6 +76,19 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_sensor_size_arg(p: argparse.ArgumentParser) -> None:
+    """`--sensor-size W H` on a command that reads event files (-> args.sensor_size, a pair or None)."""
+    p.add_argument(
+        "--sensor-size",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("W", "H"),
+        help="event files: the sensor's width and height in pixels, overriding the format's or header's "
+        "(default: those, else the largest x and y + 1)",
+    )
+
+
 def parse_overrides(cls: type[C] | C, args: argparse.Namespace) -> C:
     """Build the command's config from `args.config` and `args.overrides` (see add_config_args).
 

@@ -6,11 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from svl.cli._common import add_sensor_size_arg
+
 # what --format takes; the library checks the name and says which formats it knows
 FORMATS_HELP = (
     "how to read the file: auto (default: by extension and content; a .bin by its bytes), "
-    "events: nmnist, aedat, aedat4, prophesee, npy, npz; point clouds: kitti, ply, obj, off, stl, "
-    "text, npy, npz, pcd"
+    "events: nmnist, aedat, aedat4, prophesee, npy, npz; point clouds: kitti, nuscenes, waymo "
+    "(LiDAR .bin of 4, 5, 6 floats), ply, obj, off, stl, text, npy, npz, pcd"
 )
 
 
@@ -25,7 +27,7 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
     kwargs = {"variant": args.variant} if getattr(args, "variant", None) else {}
     if is_file_like(args.path):
         try:
-            info = file_info(args.path, index=args.index, format=args.format)
+            info = file_info(args.path, index=args.index, format=args.format, sensor_size=args.sensor_size)
         except ImportError as e:
             raise _missing_package(e) from None
     else:
@@ -55,7 +57,7 @@ def _cmd_data_render(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if is_file_like(args.path) and is_event_file(args.path, args.format):
         try:
-            render_events(args.path, out, format=args.format)
+            render_events(args.path, out, format=args.format, sensor_size=args.sensor_size)
         except ImportError as e:
             raise _missing_package(e) from None
         print(f"wrote {out} (accumulated frame and x-y-t view of {Path(args.path).name})")
@@ -95,6 +97,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     pi.add_argument("--variant", default=None, help="ScanObjectNN variant: OBJ_ONLY, OBJ_BG or PB_T50_RS")
     pi.add_argument("--json", action="store_true", help="print as JSON")
     pi.add_argument("--format", default="auto", metavar="FORMAT", help=FORMATS_HELP)
+    add_sensor_size_arg(pi)
     pi.set_defaults(func=_cmd_data_info)
     pr = dsub.add_parser(
         "render",
@@ -109,6 +112,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--root", default=None, help="dataset root")
     pr.add_argument("--variant", default=None, help="ScanObjectNN variant")
     pr.add_argument("--format", default="auto", metavar="FORMAT", help=FORMATS_HELP)
+    add_sensor_size_arg(pr)
     pr.set_defaults(func=_cmd_data_render)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
@@ -12,6 +13,8 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     results = detect(
         args.checkpoint, args.files, args.output, format=args.format, score_threshold=args.score_threshold
     )
+    for w in (w for r in results for w in r.get("warnings", ())):
+        print(f"svl: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -26,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="final.safetensors of a detection run")
     p.add_argument("files", nargs="+", metavar="FILE", help="point-cloud files (any format svl.data reads)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes <name>.json/.png here")
-    p.add_argument("--format", default=None, help="force a point-cloud reader (e.g. kitti for .bin)")
+    p.add_argument("--format", default=None, help="force a point-cloud reader (.bin: kitti, nuscenes, waymo)")
     p.add_argument("--score-threshold", type=float, default=None, help="drop boxes scored below this")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=_cmd_detect)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def _cmd_retrieve(args: argparse.Namespace) -> int:
@@ -14,6 +15,8 @@ def _cmd_retrieve(args: argparse.Namespace) -> int:
         args.checkpoint, args.root, args.split, threshold=args.threshold, positives_file=args.positives,
         batch_size=args.batch_size,
     )  # fmt: skip
+    for w in res.get("warnings", []):
+        print(f"svl: warning: {w}", file=sys.stderr)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from svl.cli._common import resolve_device
+from svl.cli._common import add_sensor_size_arg, resolve_device
 
 
 # ------------------------------------------------------------------ svl build-head / zeroshot / classify
@@ -136,6 +136,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     results = classify(
         args.checkpoint, args.files, head=args.head, topk=args.topk, num_points=args.num_points,
         up_axis=args.up_axis, format=args.format, device=resolve_device(args.device),
+        sensor_size=args.sensor_size,
     )  # fmt: skip
     return _print_results(results, args)
 
@@ -192,6 +193,7 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
         help="event files only (a classifier fine-tuned on events): nmnist, aedat, aedat4, prophesee, "
         "npy, npz; default: by extension and content",
     )
+    add_sensor_size_arg(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=_cmd_classify)

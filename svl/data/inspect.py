@@ -108,13 +108,19 @@ def _summarise(v: Any) -> Any:
     return v
 
 
-def file_info(path: str | Path, index: int | None = None, format: str | None = None) -> dict[str, Any]:
-    """What a file holds: for events see `event_file_info`; for a point cloud its format, counts,
-    channels, bounds and colour range. format: forced reader (see `is_event_file`)."""
+def file_info(
+    path: str | Path,
+    index: int | None = None,
+    format: str | None = None,
+    sensor_size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """What a file holds: for events see `event_file_info` (`sensor_size` overrides the file's); for
+    a point cloud its format, counts, channels, bounds and colour range. format: forced reader (see
+    `is_event_file`)."""
 
     p = Path(path)
     if is_event_file(p, format):
-        return event_file_info(p, format)
+        return event_file_info(p, format, sensor_size)
     point_format = None if format in (None, "auto") else format
     if p.suffix.lower() == ".npz" and index is None and p.is_file() and point_format in (None, "npz"):
         arrays = _npz_summary(p)
@@ -197,6 +203,7 @@ def render_events(
     out: str | Path,
     *,
     format: str | None = None,
+    sensor_size: tuple[int, int] | None = None,
     title: str | None = None,
     max_points: int = 20000,
     seed: int = 0,
@@ -205,12 +212,12 @@ def render_events(
     """Picture of an event recording as a PNG: the accumulated frame (ON red, OFF blue) beside an
     x-y-t scatter of (at most `max_points`, seeded) events. Written atomically.
 
-    source: a path (read with `read_events(source, format)`) or an `EventFile`.
+    source: a path (read with `read_events(source, format, sensor_size=sensor_size)`) or an `EventFile`.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ef = source if isinstance(source, EventFile) else read_events(source, format)
+    ef = source if isinstance(source, EventFile) else read_events(source, format, sensor_size=sensor_size)
     ev, (w, h) = ef.events, ef.sensor_size
     flat = (np.where(ev["p"], 0, h * w) + ev["y"].astype(np.int64) * w + ev["x"]).astype(np.int64)
     counts = np.bincount(flat, minlength=2 * h * w).reshape(2, h, w).astype(np.float64)  # ON, OFF a pixel

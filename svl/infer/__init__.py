@@ -9,6 +9,7 @@ What is predicted is scored by `svl.eval`, which never runs a model; the CLI's `
   `predict_logits` / `cover` (every point scored in passes of the training budget)
 - detection.py: `detect` (files -> boxes .json / .png), `predict_boxes` (a dataset), `postprocess`
 - retrieval.py: `retrieve` (Recall@N on a place-recognition split), `image_descriptors`
+- checks.py: each input against what the checkpoint was trained on (a warning line, or a refusal)
 Every checkpoint becomes a model through `svl.models.load_model` (by its kind), the one loading path.
 """
 

@@ -20,6 +20,7 @@ from svl.data import collate_points, load_points, prepare
 from svl.data.events import events_to_points, events_to_steps
 from svl.data.images import collate_images, read_image, resize_image
 from svl.data.readers.events import read_events
+from svl.infer.checks import event_warning, point_count_warning
 from svl.models.loading import CLASSIFIER_KIND, load_model
 from svl.utils import progress
 
@@ -66,6 +67,7 @@ def classify(
     up_axis: str | None = None,
     format: str | None = None,
     device: str | torch.device = "cpu",
+    sensor_size: tuple[int, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Label each file, read the way the classifier was trained: `[{"file", "label", "top",
     "prepared", "warnings"}, ...]`, "top" the `topk` best classes with their scores.
@@ -75,7 +77,9 @@ def classify(
     `data` (the checkpoint's meta["data"]; default point clouds). Its "input" picks the files:
     - "image": PNG/JPEG read with the trained channels, resized to the trained size; softmax scores.
     - "events": event recordings (`format` forces a reader), encoded as in training (encoding, time
-      bins, `num_points` events, default the trained count); another sensor size is a warning.
+      bins, `num_points` events, default the trained count); `sensor_size` (W, H) states the
+      recording's sensor when its file does not (else the format's, the header's, or max x, y + 1);
+      a sensor of another size than the trained one is rescaled to it, with a warning.
     - otherwise point clouds, through `svl.data.prepare` with the model's contract: the files' up
       axis (`up_axis`, default z) turned to the model's gravity axis, `num_points` (default the
       contract's), centred and scaled, colour as trained. Scores are the head's logits: they rank
@@ -95,7 +99,9 @@ def classify(
         return _classify_images(model, names, files, data, topk, device)
     if data.get("input") == "events":
         events = data | ({"num_points": num_points} if num_points else {})
-        return _classify_events(model, names, files, events, topk, format, device)
+        return _classify_events(model, names, files, events, topk, format, device, sensor_size)
+    if sensor_size is not None:
+        raise ValueError("--sensor-size (sensor_size=) is for event files; this model reads point clouds")
     cfg = getattr(model, "pretrained_cfg", None) or {}
     n = num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
     return _classify_points(model, names, files, topk, n, device, up_axis)
@@ -133,6 +139,8 @@ def _classify_points(
         batch = collate_points([item]).to(device)
         logits = model(batch).float().cpu()[0]
         warned = [str(w.message) for w in caught]
+        few = point_count_warning(sample["prepared"]["points_in"], num_points, str(path))
+        warned += [few] if few else []
         results.append(_ranked(str(path), logits, class_names, k, sample["prepared"], warned))
     return results
 
@@ -146,11 +154,12 @@ def _classify_events(
     topk: int,
     format: str | None,
     device: str | torch.device,
+    sensor_size: tuple[int, int] | None = None,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Event recordings with a classifier fine-tuned on events (task `event_classification`); a sensor
-    of another size than the training data's is a warning (coordinates are scaled by the sensor size,
-    so the object's scale changes)."""
+    """Event recordings with a classifier fine-tuned on events (task `event_classification`). The
+    encodings scale coordinates by the sensor size, so a recording from another sensor is rescaled
+    to the trained one: one warning per file, saying where its size came from."""
     if not paths:
         raise ValueError("no event files given")
     model.eval().to(device)
@@ -160,19 +169,15 @@ def _classify_events(
     k = min(int(topk), len(class_names))
     results = []
     for p in paths:
-        rec = read_events(p, format=format)
-        notes = []
-        if trained and tuple(rec.sensor_size) != trained:
-            notes.append(
-                f"{rec.path}: sensor {rec.sensor_size[0]}x{rec.sensor_size[1]} but the classifier was "
-                f"trained on {trained[0]}x{trained[1]}; coordinates are scaled by the sensor size"
-            )
+        rec = read_events(p, format=format, sensor_size=sensor_size)
+        notes = [w for w in [event_warning(rec, trained, n)] if w]
         if enc == "bins":
             sample = events_to_steps(rec.events, T, rec.sensor_size, n, seed=seed)
         else:
             sample = events_to_points(rec.events, rec.sensor_size, n, seed=seed)
         logits = model(collate_points([{**sample, "label": 0, "index": 0}]).to(device)).float().cpu()[0]
-        prepared = {"format": rec.format, "events": len(rec.events), "encoding": enc, "num_points": n}
+        prepared = {"format": rec.format, "events": len(rec.events), "encoding": enc, "num_points": n,
+                    "sensor_size": list(rec.sensor_size)}  # fmt: skip
         results.append(_ranked(str(rec.path), logits, class_names, k, prepared, notes))
     return results
 
@@ -186,7 +191,9 @@ def _classify_images(
     topk: int,
     device: str | torch.device,
 ) -> list[dict[str, Any]]:
-    """Image files with an image classifier (`svl distill`), as in training; softmax scores."""
+    """Image files with an image classifier (`svl distill`), as in training; softmax scores. A grey file
+    for an RGB model or an RGB file for a grey one is converted as PIL does (`read_image(convert=True)`),
+    with a warning."""
     if not paths:
         raise ValueError("no image files given")
     size, channels = int(data["image_size"]), int(data["channels"])
@@ -195,12 +202,14 @@ def _classify_images(
     results = []
     for p in paths:
         path = Path(p)
-        img = read_image(path, channels=channels)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            img = read_image(path, channels=channels, convert=True)  # grey <-> RGB as PIL converts
         h, w = img.shape[-2:]
         batch = collate_images([{"image": resize_image(img, size), "label": 0, "index": 0}]).to(device)
         probs = model(batch).float().softmax(-1).cpu()[0]
         prepared = {"image_size": [int(h), int(w)], "resized_to": size, "channels": channels}
-        results.append(_ranked(str(path), probs, class_names, k, prepared, []))
+        results.append(_ranked(str(path), probs, class_names, k, prepared, [str(w.message) for w in caught]))
     return results
 
 

@@ -16,6 +16,7 @@ from torch import nn
 
 from svl.boxes import nms_bev
 from svl.data import collate_points, load_points
+from svl.infer.checks import detector_range_check
 from svl.models.detector import decode
 from svl.models.loading import DETECTOR_KIND, load_model
 from svl.plots import plot_bev
@@ -89,7 +90,10 @@ def detect(
     score_threshold: float | None = None,
 ) -> list[dict[str, Any]]:
     """Boxes of each point-cloud file: OUT/<stem>.json (centre, size, yaw, class, score per box) and
-    OUT/<stem>.png (bird's-eye view); coordinates as stored (metres, z up).
+    OUT/<stem>.png (bird's-eye view: every point of the scan, the detector's range outlined);
+    coordinates as stored (metres, z up). A scan with no point inside the detector's
+    point-cloud range is refused (ValueError naming the file, nothing written for it); one with
+    few inside gets a line in its result's "warnings" (`svl.infer.checks.detector_range_check`).
 
     `model`: a `svl finetune task=detection` checkpoint, or a built detector with its `class_names`.
     `settings` are `postprocess`'s keywords (default: a checkpoint's own, meta["eval"], the ones it
@@ -111,6 +115,8 @@ def detect(
     results = []
     for p in files:
         s = load_points(p, format=format)
+        rng = getattr(net.grid, "point_cloud_range", None)
+        warned = [w for w in [detector_range_check(s["xyz"], rng, str(p))] if w]
         item = {"xyz": s["xyz"], "index": 0, **({"rgb": s["rgb"]} if s.get("rgb") is not None else {})}
         with torch.no_grad():
             boxes, scores, labels = postprocess(net.eval()(collate_points([item])), net.grid, **ev)[0]
@@ -124,9 +130,9 @@ def detect(
         stem = out / Path(p).stem
         with atomic_write(stem.with_suffix(".json"), "w") as fh:
             json.dump({"file": str(p), "boxes": dets}, fh, indent=2)
-        rng = getattr(net.grid, "point_cloud_range", None)
         plot_bev(s["xyz"], boxes, labels, names, stem.with_suffix(".png"), scores=scores,
                  title=f"{Path(p).name}: {len(dets)} boxes", point_cloud_range=rng)  # fmt: skip
         results.append({"file": str(p), "boxes": len(dets), "json": str(stem.with_suffix(".json")),
-                        "png": str(stem.with_suffix(".png")), "detections": dets})  # fmt: skip
+                        "png": str(stem.with_suffix(".png")), "detections": dets,
+                        "warnings": warned})  # fmt: skip
     return results

@@ -17,6 +17,7 @@ from torch import nn
 
 from svl.data import collate_points, load_points
 from svl.data.readers.ply import write_ply_labels
+from svl.infer.checks import voxel_warning
 from svl.models.loading import SEGMENTER_KIND, load_model
 from svl.plots import class_colors, plot_segmentation
 from svl.utils import atomic_write, progress
@@ -168,6 +169,8 @@ def segment(
     `format` forces a point-cloud reader (e.g. "kitti" for .bin scans). Every point is labelled the
     way the task scores it (`predict_logits`): passes of `num_points` points (default: the
     checkpoint's training budget; a built model: all points in one pass), `votes` averaged.
+    A cloud that fills fewer than 8 voxels of the model's size gets a line in its result's
+    "warnings" (`svl.infer.checks.voxel_warning`: coordinates in other units than the training data's).
     """
     if isinstance(model, nn.Module):
         if class_names is None:
@@ -184,6 +187,7 @@ def segment(
     results = []
     for p in files:
         s = load_points(p, format=format)
+        warned = [w for w in [voxel_warning(s["xyz"], getattr(net, "voxel_size", None), str(p))] if w]
         item = {"xyz": s["xyz"], **({"rgb": s["rgb"]} if s.get("rgb") is not None else {})}
         [(_, logits)] = predict_logits(net, [item], num_points=num_points, batch_size=8, votes=votes)
         if logits.shape[-1] != len(names):
@@ -198,6 +202,6 @@ def segment(
         results.append({
             "file": str(p), "points": int(len(pred)), "ply": str(stem.with_suffix(".ply")),
             "png": str(stem.with_suffix(".png")),
-            "classes": {names[c]: int(n) for c, n in enumerate(counts) if n},
+            "classes": {names[c]: int(n) for c, n in enumerate(counts) if n}, "warnings": warned,
         })  # fmt: skip
     return results

@@ -32,7 +32,13 @@ from svl.data.images.datasets import (  # importing it registers the built-in im
     digits_split,
     render_modelnet40_views,
 )
-from svl.data.images.io import IMAGE_SUFFIXES, list_image_files, read_image, resize_image
+from svl.data.images.io import (
+    IMAGE_SUFFIXES,
+    ImageChannelsWarning,
+    list_image_files,
+    read_image,
+    resize_image,
+)
 from svl.data.images.transforms import (
     IMAGE_TRANSFORMS,
     ImageCompose,
@@ -47,6 +53,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "IMAGE_TRANSFORMS",
     "ImageBatch",
+    "ImageChannelsWarning",
     "ImageCompose",
     "ImageDataset",
     "ImageFolderDataset",

@@ -1,12 +1,16 @@
 """Image files as tensors: the one place they are decoded (`read_image`), listed and resized.
 
 A missing, unreadable or truncated file, or one with the wrong channel count, is an error that names
-it, so a bad picture is found when it is read, not as a shape mismatch in a batch later.
+it, so a bad picture is found when it is read, not as a shape mismatch in a batch later. Inference
+reads with `convert=True` instead: a grey file for an RGB model, or an RGB file for a grey one, is
+converted as PIL's `Image.convert` does it (grey replicated to R, G, B; RGB to the ITU-R 601-2 luma
+L = R * 299/1000 + G * 587/1000 + B * 114/1000), with one `ImageChannelsWarning` naming the file.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,11 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["IMAGE_SUFFIXES", "list_image_files", "read_image", "resize_image"]
+__all__ = ["IMAGE_SUFFIXES", "ImageChannelsWarning", "list_image_files", "read_image", "resize_image"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # compared lower-case
 _CHANNEL_NAMES = {1: "grayscale", 3: "RGB"}
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+
+
+class ImageChannelsWarning(UserWarning):
+    """An image was converted between grey and RGB to match what a model reads."""
 
 
 def _channels_text(c: int) -> str:
@@ -28,13 +36,16 @@ def _channels_text(c: int) -> str:
     return f"{name} ({c} channel{'s' if c != 1 else ''})" if name else f"{c} channels"
 
 
-def read_image(path: str | os.PathLike[str], channels: int | None = None) -> Tensor:
+def read_image(path: str | os.PathLike[str], channels: int | None = None, *, convert: bool = False) -> Tensor:
     """A PNG/JPEG file as a (C, H, W) float32 tensor in [0, 1].
 
     channels=None keeps what is stored (grayscale -> 1; RGB, RGBA, palette -> 3, alpha dropped);
     1 or 3 demand that count, so a grayscale file among RGB ones is reported by name instead of
-    breaking a batch later. Errors name the file: FileNotFoundError when missing, ValueError when
-    it does not decode (truncated, not an image) or has the wrong number of channels.
+    breaking a batch later. With `convert`, a file of the other count is converted instead (module
+    docstring) with an `ImageChannelsWarning`; refused only where the conversion would lose the
+    picture: an RGB file whose colours all have one luma (a grey model would see a blank image).
+    Errors name the file: FileNotFoundError when missing, ValueError when it does not decode
+    (truncated, not an image) or has the wrong number of channels.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -47,15 +58,48 @@ def read_image(path: str | os.PathLike[str], channels: int | None = None) -> Ten
         with Image.open(p) as im:
             im.load()
             arr = _pil_to_array(im)
+            if convert and channels == 1 and arr.shape[2] == 3:
+                arr = _to_grey(im, arr, p)
     except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"{p}: cannot read the image ({type(e).__name__}: {e})") from None
     have = arr.shape[2]
+    if convert and channels == 3 and have == 1:
+        warnings.warn(
+            f"{p}: grayscale image, the model reads RGB; grey replicated to R, G and B",
+            ImageChannelsWarning,
+            stacklevel=2,
+        )
+        arr = np.repeat(arr, 3, axis=2)
+        have = 3
     if channels is not None and have != channels:
         raise ValueError(
             f"{p} is {_channels_text(have)} but the dataset is {_channels_text(channels)}; "
-            "convert the file or build the dataset with the matching channels="
+            "convert the file or give the dataset the matching channels (data.channels=N in a config)"
         )
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def _to_grey(im: Any, rgb: np.ndarray, p: Path) -> np.ndarray:
+    """An RGB picture (`rgb`, what `_pil_to_array` made of `im`) as PIL's "L": the ITU-R 601-2 luma."""
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # as `_pil_to_array` reads it
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    grey = np.asarray(im.convert("L"), dtype=np.uint8).astype(np.float32)[:, :, None] / 255.0
+    coloured = bool((rgb != rgb[:, :, :1]).any())
+    if coloured and grey.min() == grey.max() and (rgb != rgb[:1, :1]).any():
+        raise ValueError(
+            f"{p}: RGB image whose colours all have the same luma ({int(grey.flat[0] * 255)}); as grey "
+            "(ITU-R 601-2, what the grey model reads) every pixel is the same and the picture is lost"
+        )
+    what = "colours dropped" if coloured else "a grey picture stored as RGB, nothing lost"
+    warnings.warn(
+        f"{p}: RGB image, the model reads grayscale; converted to luma "
+        f"L = R*299/1000 + G*587/1000 + B*114/1000 ({what})",
+        ImageChannelsWarning,
+        stacklevel=3,
+    )
+    return grey
 
 
 def _pil_to_array(im: Any) -> np.ndarray:

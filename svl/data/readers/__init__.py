@@ -13,8 +13,10 @@ Every reader returns the same sample dict so the rest of svl never cares where a
 - ``meta``: dict with the source path, format, up axis found/applied, colour range, point counts,
   and per-point extras a format carries (KITTI ``reflectance``), subsampled with the points.
 
-``.bin`` is a KITTI LiDAR scan (float32 x, y, z, reflectance); N-MNIST event recordings share the
-extension and are refused with a pointer to `svl.data.readers.events.read_events`.
+``.bin`` is a LiDAR scan of float32 records: KITTI's (x, y, z, reflectance), nuScenes' 5 per point or
+Waymo's 6 (in KITTI layout), the width told by the file's size and value ranges, or forced with
+``format="kitti" | "nuscenes" | "waymo"``. N-MNIST event recordings share the extension and are
+refused with a pointer to `svl.data.readers.events.read_events`.
 
 Meshes (OBJ, OFF, STL and PLY files with faces) are sampled on their surface with area-weighted
 triangle sampling (seeded), with face normals and barycentric vertex colours when present.
@@ -108,9 +110,16 @@ for _ext, _read, _fmt in (
     (".npy", arrays.read_npy, "npy"),
     (".npz", arrays.read_npz, "npz"),
     (".pcd", pcd.read_pcd, "pcd"),
-    (".bin", kitti.read_kitti, "kitti"),  # N-MNIST events share .bin: the reader tells them apart
+    (".bin", kitti.read_lidar_bin, "kitti"),  # N-MNIST events share .bin: the reader tells them apart
 ):
     register_reader(_ext, _read, format=_fmt)
+
+# LiDAR .bin layouts a forced format names (the .bin reader itself tells them apart by content)
+_LIDAR_READERS = {
+    "kitti": Reader(kitti.read_kitti, "kitti"),
+    "nuscenes": Reader(kitti.read_nuscenes, "nuscenes"),
+    "waymo": Reader(kitti.read_waymo, "waymo"),
+}
 
 
 def _reader_for(p: Path, format: str | None = None) -> Reader:
@@ -118,6 +127,8 @@ def _reader_for(p: Path, format: str | None = None) -> Reader:
     like "kitti" or "text")."""
     if format is not None:
         key = "." + format.strip().lower().lstrip(".")
+        if key[1:] in _LIDAR_READERS:
+            return _LIDAR_READERS[key[1:]]
         if key in READERS:
             entry = READERS.get(key)
             return entry if isinstance(entry, Reader) else Reader(entry, key[1:])
@@ -125,7 +136,10 @@ def _reader_for(p: Path, format: str | None = None) -> Reader:
             entry = READERS.get(name)
             if isinstance(entry, Reader) and entry.format == key[1:]:
                 return entry
-        families = sorted({e.format for n in READERS.names() if isinstance(e := READERS.get(n), Reader)})
+        families = sorted(
+            {e.format for n in READERS.names() if isinstance(e := READERS.get(n), Reader)}
+            | set(_LIDAR_READERS)
+        )
         raise ValueError(f"{p}: unknown point-cloud format {format!r}; known: {', '.join(families)}")
     ext = p.suffix.lower()
     if ext not in READERS:

@@ -181,7 +181,8 @@ def _checked(
         if xr[1] >= w or yr[1] >= h:
             raise ValueError(
                 f"{p}: events outside the {w}x{h} sensor: x in [{xr[0]}, {xr[1]}], y in [{yr[0]}, {yr[1]}] "
-                f"(valid x 0..{w - 1}, y 0..{h - 1}; pass sensor_size= for a larger sensor)"
+                f"(valid x 0..{w - 1}, y 0..{h - 1}); state the sensor's size: --sensor-size W H on the "
+                "command line, sensor_size=(W, H) in the API"
             )
     back = int((np.diff(ev["t"]) < 0).sum())
     if back:

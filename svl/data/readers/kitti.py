@@ -2,7 +2,10 @@
 
 - Scans: float32 (x, y, z, reflectance) records, no header, in the LiDAR frame (x forward, y left,
   z up). The same extension holds N-MNIST event recordings, so `read_kitti` checks the bytes first
-  and sends event files to the event readers with an error that says how to read them.
+  and sends event files to the event readers with an error that says how to read them. Other
+  datasets' `.bin` scans hold more per point (nuScenes `.pcd.bin`: 5 float32, x y z intensity
+  ring; Waymo in KITTI layout: 6): `read_lidar_bin` reads 4, 5 or 6 by the file's size and value
+  ranges (`svl.data.readers._sniff.lidar_width`), `read_nuscenes` / `read_waymo` force a width.
 - Calibration (``calib/*.txt``): ``KEY: v v v ...`` lines; `KittiCalib` keeps the three matrices
   detection needs (P2, R0_rect, Tr_velo_to_cam) and maps points between the LiDAR frame, the
   rectified camera frame ("rect": x right, y down, z forward) and the left colour image.
@@ -28,7 +31,7 @@ import numpy as np
 
 from svl.boxes import wrap_angle
 from svl.data.readers._common import BadFile, ReadOptions
-from svl.data.readers._sniff import kitti_problem, nmnist_problem
+from svl.data.readers._sniff import LIDAR_LAYOUTS, lidar_problem, lidar_width, nmnist_problem
 
 __all__ = [
     "KITTI_DIFFICULTY",
@@ -40,6 +43,9 @@ __all__ = [
     "read_kitti",
     "read_kitti_calib",
     "read_kitti_labels",
+    "read_lidar_bin",
+    "read_nuscenes",
+    "read_waymo",
     "read_velodyne",
 ]
 
@@ -49,21 +55,57 @@ PathLike = str | os.PathLike[str]
 # ----------------------------------------------------------------------------- Velodyne scans
 def read_kitti(path: Path, opts: ReadOptions) -> dict[str, Any]:
     """xyz (N, 3) in metres (sensor frame: x forward, y left, z up); reflectance as stored, in the meta."""
+    return _read_scan(path.read_bytes(), 4)
+
+
+def read_nuscenes(path: Path, opts: ReadOptions) -> dict[str, Any]:
+    """A nuScenes `.pcd.bin` scan: float32 (x, y, z, intensity 0-255, ring); intensity as reflectance."""
+    return _read_scan(path.read_bytes(), 5)
+
+
+def read_waymo(path: Path, opts: ReadOptions) -> dict[str, Any]:
+    """A Waymo scan in KITTI layout: float32 (x, y, z, intensity, elongation, index); intensity kept."""
+    return _read_scan(path.read_bytes(), 6)
+
+
+def read_lidar_bin(path: Path, opts: ReadOptions) -> dict[str, Any]:
+    """A `.bin` LiDAR scan of 4, 5 or 6 float32 per point, the width told by the file's size and value
+    ranges; an N-MNIST recording is refused with a pointer to the event readers."""
     data = path.read_bytes()
-    problem = kitti_problem(data)
+    if lidar_problem(data) is not None:
+        _refuse_events(data)
+    try:
+        width = lidar_width(data, "the file")
+    except ValueError as e:
+        raise BadFile(str(e).removeprefix("the file: ")) from None
+    return _read_scan(data, width)
+
+
+def _refuse_events(data: bytes) -> None:
+    if nmnist_problem(data) is None:
+        raise BadFile(
+            "this is an N-MNIST event recording (5-byte event records), not a point cloud; read it "
+            "with svl.data.readers.events.read_events(path) (or `svl data info|render --format nmnist`)"
+        )
+
+
+def _read_scan(data: bytes, width: int) -> dict[str, Any]:
+    layout = {w: k for k, w in LIDAR_LAYOUTS.items()}[width]
+    problem = lidar_problem(data, width)
     if problem is not None:
-        if nmnist_problem(data) is None:
-            raise BadFile(
-                "this is an N-MNIST event recording (5-byte event records), not a point cloud; read it "
-                "with svl.data.readers.events.read_events(path) (or `svl data info|render --format nmnist`)"
-            )
-        raise BadFile(f"not a KITTI LiDAR scan: {problem}")
-    pts = np.frombuffer(data, "<f4").reshape(-1, 4)
+        _refuse_events(data)
+        what = "a KITTI LiDAR scan" if width == 4 else f"a {layout} LiDAR scan ({width} float32 per point)"
+        other = [k for k, w in LIDAR_LAYOUTS.items() if w != width and lidar_problem(data, w) is None]
+        hint = (
+            f"; it reads as a {other[0]} scan ({LIDAR_LAYOUTS[other[0]]} float32 per point)" if other else ""
+        )
+        raise BadFile(f"not {what}: {problem}{hint}")
+    pts = np.frombuffer(data, "<f4").reshape(-1, width)
     refl = pts[:, 3].copy()
     return {
         "xyz": pts[:, :3],
         "_info": {
-            "format": "kitti",
+            "format": layout,
             "per_point": {"reflectance": refl},
             "reflectance_range": "0-1" if refl.max() <= 1.0 else "0-255",
         },
@@ -71,12 +113,13 @@ def read_kitti(path: Path, opts: ReadOptions) -> dict[str, Any]:
 
 
 def read_velodyne(path: PathLike) -> np.ndarray:
-    """(N, 4) float32 (x, y, z, reflectance) of a scan, every point kept (datasets crop it themselves)."""
+    """(N, 4) float32 (x, y, z, reflectance) of a scan (4, 5 or 6 float32 per point in the file), every
+    point kept (datasets crop it themselves)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file")
     try:
-        raw = read_kitti(p, ReadOptions())
+        raw = read_lidar_bin(p, ReadOptions())
     except BadFile as e:
         raise ValueError(f"{p}: {e}") from None
     pts = np.empty((len(raw["xyz"]), 4), np.float32)
