@@ -20,6 +20,7 @@ from svl.data import collate_points, load_points, prepare
 from svl.data.events import events_to_points, events_to_steps
 from svl.data.images import collate_images, read_image, resize_image
 from svl.data.readers.events import read_events
+from svl.infer.files import FileErrors, each_file
 from svl.models.loading import CLASSIFIER_KIND, load_model
 from svl.utils import progress
 
@@ -66,6 +67,7 @@ def classify(
     up_axis: str | None = None,
     format: str | None = None,
     device: str | torch.device = "cpu",
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
     """Label each file, read the way the classifier was trained: `[{"file", "label", "top",
     "prepared", "warnings"}, ...]`, "top" the `topk` best classes with their scores.
@@ -80,6 +82,9 @@ def classify(
       axis (`up_axis`, default z) turned to the model's gravity axis, `num_points` (default the
       contract's), centred and scaled, colour as trained. Scores are the head's logits: they rank
       the classes of one file but are not calibrated probabilities.
+
+    `errors="report"`: a file that cannot be read becomes `{"file", "error"}` in the results and the
+    other files go on (default: its error is raised).
     """
     if isinstance(model, nn.Module):
         if head is not None:
@@ -92,13 +97,13 @@ def classify(
         model, names = loaded.model, loaded.class_names
         data = {} if head is not None else dict(loaded.meta.get("data") or {})
     if data.get("input") == "image":
-        return _classify_images(model, names, files, data, topk, device)
+        return _classify_images(model, names, files, data, topk, device, errors)
     if data.get("input") == "events":
         events = data | ({"num_points": num_points} if num_points else {})
-        return _classify_events(model, names, files, events, topk, format, device)
+        return _classify_events(model, names, files, events, topk, format, device, errors=errors)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     n = num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
-    return _classify_points(model, names, files, topk, n, device, up_axis)
+    return _classify_points(model, names, files, topk, n, device, up_axis, errors)
 
 
 @torch.no_grad()
@@ -110,6 +115,7 @@ def _classify_points(
     num_points: int | None,
     device: str | torch.device,
     up_axis: str | None,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
     """Point-cloud files; `prepared` records what `svl.data.prepare` assumed, `warnings` e.g. a
     degenerate cloud."""
@@ -118,8 +124,8 @@ def _classify_points(
     model.eval().to(device)
     contract = getattr(model, "pretrained_cfg", None)
     k = min(int(topk), len(class_names))
-    results = []
-    for p in paths:
+
+    def one(_: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         path = Path(p)
         if not path.exists():
             raise FileNotFoundError(f"point-cloud file {path} does not exist")
@@ -133,8 +139,9 @@ def _classify_points(
         batch = collate_points([item]).to(device)
         logits = model(batch).float().cpu()[0]
         warned = [str(w.message) for w in caught]
-        results.append(_ranked(str(path), logits, class_names, k, sample["prepared"], warned))
-    return results
+        return _ranked(str(path), logits, class_names, k, sample["prepared"], warned)
+
+    return each_file(paths, one, errors)
 
 
 @torch.no_grad()
@@ -147,6 +154,7 @@ def _classify_events(
     format: str | None,
     device: str | torch.device,
     seed: int = 0,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
     """Event recordings with a classifier fine-tuned on events (task `event_classification`); a sensor
     of another size than the training data's is a warning (coordinates are scaled by the sensor size,
@@ -158,8 +166,8 @@ def _classify_events(
     T = int(getattr(model, "T", 1))
     trained = tuple(events_meta.get("sensor_size") or ())
     k = min(int(topk), len(class_names))
-    results = []
-    for p in paths:
+
+    def one(_: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         rec = read_events(p, format=format)
         notes = []
         if trained and tuple(rec.sensor_size) != trained:
@@ -173,8 +181,9 @@ def _classify_events(
             sample = events_to_points(rec.events, rec.sensor_size, n, seed=seed)
         logits = model(collate_points([{**sample, "label": 0, "index": 0}]).to(device)).float().cpu()[0]
         prepared = {"format": rec.format, "events": len(rec.events), "encoding": enc, "num_points": n}
-        results.append(_ranked(str(rec.path), logits, class_names, k, prepared, notes))
-    return results
+        return _ranked(str(rec.path), logits, class_names, k, prepared, notes)
+
+    return each_file(paths, one, errors)
 
 
 @torch.no_grad()
@@ -185,6 +194,7 @@ def _classify_images(
     data: dict[str, Any],
     topk: int,
     device: str | torch.device,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
     """Image files with an image classifier (`svl distill`), as in training; softmax scores."""
     if not paths:
@@ -192,16 +202,17 @@ def _classify_images(
     size, channels = int(data["image_size"]), int(data["channels"])
     model.eval().to(device)
     k = min(int(topk), len(class_names))
-    results = []
-    for p in paths:
+
+    def one(_: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         path = Path(p)
         img = read_image(path, channels=channels)
         h, w = img.shape[-2:]
         batch = collate_images([{"image": resize_image(img, size), "label": 0, "index": 0}]).to(device)
         probs = model(batch).float().softmax(-1).cpu()[0]
         prepared = {"image_size": [int(h), int(w)], "resized_to": size, "channels": channels}
-        results.append(_ranked(str(path), probs, class_names, k, prepared, []))
-    return results
+        return _ranked(str(path), probs, class_names, k, prepared, [])
+
+    return each_file(paths, one, errors)
 
 
 def _ranked(

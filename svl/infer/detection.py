@@ -16,6 +16,7 @@ from torch import nn
 
 from svl.boxes import nms_bev
 from svl.data import collate_points, load_points
+from svl.infer.files import FileErrors, each_file, make_output_dir, output_paths
 from svl.models.detector import decode
 from svl.models.loading import DETECTOR_KIND, load_model
 from svl.plots import plot_bev
@@ -87,14 +88,21 @@ def detect(
     settings: Mapping[str, Any] | None = None,
     format: str | None = None,
     score_threshold: float | None = None,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
-    """Boxes of each point-cloud file: OUT/<stem>.json (centre, size, yaw, class, score per box) and
-    OUT/<stem>.png (bird's-eye view); coordinates as stored (metres, z up).
+    """Boxes of each point-cloud file: OUT/<name>.json (centre, size, yaw, class, score per box) and
+    OUT/<name>.png (bird's-eye view); coordinates as stored (metres, z up). <name> is the file's path
+    relative to the files' common folder without its extension (`08/velodyne/000000` for scans of
+    several sequences; see `svl.infer.files.output_paths`), so no output overwrites another; outputs
+    are written atomically.
 
     `model`: a `svl finetune task=detection` checkpoint, or a built detector with its `class_names`.
     `settings` are `postprocess`'s keywords (default: a checkpoint's own, meta["eval"], the ones it
     was evaluated with); `score_threshold` overrides theirs; `format` forces a point-cloud reader.
+    `errors="report"`: a file that cannot be read or written becomes `{"file", "error"}` in the
+    results and the other files go on (default: its error is raised).
     """
+    targets = output_paths(files, out_dir, (".json", ".png"))
     if isinstance(model, nn.Module):
         if class_names is None:
             raise ValueError("detect: a built model needs its class_names")
@@ -106,10 +114,9 @@ def detect(
     ev = dict(settings or {})
     if score_threshold is not None:
         ev["score_threshold"] = float(score_threshold)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for p in files:
+    make_output_dir(out_dir)
+
+    def one(i: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         s = load_points(p, format=format)
         item = {"xyz": s["xyz"], "index": 0, **({"rgb": s["rgb"]} if s.get("rgb") is not None else {})}
         with torch.no_grad():
@@ -121,12 +128,13 @@ def detect(
              "size": [float(v) for v in b[3:6]], "yaw": float(b[6])}
             for b, sc, k in zip(boxes, scores, labels)
         ]  # fmt: skip
-        stem = out / Path(p).stem
-        with atomic_write(stem.with_suffix(".json"), "w") as fh:
+        to = targets[i]
+        with atomic_write(to[".json"], "w") as fh:
             json.dump({"file": str(p), "boxes": dets}, fh, indent=2)
         rng = getattr(net.grid, "point_cloud_range", None)
-        plot_bev(s["xyz"], boxes, labels, names, stem.with_suffix(".png"), scores=scores,
+        plot_bev(s["xyz"], boxes, labels, names, to[".png"], scores=scores,
                  title=f"{Path(p).name}: {len(dets)} boxes", point_cloud_range=rng)  # fmt: skip
-        results.append({"file": str(p), "boxes": len(dets), "json": str(stem.with_suffix(".json")),
-                        "png": str(stem.with_suffix(".png")), "detections": dets})  # fmt: skip
-    return results
+        return {"file": str(p), "boxes": len(dets), "json": str(to[".json"]), "png": str(to[".png"]),
+                "detections": dets}  # fmt: skip
+
+    return each_file(files, one, errors)
