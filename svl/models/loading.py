@@ -101,7 +101,8 @@ def _check_arch(path: str | os.PathLike[str], meta: Mapping[str, Any], arch: str
             # a network of another kind (a U-Net, a detector, an image model): its name is no advice here
             kind = f", kind {meta['kind']!r}" if meta.get("kind") else ""
             family = theirs.family if theirs is not None else "unregistered"
-            fix = f"give a checkpoint of the {mine.family} family (this file holds a {family} network{kind})"
+            fix = (f"give a checkpoint of the {mine.family} family (this file holds a network of the "
+                   f"{family} family{kind})")  # fmt: skip
         raise wrong_checkpoint(path, f"a {held!r} model", f"{arch!r}", key=key, fix=fix)
 
 
