@@ -178,3 +178,59 @@ def test_ann_twin_costs_its_flops():
     rep = measure_energy(twin, sparse_point_batch(random_voxel_input(2000, seed=1)))
     assert rep.sops == 0 and rep.ratio == pytest.approx(1.0)
     torch.testing.assert_close(torch.tensor(rep.energy_snn_mj), torch.tensor(rep.energy_ann_mj))
+
+
+_SMALL = {"T": 1, "D": 2}
+_KINDS = {  # kind -> (model, model_cfg, meta): one checkpoint of every kind svl writes
+    "pretrain": ("e3dsnn_t", _SMALL, {"kind": "svl-pretrain"}),
+    "points": ("e3dsnn_t", {**_SMALL, "out_dim": 3}, {"kind": "svl-classifier", "class_names": list("abc")}),
+    "events": (
+        "e3dsnn_t",
+        {"T": 2, "D": 2, "out_dim": 3, "in_channels": 4},
+        {
+            "kind": "svl-classifier",
+            "class_names": list("abc"),
+            "data": {"input": "events", "encoding": "bins", "sensor_size": [34, 34], "num_points": 256},
+        },
+    ),  # fmt: skip
+    "images": (
+        "spikformer_tiny",
+        {**_SMALL, "out_dim": 3, "in_channels": 1, "img_size": 16},
+        {
+            "kind": "svl-classifier",
+            "class_names": list("abc"),
+            "data": {"input": "image", "dataset": "digits", "image_size": 16, "channels": 1},
+        },
+    ),  # fmt: skip
+    "segmenter": (
+        "e3dsnn_unet_t",
+        {**_SMALL, "num_classes": 3},
+        {"kind": "svl-segmenter", "class_names": list("abc")},
+    ),
+    "detector": (
+        "e3dsnn_det_t",
+        {**_SMALL, "num_classes": 2},
+        {"kind": "svl-detector", "class_names": list("ab")},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(_KINDS))
+def test_cli_energy_measures_every_checkpoint_kind(kind, tmp_path, run_cli, model_checkpoint):
+    name, cfg, meta = _KINDS[kind]
+    _, ckpt = model_checkpoint(tmp_path / f"{kind}.safetensors", name, meta=meta, **cfg)
+    rc, out, err = run_cli(
+        "energy", "--checkpoint", ckpt, "--random-points", "300", "--json", tmp_path / "e.json"
+    )
+    assert rc == 0, err
+    assert "SNN/ANN" in out and "Traceback" not in err
+    d = json.loads((tmp_path / "e.json").read_text())
+    assert d["ann_flops"] > 0 and d["layers"]
+
+
+def test_cli_energy_image_checkpoint_on_real_images(tmp_path, run_cli, model_checkpoint):
+    name, cfg, meta = _KINDS["images"]
+    _, ckpt = model_checkpoint(tmp_path / "img.safetensors", name, meta=meta, **cfg)
+    rc, out, err = run_cli("energy", "--checkpoint", ckpt, "--data", "digits", "--batch-size", "2")
+    assert rc == 0, err
+    assert "SNN/ANN" in out

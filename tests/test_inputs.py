@@ -129,6 +129,31 @@ def test_detect_refuses_a_scan_outside_its_range_and_warns_on_one_barely_inside(
     assert stdout.startswith(f"{tmp_path / 'few.bin'}: ")
 
 
+def test_detect_of_many_files_counts_a_refused_scan_as_failed_and_warns_once_per_file(
+    tmp_path: Path, detector: Path, run_cli
+) -> None:
+    """The range check inside the many-files loop: the refused scan is one error line and a failed
+    file (the others go on, a count line, exit 2); a scan barely inside is one warning line."""
+    (tmp_path / "a_far.bin").write_bytes(_scan(800, centre=(40.0, 0.0), r=20.0).tobytes())
+    (tmp_path / "b_few.bin").write_bytes(_scan(800, r=40.0).tobytes())
+    (tmp_path / "c_near.bin").write_bytes(_scan(800, seed=4, r=2.9).tobytes())
+    out = tmp_path / "out"
+    files = [tmp_path / n for n in ("a_far.bin", "b_few.bin", "c_near.bin")]
+    code, stdout, err = run_cli("detect", "--checkpoint", detector, *files, "-o", out)
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    assert lines[0].startswith("svl: error: ") and "a_far.bin: 0 of 800 points inside" in lines[0]
+    assert lines[1].startswith("svl: warning: ") and "b_few.bin: only " in lines[1]
+    assert lines[2] == "svl: 1 of 3 files failed"
+    assert [line.split(":")[0] for line in stdout.splitlines()] == [str(files[1]), str(files[2])]
+    assert (
+        not (out / "a_far.json").exists()
+        and (out / "b_few.json").is_file()
+        and (out / "c_near.json").is_file()
+    )
+
+
 # ----------------------------------------------------------------------------- item 5: grey and colour
 def _image_model(tmp_path: Path, model_checkpoint, channels: int) -> Path:
     data = {"input": "image", "image_size": 8, "channels": channels}

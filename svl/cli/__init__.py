@@ -11,10 +11,12 @@ package parses argv or prints results; the library returns data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from svl.cli._common import Parser, add_config_args, parse_overrides
 
@@ -42,6 +44,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _user_warnings() -> Iterator[None]:
+    """svl's own warnings (an unsorted event file, a degenerate cloud) as one `svl: warning: ...` line
+    each, once per message, without the Python source line that `warnings` prints; others as usual."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001, ANN202
+        if getattr(category, "__module__", "").split(".")[0] == "svl":
+            print(f"svl: warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `svl` script; returns the process exit code."""
     parser = build_parser()
@@ -51,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(func(args) or 0)
+        with _user_warnings():
+            return int(func(args) or 0)
     except (ValueError, FileNotFoundError) as e:
         if os.environ.get("SVL_DEBUG", "") not in ("", "0"):
             raise

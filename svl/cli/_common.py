@@ -1,12 +1,13 @@
-"""Shared pieces of the commands: config files with key=value overrides, devices."""
+"""Shared pieces of the commands: config files with key=value overrides, devices, many files' results."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 C = TypeVar("C")
 
@@ -119,3 +120,43 @@ def resolve_device(name: str | None) -> str:
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
+
+
+def print_file_results(
+    results: list[dict[str, Any]],
+    line: Callable[[dict[str, Any]], str],
+    as_json: bool,
+    notes: Sequence[str] = (),
+) -> int:
+    """Print what `classify`, `segment` or `detect` did with each file (library calls made with
+    errors="report") and return the exit code.
+
+    In order: for each good file its "warnings" (inputs unlike the training data) as `svl: warning:`
+    lines on stderr, then `line(result)` on stdout (with `as_json`, all results, failures included,
+    as one JSON list instead; the warnings are still printed) and `svl: error: FILE: problem` on
+    stderr for each failed one; then the `notes` on stderr; then, when any failed, `svl: K of N files
+    failed` (N > 1: one file's error line says it all) and exit code 2 (0 when none failed).
+    """
+    if as_json:
+        print(json.dumps(results, indent=2))
+    for r in results:
+        if "error" in r:
+            sys.stdout.flush()  # keep the lines in file order on a terminal
+            msg, file = str(r["error"]), str(r["file"])
+            print(f"svl: error: {msg if msg.startswith(file) else f'{file}: {msg}'}", file=sys.stderr)
+            continue
+        if r.get("warnings"):
+            sys.stdout.flush()
+            for w in r["warnings"]:
+                print(f"svl: warning: {w}", file=sys.stderr)
+        if not as_json:
+            print(line(r))
+    sys.stdout.flush()
+    for note in notes:
+        print(note, file=sys.stderr)
+    failed = sum("error" in r for r in results)
+    if not failed:
+        return 0
+    if len(results) > 1:
+        print(f"svl: {failed} of {len(results)} files failed", file=sys.stderr)
+    return 2

@@ -39,7 +39,11 @@ def _cmd_data_info(args: argparse.Namespace) -> int:
         print(f"dataset {info['dataset']}: {len(info['classes'])} classes")
         for sp, d in info["splits"].items():
             keys = ", ".join(f"{k} {tuple(v)}" for k, v in d["sample_keys"].items())
-            print(f"  {sp:<12} {d['samples']:>6} samples, {d['classes_present']} classes; sample: {keys}")
+            seg = d.get("segment_classes_in_sample")
+            held = f" (holds {seg} point classes)" if seg is not None else ""
+            print(
+                f"  {sp:<12} {d['samples']:>6} samples, {d['classes_present']} classes; sample{held}: {keys}"
+            )
         for attr in ("seen_classes", "unseen_classes"):
             if attr in info:
                 print(f"  {attr} ({len(info[attr])}): {', '.join(info[attr])}")

@@ -3,32 +3,38 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+from typing import Any
+
+from svl.cli._common import print_file_results
+
+
+def _line(r: dict[str, Any]) -> str:
+    top = ", ".join(f"{d['class']} {d['score']:.2f}" for d in r["detections"][:5])
+    return f"{r['file']}: {r['boxes']} boxes -> {r['json']}, {r['png']}" + (f"  [{top}]" if top else "")
 
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     from svl.infer import detect
 
     results = detect(
-        args.checkpoint, args.files, args.output, format=args.format, score_threshold=args.score_threshold
-    )
-    for w in (w for r in results for w in r.get("warnings", ())):
-        print(f"svl: warning: {w}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        top = ", ".join(f"{d['class']} {d['score']:.2f}" for d in r["detections"][:5])
-        print(f"{r['file']}: {r['boxes']} boxes -> {r['json']}, {r['png']}" + (f"  [{top}]" if top else ""))
-    return 0
+        args.checkpoint, args.files, args.output, format=args.format, score_threshold=args.score_threshold,
+        errors="report",
+    )  # fmt: skip
+    return print_file_results(results, _line, args.json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="3D boxes in point-cloud files (a detection checkpoint)")
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="final.safetensors of a detection run")
-    p.add_argument("files", nargs="+", metavar="FILE", help="point-cloud files (any format svl.data reads)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes <name>.json/.png here")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="point-cloud files (any format svl.data reads); a bad file is reported and the others go on "
+        "(exit 2 at the end when any failed)",
+    )  # fmt: skip
+    p.add_argument(
+        "-o", "--output", required=True, metavar="DIR",
+        help="writes <name>.json/.png here, <name> the file's path below the files' common folder",
+    )  # fmt: skip
     p.add_argument("--format", default=None, help="force a point-cloud reader (.bin: kitti, nuscenes, waymo)")
     p.add_argument("--score-threshold", type=float, default=None, help="drop boxes scored below this")
     p.add_argument("--json", action="store_true", help="print results as JSON")

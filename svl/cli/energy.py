@@ -62,12 +62,18 @@ def _add_energy(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--checkpoint", metavar="CKPT", help="svl checkpoint (.safetensors) naming its model")
     p.add_argument("--head", metavar="HEAD", default=None, help="Rep-VLI zero-shot head file to fold in")
     inp = p.add_mutually_exclusive_group(required=True)
-    inp.add_argument("--data", metavar="DATASET", help="measure on real clouds of this dataset (modelnet40)")
+    inp.add_argument(
+        "--data",
+        metavar="DATASET",
+        help="measure on real samples of this dataset (modelnet40; an image classifier: digits, ...)",
+    )
     inp.add_argument(
         "--random-points",
         metavar="N",
         type=int,
-        help="one random input of N points (voxel models: the E-3DSNN release's 64^3 integer grid)",
+        help="one random input of N points, shaped as the checkpoint reads (voxel encoders: the E-3DSNN "
+        "release's 64^3 integer grid; events: N events on the trained sensor; a detector: N points in "
+        "its range; an image classifier: one image of the trained size, N unused)",
     )
     p.add_argument("--split", default="test", help="dataset split (default: test)")
     p.add_argument("--batch-size", type=int, default=8, help="samples per batch (default 8)")

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+from typing import Any
+
+from svl.cli._common import print_file_results
+
+
+def _line(r: dict[str, Any]) -> str:
+    top = sorted(r["classes"].items(), key=lambda kv: -kv[1])[:5]
+    return (
+        f"{r['file']}: {r['points']} points -> {r['ply']}, {r['png']}  ["
+        + ", ".join(f"{c} {n}" for c, n in top)
+        + "]"
+    )
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
     from svl.infer import segment
 
-    results = segment(args.checkpoint, args.files, args.output, format=args.format)
-    for w in (w for r in results for w in r.get("warnings", ())):
-        print(f"svl: warning: {w}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        top = sorted(r["classes"].items(), key=lambda kv: -kv[1])[:5]
-        print(f"{r['file']}: {r['points']} points -> {r['ply']}, {r['png']}  ["
-              + ", ".join(f"{c} {n}" for c, n in top) + "]")  # fmt: skip
-    return 0
+    results = segment(args.checkpoint, args.files, args.output, format=args.format, errors="report")
+    return print_file_results(results, _line, args.json)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,8 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", required=True, metavar="CKPT", help="final.safetensors of a segmentation run"
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="point-cloud files (any format svl.data reads)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="writes <name>.ply/.npy/.png here")
+    p.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="point-cloud files (any format svl.data reads); a bad file is reported and the others go on "
+        "(exit 2 at the end when any failed)",
+    )  # fmt: skip
+    p.add_argument(
+        "-o", "--output", required=True, metavar="DIR",
+        help="writes <name>.ply/.npy/.png here, <name> the file's path below the files' common folder",
+    )  # fmt: skip
     p.add_argument("--format", default=None, help="force a point-cloud reader (.bin: kitti, nuscenes, waymo)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.set_defaults(func=_cmd_segment)

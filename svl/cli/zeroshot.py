@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
-from svl.cli._common import add_sensor_size_arg, resolve_device
+from svl.cli._common import add_sensor_size_arg, print_file_results, resolve_device
 
 
 # ------------------------------------------------------------------ svl build-head / zeroshot / classify
@@ -136,29 +135,27 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     results = classify(
         args.checkpoint, args.files, head=args.head, topk=args.topk, num_points=args.num_points,
         up_axis=args.up_axis, format=args.format, device=resolve_device(args.device),
-        sensor_size=args.sensor_size,
+        sensor_size=args.sensor_size, errors="report",
     )  # fmt: skip
     return _print_results(results, args)
 
 
+def _classified(r: dict) -> str:
+    tops = "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
+    return f"{r['file']}: {r['label']}    [{tops}]"
+
+
 def _print_results(results: list[dict], args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
-    for r in results:
-        for w in r["warnings"]:
-            print(f"svl: warning: {w}", file=sys.stderr)
-        tops = "  ".join(f"{t['class']} {t['score']:.3f}" for t in r["top"])
-        print(f"{r['file']}: {r['label']}    [{tops}]")
-    if results and "gravity_axis" in results[0]["prepared"]:  # point clouds: say what was assumed
-        p = results[0]["prepared"]
+    good = [r for r in results if "error" not in r]
+    notes = []
+    if not args.json and good and "gravity_axis" in good[0]["prepared"]:  # point clouds: what was assumed
+        p = good[0]["prepared"]
         how = "as given by --up-axis" if args.up_axis else "assumed; pass --up-axis y for y-up files"
-        print(
+        notes.append(
             f"inputs: {p['up_axis']}-up ({how}) -> {p['gravity_axis']}-up, centred and scaled to the unit "
-            f"sphere, {p['num_points']} points, colour {p['color'] or 'as loaded'}",
-            file=sys.stderr,
+            f"sphere, {p['num_points']} points, colour {p['color'] or 'as loaded'}"
         )
-    return 0
+    return print_file_results(results, _classified, args.json, notes=notes)
 
 
 def _add_classify(sub: argparse._SubParsersAction) -> None:
@@ -177,7 +174,8 @@ def _add_classify(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "files", nargs="+", metavar="FILE",
         help="point-cloud files (any format svl.data reads), event files for an event classifier, or "
-        "PNG/JPEG images for an image classifier (`svl distill`)",
+        "PNG/JPEG images for an image classifier (`svl distill`); a bad file is reported and the others "
+        "go on (exit 2 at the end when any failed)",
     )  # fmt: skip
     p.add_argument("--topk", type=int, default=5, help="scores to show per file (default 5)")
     p.add_argument("--num-points", type=int, default=None, help="resample to N points (default: model's)")

@@ -129,6 +129,10 @@ def file_info(
     s = load_points(p, index=index, format=point_format)
     xyz = s["xyz"]
     info = {k: _summarise(v) for k, v in s["meta"].items()}
+    if "up_axis_in_file" in info:  # point files do not record their up axis: load_points assumed z
+        info["up_axis_in_file"] = (
+            f"{info['up_axis_in_file']} (assumed: the file does not say which axis is up)"
+        )
     info["channels"] = ["xyz"] + [k for k in ("rgb", "normals") if k in s]
     info["bounds_min"] = np.round(xyz.min(0), 5).tolist()
     info["bounds_max"] = np.round(xyz.max(0), 5).tolist()
@@ -161,6 +165,8 @@ def dataset_info(spec: str, root: str | None = None, **kwargs: Any) -> dict[str,
         out["splits"][sp]["sample_keys"] = {
             k: list(np.shape(v)) for k, v in first.items() if isinstance(v, np.ndarray)
         }
+        if first.get("segment") is not None:  # per-point labels: how many classes one sample holds
+            out["splits"][sp]["segment_classes_in_sample"] = int(len(np.unique(np.asarray(first["segment"]))))
         for attr in ("seen_classes", "unseen_classes"):
             if hasattr(ds, attr):
                 out[attr] = list(getattr(ds, attr))

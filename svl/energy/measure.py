@@ -4,18 +4,21 @@ release's random input, and return one EnergyReport. `svl energy` is a thin shel
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from svl.conventions import MISSING_COLOR
 from svl.data import build_dataset
 from svl.data.batch import PointBatch, collate_points
+from svl.data.events import EVENT_DTYPE, events_to_points, events_to_steps
+from svl.data.images import build_image_dataset, collate_images
 from svl.energy.meter import CONVENTIONS, UNITS, measure_energy
 from svl.energy.report import EnergyReport, EnergyTable, merge_reports
-from svl.models import create_model, load_model
+from svl.models import create_model, load_model, model_info
 from svl.models.heads import attach_head
 from svl.sparse import SparseTensor
 from svl.spiking import record_spikes, set_spike_mode, spike_stats
@@ -26,8 +29,10 @@ __all__ = [
     "energy_per_sample",
     "energy_report",
     "firing_rates",
+    "image_batches",
     "measure_model",
     "random_cloud",
+    "random_input",
     "random_voxel_input",
     "sparse_point_batch",
 ]
@@ -79,14 +84,94 @@ def build_model(name: str | None = None, checkpoint: str | None = None, head: st
     optional Rep-VLI head file folded in (checked against the checkpoint's hash when both are given).
     Pretraining checkpoints keep the encoder under ``encoder.``.
     """
+    return _build_with_meta(name, checkpoint, head)[0]
+
+
+def _build_with_meta(
+    name: str | None, checkpoint: str | None, head: str | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """`build_model`, plus the checkpoint's meta (what it reads: points, events or images; {} by name)."""
     if checkpoint is not None:
-        return load_model(checkpoint, head=head).model
+        loaded = load_model(checkpoint, head=head)
+        return loaded.model, dict(loaded.meta)
     if name is None:
         raise ValueError("give a model name or a checkpoint to measure")
     model = create_model(name)
     if head is not None:
         attach_head(model, head)
-    return model.eval()
+    return model.eval(), {}
+
+
+def _input_kind(model: nn.Module, meta: Mapping[str, Any]) -> str:
+    """What the model reads: "images", "events", "detector", "segmenter", "voxels" or "points"."""
+    data = meta.get("data") or {}
+    if data.get("input") == "image":
+        return "images"
+    if data.get("input") == "events":
+        return "events"
+    arch = meta.get("model") or getattr(model, "model_name", None)
+    info = model_info(arch) if isinstance(arch, str) else None
+    if info is not None and info.inputs == "images":
+        return "images"
+    if (info is not None and info.family == "e3dsnn_det") or hasattr(model, "grid"):
+        return "detector"
+    if (info is not None and info.family == "e3dsnn_unet") or hasattr(model, "forward_voxels"):
+        return "segmenter"  # voxelizes its own points: it maps the voxels' logits back to them
+    return "voxels" if _is_voxel_model(model) else "points"
+
+
+def _random_events(
+    n: int, sensor: tuple[int, int], meta: Mapping[str, Any], T: int, seed: int
+) -> dict[str, Any]:
+    """One window of `n` uniform random events on the sensor, encoded as the classifier was trained."""
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, EVENT_DTYPE)
+    ev["x"], ev["y"] = rng.integers(0, sensor[0], n), rng.integers(0, sensor[1], n)
+    ev["t"] = np.sort(rng.integers(0, 100_000, n))
+    ev["p"] = rng.integers(0, 2, n).astype(bool)
+    if meta.get("encoding", "cloud") == "bins":
+        return events_to_steps(ev, T, sensor, n, seed=seed)
+    return events_to_points(ev, sensor, n, seed=seed)
+
+
+def random_input(
+    model: nn.Module, n_points: int, meta: Mapping[str, Any] | None = None, seed: int = 0
+) -> Any:
+    """One random input the model reads, shaped and scaled as its checkpoint's meta says.
+
+    - images (an image classifier, `svl distill`): a (1, C, S, S) image in [0, 1] of the trained size
+      and channels (`n_points` is not used);
+    - events (`task=event_classification`): `n_points` uniform random events on the trained sensor,
+      encoded as trained (a cloud of x, y, t, polarity, or T time bins);
+    - a detector: `n_points` points uniform in its point-cloud range, features as its input channels;
+    - a segmenter (U-Net): `n_points` points in the unit ball, voxelized by the model itself;
+    - other voxel encoders: the E-3DSNN release's random 64^3 integer grid (`random_voxel_input`) with
+      the model's input channels; other point models: a random cloud in the unit ball.
+    """
+    meta = dict(meta or {})
+    data = meta.get("data") or {}
+    kind = _input_kind(model, meta)
+    channels = int(getattr(model, "in_channels", 6) or 6)
+    if kind != "images" and n_points < 1:
+        raise ValueError(f"--random-points must be >= 1, got {n_points}")
+    if kind == "images":
+        size = int(data.get("image_size") or getattr(model, "img_size", 32))
+        c = int(data.get("channels") or channels)
+        img = torch.rand(c, size, size, generator=torch.Generator().manual_seed(seed))
+        return collate_images([{"image": img, "label": 0, "index": 0}])
+    if kind == "events":
+        sensor = tuple(int(v) for v in (data.get("sensor_size") or (128, 128)))
+        sample = _random_events(n_points, sensor, data, int(getattr(model, "T", 1)), seed)
+        return collate_points([{**sample, "label": 0, "index": 0}])
+    if kind == "detector":
+        r = torch.tensor(model.grid.point_cloud_range, dtype=torch.float32)
+        g = torch.Generator().manual_seed(seed)
+        xyz = r[:3] + torch.rand(1, n_points, 3, generator=g) * (r[3:] - r[:3])
+        feats = torch.rand(1, n_points, max(channels - 3, 0), generator=g)  # reflectance-like, [0, 1]
+        return torch.cat([xyz, feats], -1)
+    if kind == "voxels":
+        return sparse_point_batch(random_voxel_input(n_points, channels=channels, batch_size=1, seed=seed))
+    return random_cloud(n_points, channels=max(channels, 3), batch_size=1, seed=seed)
 
 
 def _is_voxel_model(model: nn.Module) -> bool:
@@ -110,6 +195,17 @@ def dataset_batches(dataset: str, split: str, batch_size: int, batches: int, see
     return [collate_points([ds[i] for i in idx[s : s + batch_size]]) for s in range(0, n, batch_size)]
 
 
+def image_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
+    """`dataset_batches` of a registered image dataset (an image classifier's real inputs)."""
+    ds = build_image_dataset(dataset, split)
+    n = min(len(ds), batch_size * batches)
+    if n == 0:
+        raise ValueError(f"image dataset {dataset!r} split {split!r} is empty")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(ds), generator=g)[:n].tolist()
+    return [collate_images([ds[i] for i in idx[s : s + batch_size]]) for s in range(0, n, batch_size)]
+
+
 def measure_model(
     model: nn.Module,
     *,
@@ -124,8 +220,10 @@ def measure_model(
     seed: int = 0,
     name: str | None = None,
     unit: str = "flops",
+    meta: Mapping[str, Any] | None = None,
 ) -> EnergyReport:
-    """Measure ``model`` on real data batches or on one random input (see random_voxel_input).
+    """Measure ``model`` on real data batches or on one random input (see `random_input`; ``meta``: the
+    checkpoint's, which says what the model reads).
 
     ``unit``: ``"flops"`` (docs/SPEC.md §7) or ``"macs"`` (per synaptic event), see measure_energy.
     """
@@ -134,10 +232,9 @@ def measure_model(
     if (data is None) == (random_points is None):
         raise ValueError("give exactly one of data (a dataset name) or random_points (a point count)")
     if random_points is not None:
-        if _is_voxel_model(model):
-            inputs = [sparse_point_batch(random_voxel_input(random_points, batch_size=1, seed=seed))]
-        else:
-            inputs = [random_cloud(random_points, batch_size=1, seed=seed)]
+        inputs = [random_input(model, random_points, meta, seed)]
+    elif _input_kind(model, meta or {}) == "images":
+        inputs = image_batches(data, split, batch_size, batches, seed)
     else:
         inputs = dataset_batches(data, split, batch_size, batches, seed)
     reports = [
@@ -171,7 +268,7 @@ def energy_report(
     if unit not in UNITS:
         raise ValueError(f"unknown energy unit {unit!r}: use one of {UNITS}")
     torch.manual_seed(seed)
-    net = build_model(model, checkpoint, head)
+    net, meta = _build_with_meta(model, checkpoint, head)
     label = model or getattr(net, "name", None) or type(net).__name__
     return measure_model(
         net,
@@ -186,6 +283,7 @@ def energy_report(
         seed=seed,
         name=label,
         unit=unit,
+        meta=meta,
     )
 
 

@@ -21,6 +21,7 @@ from svl.data.events import events_to_points, events_to_steps
 from svl.data.images import collate_images, read_image, resize_image
 from svl.data.readers.events import read_events
 from svl.infer.checks import event_warning, point_count_warning
+from svl.infer.files import FileErrors, each_file
 from svl.models.loading import CLASSIFIER_KIND, load_model
 from svl.utils import progress
 
@@ -68,6 +69,7 @@ def classify(
     format: str | None = None,
     device: str | torch.device = "cpu",
     sensor_size: tuple[int, int] | None = None,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
     """Label each file, read the way the classifier was trained: `[{"file", "label", "top",
     "prepared", "warnings"}, ...]`, "top" the `topk` best classes with their scores.
@@ -84,6 +86,9 @@ def classify(
       axis (`up_axis`, default z) turned to the model's gravity axis, `num_points` (default the
       contract's), centred and scaled, colour as trained. Scores are the head's logits: they rank
       the classes of one file but are not calibrated probabilities.
+
+    `errors="report"`: a file that cannot be read becomes `{"file", "error"}` in the results and the
+    other files go on (default: its error is raised).
     """
     if isinstance(model, nn.Module):
         if head is not None:
@@ -96,15 +101,15 @@ def classify(
         model, names = loaded.model, loaded.class_names
         data = {} if head is not None else dict(loaded.meta.get("data") or {})
     if data.get("input") == "image":
-        return _classify_images(model, names, files, data, topk, device)
+        return _classify_images(model, names, files, data, topk, device, errors)
     if data.get("input") == "events":
         events = data | ({"num_points": num_points} if num_points else {})
-        return _classify_events(model, names, files, events, topk, format, device, sensor_size)
+        return _classify_events(model, names, files, events, topk, format, device, sensor_size, errors=errors)
     if sensor_size is not None:
         raise ValueError("--sensor-size (sensor_size=) is for event files; this model reads point clouds")
     cfg = getattr(model, "pretrained_cfg", None) or {}
     n = num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
-    return _classify_points(model, names, files, topk, n, device, up_axis)
+    return _classify_points(model, names, files, topk, n, device, up_axis, errors)
 
 
 @torch.no_grad()
@@ -116,6 +121,7 @@ def _classify_points(
     num_points: int | None,
     device: str | torch.device,
     up_axis: str | None,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
     """Point-cloud files; `prepared` records what `svl.data.prepare` assumed, `warnings` e.g. a
     degenerate cloud."""
@@ -124,8 +130,8 @@ def _classify_points(
     model.eval().to(device)
     contract = getattr(model, "pretrained_cfg", None)
     k = min(int(topk), len(class_names))
-    results = []
-    for p in paths:
+
+    def one(_: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         path = Path(p)
         if not path.exists():
             raise FileNotFoundError(f"point-cloud file {path} does not exist")
@@ -141,8 +147,9 @@ def _classify_points(
         warned = [str(w.message) for w in caught]
         few = point_count_warning(sample["prepared"]["points_in"], num_points, str(path))
         warned += [few] if few else []
-        results.append(_ranked(str(path), logits, class_names, k, sample["prepared"], warned))
-    return results
+        return _ranked(str(path), logits, class_names, k, sample["prepared"], warned)
+
+    return each_file(paths, one, errors)
 
 
 @torch.no_grad()
@@ -156,6 +163,7 @@ def _classify_events(
     device: str | torch.device,
     sensor_size: tuple[int, int] | None = None,
     seed: int = 0,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
     """Event recordings with a classifier fine-tuned on events (task `event_classification`). The
     encodings scale coordinates by the sensor size, so a recording from another sensor is rescaled
@@ -167,8 +175,8 @@ def _classify_events(
     T = int(getattr(model, "T", 1))
     trained = tuple(events_meta.get("sensor_size") or ())
     k = min(int(topk), len(class_names))
-    results = []
-    for p in paths:
+
+    def one(_: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         rec = read_events(p, format=format, sensor_size=sensor_size)
         notes = [w for w in [event_warning(rec, trained, n)] if w]
         if enc == "bins":
@@ -178,8 +186,9 @@ def _classify_events(
         logits = model(collate_points([{**sample, "label": 0, "index": 0}]).to(device)).float().cpu()[0]
         prepared = {"format": rec.format, "events": len(rec.events), "encoding": enc, "num_points": n,
                     "sensor_size": list(rec.sensor_size)}  # fmt: skip
-        results.append(_ranked(str(rec.path), logits, class_names, k, prepared, notes))
-    return results
+        return _ranked(str(rec.path), logits, class_names, k, prepared, notes)
+
+    return each_file(paths, one, errors)
 
 
 @torch.no_grad()
@@ -190,6 +199,7 @@ def _classify_images(
     data: dict[str, Any],
     topk: int,
     device: str | torch.device,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
     """Image files with an image classifier (`svl distill`), as in training; softmax scores. A grey file
     for an RGB model or an RGB file for a grey one is converted as PIL does (`read_image(convert=True)`),
@@ -199,8 +209,8 @@ def _classify_images(
     size, channels = int(data["image_size"]), int(data["channels"])
     model.eval().to(device)
     k = min(int(topk), len(class_names))
-    results = []
-    for p in paths:
+
+    def one(_: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         path = Path(p)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -209,8 +219,9 @@ def _classify_images(
         batch = collate_images([{"image": resize_image(img, size), "label": 0, "index": 0}]).to(device)
         probs = model(batch).float().softmax(-1).cpu()[0]
         prepared = {"image_size": [int(h), int(w)], "resized_to": size, "channels": channels}
-        results.append(_ranked(str(path), probs, class_names, k, prepared, [str(w.message) for w in caught]))
-    return results
+        return _ranked(str(path), probs, class_names, k, prepared, [str(w.message) for w in caught])
+
+    return each_file(paths, one, errors)
 
 
 def _ranked(

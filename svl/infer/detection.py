@@ -17,6 +17,7 @@ from torch import nn
 from svl.boxes import nms_bev
 from svl.data import collate_points, load_points
 from svl.infer.checks import detector_range_check
+from svl.infer.files import FileErrors, each_file, make_output_dir, output_paths
 from svl.models.detector import decode
 from svl.models.loading import DETECTOR_KIND, load_model
 from svl.plots import plot_bev
@@ -88,17 +89,24 @@ def detect(
     settings: Mapping[str, Any] | None = None,
     format: str | None = None,
     score_threshold: float | None = None,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
-    """Boxes of each point-cloud file: OUT/<stem>.json (centre, size, yaw, class, score per box) and
-    OUT/<stem>.png (bird's-eye view: every point of the scan, the detector's range outlined);
-    coordinates as stored (metres, z up). A scan with no point inside the detector's
-    point-cloud range is refused (ValueError naming the file, nothing written for it); one with
-    few inside gets a line in its result's "warnings" (`svl.infer.checks.detector_range_check`).
+    """Boxes of each point-cloud file: OUT/<name>.json (centre, size, yaw, class, score per box) and
+    OUT/<name>.png (bird's-eye view: every point of the scan, the detector's range outlined);
+    coordinates as stored (metres, z up). <name> is the file's path relative to the files' common
+    folder without its extension (`08/velodyne/000000` for scans of several sequences; see
+    `svl.infer.files.output_paths`), so no output overwrites another; outputs are written atomically.
+    A scan with no point inside the detector's point-cloud range is refused (ValueError naming the
+    file, nothing written for it: a failed file under errors="report"); one with few inside gets a
+    line in its result's "warnings" (`svl.infer.checks.detector_range_check`).
 
     `model`: a `svl finetune task=detection` checkpoint, or a built detector with its `class_names`.
     `settings` are `postprocess`'s keywords (default: a checkpoint's own, meta["eval"], the ones it
     was evaluated with); `score_threshold` overrides theirs; `format` forces a point-cloud reader.
+    `errors="report"`: a file that cannot be read or written becomes `{"file", "error"}` in the
+    results and the other files go on (default: its error is raised).
     """
+    targets = output_paths(files, out_dir, (".json", ".png"))
     if isinstance(model, nn.Module):
         if class_names is None:
             raise ValueError("detect: a built model needs its class_names")
@@ -110,10 +118,9 @@ def detect(
     ev = dict(settings or {})
     if score_threshold is not None:
         ev["score_threshold"] = float(score_threshold)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for p in files:
+    make_output_dir(out_dir)
+
+    def one(i: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         s = load_points(p, format=format)
         rng = getattr(net.grid, "point_cloud_range", None)
         warned = [w for w in [detector_range_check(s["xyz"], rng, str(p))] if w]
@@ -127,12 +134,12 @@ def detect(
              "size": [float(v) for v in b[3:6]], "yaw": float(b[6])}
             for b, sc, k in zip(boxes, scores, labels)
         ]  # fmt: skip
-        stem = out / Path(p).stem
-        with atomic_write(stem.with_suffix(".json"), "w") as fh:
+        to = targets[i]
+        with atomic_write(to[".json"], "w") as fh:
             json.dump({"file": str(p), "boxes": dets}, fh, indent=2)
-        plot_bev(s["xyz"], boxes, labels, names, stem.with_suffix(".png"), scores=scores,
+        plot_bev(s["xyz"], boxes, labels, names, to[".png"], scores=scores,
                  title=f"{Path(p).name}: {len(dets)} boxes", point_cloud_range=rng)  # fmt: skip
-        results.append({"file": str(p), "boxes": len(dets), "json": str(stem.with_suffix(".json")),
-                        "png": str(stem.with_suffix(".png")), "detections": dets,
-                        "warnings": warned})  # fmt: skip
-    return results
+        return {"file": str(p), "boxes": len(dets), "json": str(to[".json"]), "png": str(to[".png"]),
+                "detections": dets, "warnings": warned}  # fmt: skip
+
+    return each_file(files, one, errors)

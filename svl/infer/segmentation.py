@@ -18,6 +18,7 @@ from torch import nn
 from svl.data import collate_points, load_points
 from svl.data.readers.ply import write_ply_labels
 from svl.infer.checks import voxel_warning
+from svl.infer.files import FileErrors, each_file, make_output_dir, output_paths
 from svl.models.loading import SEGMENTER_KIND, load_model
 from svl.plots import class_colors, plot_segmentation
 from svl.utils import atomic_write, progress
@@ -161,9 +162,13 @@ def segment(
     format: str | None = None,
     num_points: int | None = None,
     votes: int = 1,
+    errors: FileErrors = "raise",
 ) -> list[dict[str, Any]]:
-    """Per-point labels of each point-cloud file, written as OUT/<stem>.ply (with a `label` property),
-    OUT/<stem>.npy and OUT/<stem>.png (coloured by class); coordinates as stored (metres for scenes).
+    """Per-point labels of each point-cloud file, written as OUT/<name>.ply (with a `label` property),
+    OUT/<name>.npy and OUT/<name>.png (coloured by class); coordinates as stored (metres for scenes).
+    <name> is the file's path relative to the files' common folder without its extension
+    (`08/velodyne/000000` for scans of several sequences; see `svl.infer.files.output_paths`), so
+    no output overwrites another; outputs are written atomically.
 
     `model`: a `svl finetune task=segmentation` checkpoint, or a built U-Net with its `class_names`.
     `format` forces a point-cloud reader (e.g. "kitti" for .bin scans). Every point is labelled the
@@ -171,7 +176,10 @@ def segment(
     checkpoint's training budget; a built model: all points in one pass), `votes` averaged.
     A cloud that fills fewer than 8 voxels of the model's size gets a line in its result's
     "warnings" (`svl.infer.checks.voxel_warning`: coordinates in other units than the training data's).
+    `errors="report"`: a file that cannot be read or written becomes `{"file", "error"}` in the
+    results and the other files go on (default: its error is raised).
     """
+    targets = output_paths(files, out_dir, (".ply", ".npy", ".png"))
     if isinstance(model, nn.Module):
         if class_names is None:
             raise ValueError("segment: a built model needs its class_names")
@@ -181,11 +189,10 @@ def segment(
         net, names = loaded.model, loaded.class_names
         if num_points is None:
             num_points = (loaded.meta.get("data") or {}).get("num_points")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out_dir)
     cols = class_colors(len(names))
-    results = []
-    for p in files:
+
+    def one(i: int, p: str | os.PathLike[str]) -> dict[str, Any]:
         s = load_points(p, format=format)
         warned = [w for w in [voxel_warning(s["xyz"], getattr(net, "voxel_size", None), str(p))] if w]
         item = {"xyz": s["xyz"], **({"rgb": s["rgb"]} if s.get("rgb") is not None else {})}
@@ -193,15 +200,15 @@ def segment(
         if logits.shape[-1] != len(names):
             raise ValueError(f"model returned {logits.shape[-1]} scores per point for {len(names)} classes")
         pred = logits.argmax(-1)
-        stem = out / Path(p).stem
-        write_ply_labels(stem.with_suffix(".ply"), s["xyz"], pred, cols[pred])
-        with atomic_write(stem.with_suffix(".npy")) as fh:
+        to = targets[i]
+        write_ply_labels(to[".ply"], s["xyz"], pred, cols[pred])
+        with atomic_write(to[".npy"]) as fh:
             np.save(fh, pred.astype(np.int32))
-        plot_segmentation(s["xyz"], pred, names, stem.with_suffix(".png"), title=Path(p).name)
+        plot_segmentation(s["xyz"], pred, names, to[".png"], title=Path(p).name)
         counts = np.bincount(pred, minlength=len(names))
-        results.append({
-            "file": str(p), "points": int(len(pred)), "ply": str(stem.with_suffix(".ply")),
-            "png": str(stem.with_suffix(".png")),
+        return {
+            "file": str(p), "points": int(len(pred)), "ply": str(to[".ply"]), "png": str(to[".png"]),
             "classes": {names[c]: int(n) for c, n in enumerate(counts) if n}, "warnings": warned,
-        })  # fmt: skip
-    return results
+        }  # fmt: skip
+
+    return each_file(files, one, errors)

@@ -93,10 +93,25 @@ def read_meta(path: str | os.PathLike[str], key: str = "") -> dict[str, Any]:
 def _check_arch(path: str | os.PathLike[str], meta: Mapping[str, Any], arch: str, key: str) -> None:
     held = meta.get("model")
     if held is not None and held != arch:
-        raise wrong_checkpoint(
-            path, f"a {held!r} model", f"{arch!r}", key=key,
-            fix=f"set model.name={held} or give a checkpoint of that architecture",
-        )  # fmt: skip
+        fix = f"set model.name={held} or give a checkpoint of that architecture"
+        mine, theirs = _info(arch), _info(str(held))
+        if mine is not None and (
+            theirs is None or theirs.inputs != mine.inputs or theirs.encoder is not None
+        ):
+            # a network of another kind (a U-Net, a detector, an image model): its name is no advice here
+            kind = f", kind {meta['kind']!r}" if meta.get("kind") else ""
+            family = theirs.family if theirs is not None else "unregistered"
+            fix = (f"give a checkpoint of the {mine.family} family (this file holds a network of the "
+                   f"{family} family{kind})")  # fmt: skip
+        raise wrong_checkpoint(path, f"a {held!r} model", f"{arch!r}", key=key, fix=fix)
+
+
+def _info(arch: str) -> Any:
+    """The registry's `ModelInfo` of `arch`, None when it is not registered."""
+    try:
+        return model_info(arch)
+    except (KeyError, ValueError):
+        return None
 
 
 def _check_settings(

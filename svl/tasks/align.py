@@ -116,7 +116,8 @@ class AlignedPretrainTask(PretrainTask):
         self._check_selection(names)
         self.zs_sets = {_set_name(z): (z, self._zeroshot_data(z)) for z in cfg.zeroshot}
         self.feat_dim = self.train_plain.check() if d.check and hasattr(self.train_plain, "check") else None
-        log.info(
+        self.announce(
+            log,
             "aligned pretraining on %s: %d training pairs, %d held out for validation; zero-shot sets: %s",
             d.dataset, len(self.train_idx), len(self.val_idx), ", ".join(names) or "none",
         )  # fmt: skip

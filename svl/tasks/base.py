@@ -19,6 +19,7 @@ in svl/tasks/ plus its import in svl/tasks/__init__.py (or an entry point in gro
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -147,6 +148,18 @@ class Task:
     def setup(self) -> TrainParts:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def announce(self, logger: logging.Logger, msg: str, *args: Any) -> None:
+        """Hold the summary of what the run trains on until its start succeeded (`run_task` logs it
+        after the model and trainer are built): a failed start's error is then the first line."""
+        self._announcement = (logger, msg, args)
+
+    def log_announcement(self) -> None:
+        """Log the summary `announce` held, once."""
+        held = getattr(self, "_announcement", None)
+        if held is not None:
+            self._announcement = None
+            held[0].info(held[1], *held[2])
+
     def validate(self, model: nn.Module) -> dict[str, float] | None:
         return None
 
@@ -231,6 +244,7 @@ def run_task(
             checkpoint_meta=parts.checkpoint_meta,
             batch_sampler_fn=parts.batch_sampler_fn,
         )
+        job.log_announcement()
         if D.is_main():
             save_config(cfg, out / "config.yaml")
         summary = trainer.fit(resume=resume)

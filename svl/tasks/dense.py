@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
 
 from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 from svl.data.splits import Subset
-from svl.models import create_model, load_weights
+from svl.models import create_model, list_models, load_weights, model_info
 from svl.tasks.base import SCRATCH, Task
 from svl.train.bn import precise_bn
 from svl.utils import get_logger
@@ -47,6 +47,10 @@ class SceneData:
     presample: list[Any] = field(default_factory=list)
     augment: list[Any] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.num_points, bool) or not isinstance(self.num_points, int) or self.num_points < 1:
+            raise ValueError(f"num_points must be an integer >= 1, got {self.num_points!r}")
+
 
 class DenseTask(Task):
     """Shared steps; a subclass sets `self.train_set`, `self.test_set`, implements `model_cfg()`,
@@ -55,6 +59,21 @@ class DenseTask(Task):
     net: nn.Module
     model: nn.Module
     val_set: Any = None
+    family: ClassVar[str] = ""  # the registry family this task trains (model_info(name).family)
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.check_model_family(cfg.model.name)
+
+    def check_model_family(self, name: str) -> None:
+        """Refuse a registered model of another family in one line that lists the ones that fit."""
+        if not self.family or model_info(name).family == self.family:
+            return
+        fits = [n for n in list_models() if model_info(n).family == self.family]
+        raise ValueError(
+            f"model.name={name} is not a {self.name} model (its family is {model_info(name).family}); "
+            f"use one of {', '.join(fits)}"
+        )
 
     @staticmethod
     def view(ds: Any, indices: np.ndarray) -> Any:

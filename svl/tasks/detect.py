@@ -116,6 +116,7 @@ class DetectionTask(DenseTask):
     """3D object detection; see the module docstring."""
 
     Config = DetectionConfig
+    family = "e3dsnn_det"
 
     def __init__(self, cfg: DetectionConfig) -> None:
         super().__init__(cfg)
@@ -158,9 +159,11 @@ class DetectionTask(DenseTask):
         if first.get("boxes") is None or first.get("box_labels") is None:
             raise ValueError(f"{d.dataset}: its samples carry no boxes ('boxes', 'box_labels'); not a "
                              "detection dataset")  # fmt: skip
-        log.info("detection on %s: classes %s, %d training frames, %d validation, %d test frames",
-                 d.dataset, self.classes, len(self.train_set), len(self.val_set or ()),
-                 len(self.test_set))  # fmt: skip
+        self.announce(
+            log, "detection on %s: classes %s, %d training frames, %d validation, %d test frames",
+            d.dataset, self.classes, len(self.train_set), len(self.val_set or ()),
+            len(self.test_set),
+        )  # fmt: skip
 
     @staticmethod
     def _n_before(augment: list[Any]) -> int:

@@ -73,6 +73,15 @@ __all__ = [
 
 log = get_logger(__name__)
 
+
+def _tensor(a: Any) -> Tensor:
+    """`torch.as_tensor`, copying a read-only array (a cached feature file mapped from disk) first:
+    torch warns on every non-writable array it is handed. Float arrays come out float32."""
+    if isinstance(a, np.ndarray) and not a.flags.writeable:
+        a = np.array(a, dtype=np.float32 if a.dtype.kind == "f" else a.dtype)
+    return torch.as_tensor(a)
+
+
 # Prompt templates for images (a subset of CLIP's ImageNet ensemble).
 IMAGE_TEMPLATES = [
     "a photo of a {}.",
@@ -405,8 +414,8 @@ class DistillTask(ClassificationTask):
         how = tc.logits
         if how == "auto":
             how = "zeroshot" if (text_t is img_t and text is not None) else "probe"
-        y = torch.as_tensor(self.train_set.labels())
-        x = torch.as_tensor(pooled)
+        y = _tensor(self.train_set.labels())
+        x = _tensor(pooled)
         info: dict[str, Any] = {"image": img_t.id, "text": text_t.id, "logits": how, "image_size": size}
         if how == "zeroshot":
             if text_t is not img_t:
@@ -426,7 +435,7 @@ class DistillTask(ClassificationTask):
         )  # fmt: skip
         return TeacherTargets(
             pooled=x.float(),
-            tokens=None if tokens is None else torch.as_tensor(tokens).float(),
+            tokens=None if tokens is None else _tensor(tokens).float(),
             logits=logits.float(),
             text=None if text is None else text.float(),
             info=info,
@@ -475,7 +484,7 @@ class DistillTask(ClassificationTask):
             pooled, _ = image_features(
                 self.teacher, tview, key, None, self.teacher_size, self.cfg.teacher.cache
             )
-            self._teacher_test = torch.as_tensor(pooled)
+            self._teacher_test = _tensor(pooled)
         return self._teacher_test
 
     @torch.no_grad()

@@ -90,6 +90,10 @@ class FinetuneData:
     augment_recipe: str = "e3dsnn_release"
     augment: list[Any] | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.num_points, bool) or not isinstance(self.num_points, int) or self.num_points < 1:
+            raise ValueError(f"num_points must be an integer >= 1, got {self.num_points!r}")
+
 
 @dataclass
 class EvalSection:
@@ -225,7 +229,8 @@ class ClassificationTask(Task):
         self.test_set = LabelView(self.test_plain, sp.test, sp.lut)
         self.color = "none" if self.train_plain[0].get("rgb") is None else "rgb01"
         train_idx, test_idx, what = sp.train, sp.test, sp.description
-        log.info(
+        self.announce(
+            log,
             "classification on %s: %d classes, %d training shapes (%s), %d validation, %d test",
             d.dataset, len(self.classes), len(train_idx),
             what,

@@ -234,7 +234,8 @@ class PretrainTask(Task):
         self.pseudo = _pick_pseudo_unseen(self.seen, d.pseudo_unseen, d.split_seed)
         self.trained = [c for c in self.seen if c not in self.pseudo]
         self._split_train_val()
-        log.info(
+        self.announce(
+            log,
             "zero-shot split: %d trained classes (%d shapes), %d pseudo-unseen, %d unseen; val %d shapes",
             len(self.trained), len(self.train_idx), len(self.pseudo), len(self.unseen), len(self.val_labels),
         )  # fmt: skip

@@ -94,6 +94,7 @@ class SegmentationTask(DenseTask):
     """Per-point segmentation; see the module docstring."""
 
     Config = SegmentationConfig
+    family = "e3dsnn_unet"
 
     def __init__(self, cfg: SegmentationConfig) -> None:
         super().__init__(cfg)
@@ -117,9 +118,11 @@ class SegmentationTask(DenseTask):
         if first.get("segment") is None:
             raise ValueError(f"{d.dataset}: its samples carry no per-point labels ('segment'); not a "
                              "segmentation dataset")  # fmt: skip
-        log.info("segmentation on %s: %d classes, %d training scenes, %d validation, %d test scenes",
-                 d.dataset, len(self.classes), len(self.train_set), len(self.val_set or ()),
-                 len(self.test_set))  # fmt: skip
+        self.announce(
+            log, "segmentation on %s: %d classes, %d training scenes, %d validation, %d test scenes",
+            d.dataset, len(self.classes), len(self.train_set), len(self.val_set or ()),
+            len(self.test_set),
+        )  # fmt: skip
 
     def model_cfg(self) -> dict[str, Any]:
         m = self.cfg.model

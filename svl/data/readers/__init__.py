@@ -136,13 +136,25 @@ def _reader_for(p: Path, format: str | None = None) -> Reader:
             entry = READERS.get(name)
             if isinstance(entry, Reader) and entry.format == key[1:]:
                 return entry
+        from svl.data.readers.events import EVENT_FORMATS
+
         families = sorted(
             {e.format for n in READERS.names() if isinstance(e := READERS.get(n), Reader)}
             | set(_LIDAR_READERS)
         )
-        raise ValueError(f"{p}: unknown point-cloud format {format!r}; known: {', '.join(families)}")
+        raise ValueError(
+            f"{p}: unknown format {format!r}; point-cloud formats: {', '.join(families)}; "
+            f"event formats: {', '.join(EVENT_FORMATS)}"
+        )
     ext = p.suffix.lower()
     if ext not in READERS:
+        from svl.data.readers.events import detect_event_format
+
+        if p.is_file() and detect_event_format(p) is not None:
+            raise ValueError(
+                f"{p} is an event file ({detect_event_format(p)}), not a point cloud; this command reads "
+                "point clouds (events: svl classify with an event classifier, svl data info / show)"
+            )
         raise ValueError(f"{p}: unknown extension {p.suffix!r}; supported: {', '.join(list_readers())}")
     entry = READERS.get(ext)
     # an entry point "module:function" registers the bare function
