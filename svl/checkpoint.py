@@ -26,6 +26,7 @@ __all__ = [
     "load_training_state",
     "read_checkpoint_meta",
     "save_checkpoint",
+    "save_checkpoint_and_state",
     "save_training_state",
     "training_state_path",
 ]
@@ -256,6 +257,28 @@ def save_training_state(path: str | os.PathLike[str], obj: Any) -> Path:
     estimate = max(_array_bytes(obj), _size(p)) or None
     with atomic_write(p, "wb", expected_bytes=estimate) as fh:
         torch.save(obj, fh)
+    return p
+
+
+def save_checkpoint_and_state(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any], state: Any
+) -> Path:
+    """`save_checkpoint(path, ...)` and `save_training_state` of its `.state.pt`, replaced as a pair.
+
+    The state (the larger file: optimizer moments) is written to a temporary file and synced
+    first, the weights then replace theirs, and only then does the state replace its own: a failed
+    write of either (a full disk: `DiskFullError` naming that file) leaves the previous pair intact.
+    """
+    import torch
+
+    p = Path(path)
+    sp = training_state_path(p)
+    estimate = max(_array_bytes(state), _size(sp)) or None
+    with atomic_write(sp, "wb", expected_bytes=estimate) as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+        save_checkpoint(p, tensors, meta)
     return p
 
 

@@ -22,6 +22,7 @@ from typing import IO, Any, TypeVar
 
 __all__ = [
     "DiskFullError",
+    "append_file",
     "atomic_path",
     "cached_arrays",
     "atomic_write",
@@ -172,7 +173,7 @@ def atomic_path(path: str | os.PathLike[str], *, expected_bytes: int | None = No
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
         reason = _disk_full_reason(e)
-        if reason is None:
+        if reason is None or isinstance(e, DiskFullError):  # a nested write already named its file
             raise
         previous = _file_size(target)
         needed = expected_bytes or max(written, previous) or None
@@ -206,6 +207,32 @@ def atomic_write(
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def append_file(path: str | os.PathLike[str], data: str | bytes) -> None:
+    """Append `data` to `path` (created if missing), flushed to the OS; for logs that grow by records.
+
+    A full disk or quota raises `DiskFullError` naming the file, after cutting the file back to what
+    it held before, so no half record is left and the earlier records are intact.
+    """
+    target = Path(path)
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    existed = target.exists()
+    before = _file_size(target)
+    try:
+        with open(target, "ab") as fh:
+            fh.write(raw)
+            fh.flush()
+    except OSError as e:
+        reason = _disk_full_reason(e)
+        if reason is None:
+            raise
+        with contextlib.suppress(OSError):
+            if existed:
+                os.truncate(target, before)
+            else:
+                target.unlink()
+        raise DiskFullError(target, len(raw), _free_bytes(target.parent), existed, reason) from e
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> int:

@@ -39,14 +39,22 @@ from svl.checkpoint import (
     load_state_into,
     load_training_state,
     save_checkpoint,
-    save_training_state,
+    save_checkpoint_and_state,
     training_state_path,
 )
 from svl.spiking import record_spikes, spike_stats
 from svl.train import distributed as D
 from svl.train.sampler import ResumableBatchSampler, ResumableSampler
 from svl.train.schedule import StepDecayLR, WarmupCosineLR
-from svl.utils import atomic_write, get_logger, progress, progress_bars_enabled, seed_everything
+from svl.train.tblog import ScalarLog
+from svl.utils import (
+    append_file,
+    atomic_write,
+    get_logger,
+    progress,
+    progress_bars_enabled,
+    seed_everything,
+)
 
 __all__ = [
     "TrainConfig",
@@ -469,7 +477,6 @@ class Trainer:
         path = None
         if self.is_main:
             path = self.out_dir / f"{name}.safetensors"
-            save_checkpoint(path, self.model.state_dict(), self._meta())
             state = {
                 "version": STATE_VERSION,
                 "step": self.step,
@@ -484,7 +491,8 @@ class Trainer:
                 "world_size": self.world_size,
                 "config": dataclasses.asdict(self.cfg),
             }
-            save_training_state(self.out_dir / f"{name}.state.pt", state)
+            # Both files or neither: a full disk keeps the previous pair, still a resume point.
+            save_checkpoint_and_state(path, self.model.state_dict(), self._meta(), state)
         self._saved_step = self.step
         D.barrier()
         return path
@@ -573,25 +581,19 @@ class Trainer:
                         kept.append(line)
         with atomic_write(log_path, "w") as fh:
             fh.write("".join(line + "\n" for line in kept))
-        from torch.utils.tensorboard import SummaryWriter
-
-        self._writer = SummaryWriter(str(self.out_dir / "tb"), purge_step=self.step if resumed else None)
+        # What was logged after the checkpoint's step is dropped, as from log.jsonl above.
+        self._writer = ScalarLog(self.out_dir / "tb", purge_step=self.step + 1 if resumed else None)
 
     def _close_logs(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._writer = None  # ScalarLog writes each record through; nothing is left to flush
 
     def _record(self, kind: str, values: Mapping[str, float]) -> None:
+        """One record in log.jsonl and TensorBoard; a full disk is a DiskFullError naming the file."""
         if not self.is_main:
             return
-        for k, v in values.items():
-            if math.isfinite(v):
-                self._writer.add_scalar(k, v, self.step)
-        self._writer.flush()
+        self._writer.add({k: v for k, v in values.items() if math.isfinite(v)}, self.step)
         rec = {"kind": kind, "step": self.step, "epoch": self.epoch, **values}
-        with open(self.out_dir / LOG_FILE, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(rec) + "\n")
+        append_file(self.out_dir / LOG_FILE, json.dumps(rec) + "\n")
 
     def _log_train(self, spikes: Mapping[str, dict[str, float]]) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self._window_t, 1e-9)
@@ -668,8 +670,6 @@ class Trainer:
         else:
             better = value > self.best if self.cfg.select_mode == "max" else value < self.best
         if better:
-            from svl.checkpoint import save_checkpoint
-
             self.best, self.best_step = value, self.step
             meta = self._meta()
             meta.update(select_metric=key, select_value=value)
@@ -882,8 +882,6 @@ class Trainer:
             "best_path": str(self.out_dir / BEST) if self.best is not None else None,
         }
         if self.is_main:
-            from svl.utils import atomic_write
-
             with atomic_write(self.out_dir / "summary.json", "w") as fh:
                 json.dump(summary, fh, indent=2)
         return summary
