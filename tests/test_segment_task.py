@@ -50,6 +50,14 @@ def test_segmentation_fine_tune_reports_miou_and_segment_writes_files(tmp_path, 
     assert len(labels) == r["points"] == n and (out / f"{pts.stem}.png").stat().st_size > 1000
     ply = (out / f"{pts.stem}.ply").read_bytes()
     assert b"property int label" in ply and ply.count(b"\n", 0, ply.index(b"end_header")) < 20
+    written = {Path(r[k]).name for k in ("ply", "npy", "png")}
+    assert written == {f"{pts.stem}{e}" for e in (".ply", ".npy", ".png")} == {p.name for p in out.iterdir()}
+    code, line, _ = run_cli(
+        "segment", "--checkpoint", tmp_path / "final.safetensors", pts, "-o", tmp_path / "o2"
+    )
+    assert code == 0 and all(
+        str(tmp_path / "o2" / f"{pts.stem}{e}") in line for e in (".ply", ".npy", ".png")
+    )
     code, _, err = run_cli("segment", "--checkpoint", tmp_path / "results.json", pts, "-o", out)
     assert code == 2
 

@@ -11,7 +11,7 @@ from svl.cli._common import print_file_results
 def _line(r: dict[str, Any]) -> str:
     top = sorted(r["classes"].items(), key=lambda kv: -kv[1])[:5]
     return (
-        f"{r['file']}: {r['points']} points -> {r['ply']}, {r['png']}  ["
+        f"{r['file']}: {r['points']} points -> {r['ply']}, {r['npy']}, {r['png']}  ["
         + ", ".join(f"{c} {n}" for c, n in top)
         + "]"
     )

@@ -207,8 +207,9 @@ def segment(
         plot_segmentation(s["xyz"], pred, names, to[".png"], title=Path(p).name)
         counts = np.bincount(pred, minlength=len(names))
         return {
-            "file": str(p), "points": int(len(pred)), "ply": str(to[".ply"]), "png": str(to[".png"]),
-            "classes": {names[c]: int(n) for c, n in enumerate(counts) if n}, "warnings": warned,
+            "file": str(p), "points": int(len(pred)), "ply": str(to[".ply"]), "npy": str(to[".npy"]),
+            "png": str(to[".png"]), "classes": {names[c]: int(n) for c, n in enumerate(counts) if n},
+            "warnings": warned,
         }  # fmt: skip
 
     return each_file(files, one, errors)

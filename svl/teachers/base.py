@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -184,8 +185,9 @@ def _check_texts(texts: Sequence[str], who: str) -> list[str]:
 
 
 def _check_images(images: torch.Tensor, who: str) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        images = torch.as_tensor(images)
+    if not isinstance(images, torch.Tensor):  # a read-only array (a memory map) is copied, not warned about
+        arr = np.asarray(images)
+        images = torch.as_tensor(arr if arr.flags.writeable else arr.copy())
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"teacher {who}: images must be (N, 3, H, W), got {tuple(images.shape)}")
     if images.is_floating_point() and images.numel():
