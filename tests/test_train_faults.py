@@ -126,6 +126,17 @@ def _tb_losses(run: Path) -> list[tuple[int, float]]:
     return [(e.step, e.value) for e in acc.Scalars("train/loss")]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every run here on one torch thread: a forked child of a process whose OpenMP pool holds several
+    threads hangs in its first parallel region (libgomp), and the reference, the killed run and the
+    resumed runs must all reduce in the same order to be compared bit for bit."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize(
     ("task", "signum"),
     [
