@@ -504,3 +504,28 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     transformers.CLIPModel(cfg).eval().save_pretrained(str(d))
     return d
+
+
+@pytest.fixture()
+def spp(shared_data: Path) -> Path:
+    """The real ShapeNetPart samples (with the official split lists)."""
+    root = shared_data / "shapenetpart_samples"
+    if not root.is_dir():
+        pytest.skip("ShapeNetPart samples not in the shared data")
+    return root
+
+
+@pytest.fixture()
+def kitti_root(tmp_path: Path, shared_data: Path) -> Path:
+    """The three real KITTI frames in the object layout, with ImageSets train (3) / val (2 frames)."""
+    import shutil
+
+    src = shared_data / "kitti_samples" / "training"
+    if not src.is_dir():
+        pytest.skip("KITTI samples not in the shared data")
+    root = tmp_path / "kitti"
+    shutil.copytree(src, root / "training")
+    (root / "ImageSets").mkdir()
+    (root / "ImageSets" / "train.txt").write_text("000000\n000001\n000002\n")
+    (root / "ImageSets" / "val.txt").write_text("000000\n000002\n")
+    return root

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,19 +77,6 @@ def test_encoder_init_loads_the_e3dsnn_stages(tmp_path, shared_data, svl_cache, 
     _, cfg2 = load_task_config("classification", CONFIG, _scenes(tmp_path / "run2", f"init={bad}"))
     with pytest.raises(ValueError, match="spike_pointnet"):
         DetectionTask(cfg2).build_net()
-
-
-@pytest.fixture()
-def kitti_root(tmp_path: Path, shared_data: Path) -> Path:
-    src = shared_data / "kitti_samples" / "training"
-    if not src.is_dir():
-        pytest.skip("KITTI samples not in the shared data")
-    root = tmp_path / "kitti"
-    shutil.copytree(src, root / "training")
-    (root / "ImageSets").mkdir()
-    (root / "ImageSets" / "train.txt").write_text("000000\n000001\n000002\n")
-    (root / "ImageSets" / "val.txt").write_text("000000\n000002\n")
-    return root
 
 
 def test_kitti_detection_end_to_end_on_real_frames(tmp_path, kitti_root, svl_cache, run_cli):

@@ -77,21 +77,6 @@ def test_validation_share_is_disjoint_and_seeded(tmp_path, shared_data, svl_cach
         DetectionTask(bad)
 
 
-@pytest.fixture()
-def kitti_root(tmp_path: Path, shared_data: Path) -> Path:
-    import shutil
-
-    src = shared_data / "kitti_samples" / "training"
-    if not src.is_dir():
-        pytest.skip("KITTI samples not in the shared data")
-    root = tmp_path / "kitti"
-    shutil.copytree(src, root / "training")
-    (root / "ImageSets").mkdir()
-    (root / "ImageSets" / "train.txt").write_text("000000\n000001\n000002\n")
-    (root / "ImageSets" / "val.txt").write_text("000000\n000002\n")
-    return root
-
-
 def test_kitti_is_scored_with_its_thresholds_without_its_config(tmp_path, kitti_root) -> None:
     # no configs/detect_kitti.yaml: the dataset declares the protocol
     over = [f"out_dir={tmp_path}", "data.dataset=kitti", f"data.root={kitti_root}", "data.train_split=train",

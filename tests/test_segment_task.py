@@ -13,14 +13,6 @@ from svl.tasks import load_task_config, run_task
 from svl.tasks.segment import SegmentationTask
 
 
-@pytest.fixture()
-def spp(shared_data: Path) -> Path:
-    root = shared_data / "shapenetpart_samples"
-    if not root.is_dir():
-        pytest.skip("ShapeNetPart samples not in the shared data")
-    return root
-
-
 def _over(tmp_path, spp, *extra):
     return [
         "task=segmentation", f"out_dir={tmp_path}", "data.dataset=shapenetpart", f"data.root={spp}",

@@ -60,14 +60,6 @@ def test_shapenetpart_instance_and_class_miou_by_hand():
         part_miou([np.array([0])], [np.array([0])], ["Sofa"])
 
 
-@pytest.fixture()
-def spp(shared_data: Path) -> Path:
-    root = shared_data / "shapenetpart_samples"
-    if not root.is_dir():
-        pytest.skip("ShapeNetPart samples not in the shared data")
-    return root
-
-
 def test_real_shapenetpart_samples_and_split_lists(spp):
     names = [ln.split()[0] for ln in (spp / "synsetoffset2category.txt").read_text().splitlines() if ln]
     assert names == list(SHAPENETPART_PARTS)  # the global part ids follow the file's category order

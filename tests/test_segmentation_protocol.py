@@ -153,14 +153,6 @@ def test_shapenetpart_argmax_over_the_shapes_own_category_parts():
     assert set(free[0]) == {0} and set(tied[0]) == {5} and len(tied[0]) == 6
 
 
-@pytest.fixture()
-def spp(shared_data: Path) -> Path:
-    root = shared_data / "shapenetpart_samples"
-    if not root.is_dir():
-        pytest.skip("ShapeNetPart samples not in the shared data")
-    return root
-
-
 def test_shapenetpart_task_scores_every_point_within_each_category(tmp_path, spp):
     _, cfg = load_task_config("classification", None, [
         "task=segmentation", f"out_dir={tmp_path}", "data.dataset=shapenetpart", f"data.root={spp}",

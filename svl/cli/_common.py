@@ -160,3 +160,18 @@ def print_file_results(
     if len(results) > 1:
         print(f"svl: {failed} of {len(results)} files failed", file=sys.stderr)
     return 2
+
+
+def add_point_file_args(p: argparse.ArgumentParser, writes: str) -> None:
+    """FILE..., -o DIR, --format and --json: what the commands over point-cloud files share."""
+    p.add_argument(
+        "files", nargs="+", metavar="FILE",
+        help="point-cloud files (any format svl.data reads); a bad file is reported and the others go on "
+        "(exit 2 at the end when any failed)",
+    )  # fmt: skip
+    p.add_argument(
+        "-o", "--output", required=True, metavar="DIR",
+        help=f"writes <name>.{writes} here, <name> the file's path below the files' common folder",
+    )  # fmt: skip
+    p.add_argument("--format", default=None, help="force a point-cloud reader (.bin: kitti, nuscenes, waymo)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from svl.cli._common import print_file_results
+from svl.cli._common import add_point_file_args, print_file_results
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -29,15 +29,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint", required=True, metavar="CKPT", help="final.safetensors of a segmentation run"
     )
-    p.add_argument(
-        "files", nargs="+", metavar="FILE",
-        help="point-cloud files (any format svl.data reads); a bad file is reported and the others go on "
-        "(exit 2 at the end when any failed)",
-    )  # fmt: skip
-    p.add_argument(
-        "-o", "--output", required=True, metavar="DIR",
-        help="writes <name>.ply/.npy/.png here, <name> the file's path below the files' common folder",
-    )  # fmt: skip
-    p.add_argument("--format", default=None, help="force a point-cloud reader (.bin: kitti, nuscenes, waymo)")
-    p.add_argument("--json", action="store_true", help="print results as JSON")
+    add_point_file_args(p, "ply/.npy/.png")
     p.set_defaults(func=_cmd_segment)

@@ -7,6 +7,7 @@ with the task's meta.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -88,9 +89,10 @@ class DenseTask(Task):
             return ds
         return cls.view(ds, np.arange(int(n)))
 
-    def split_train(self, train: Any, plain: Any) -> Any:
+    def split_train(self, train: Any, plain: Callable[[], Any]) -> Any:
         """The training scenes (`data.train_limit` applied) less a `data.val_fraction` share, which
-        becomes `self.val_set`, read from `plain` (the same split without augmentation)."""
+        becomes `self.val_set`, read from `plain()` (the same split without augmentation; built only
+        when a share is held out)."""
         d = self.cfg.data
         if not 0.0 <= d.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
@@ -102,7 +104,7 @@ class DenseTask(Task):
                 raise ValueError(f"data.val_fraction={d.val_fraction} of {n} training scenes leaves none to "
                                  "train on")  # fmt: skip
             perm = np.random.default_rng(d.val_seed).permutation(n)
-            self.val_set = self.view(plain, np.sort(perm[:n_val]))
+            self.val_set = self.view(plain(), np.sort(perm[:n_val]))
             keep = np.sort(perm[n_val:])
         return train if len(keep) == len(train) else self.view(train, keep)
 

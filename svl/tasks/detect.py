@@ -132,8 +132,9 @@ class DetectionTask(DenseTask):
                *augment[self._n_before(augment) :]]  # fmt: skip
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
         plain = [*d.presample, {"name": "fps", "num_points": n}]
-        val = build_dataset(d.dataset, d.train_split, transforms=plain, num_points=n, **kw)
-        self.train_set = self.split_train(train, val)
+        self.train_set = self.split_train(
+            train, lambda: build_dataset(d.dataset, d.train_split, transforms=plain, num_points=n, **kw)
+        )
         # evaluation frames are thinned as training's are (data.presample, e.g. KITTI's voxel sampling),
         # then farthest-point sampled to the budget instead of randomly
         test = build_dataset(d.dataset, d.test_split, transforms=plain, num_points=n, **kw)

@@ -105,8 +105,9 @@ class SegmentationTask(DenseTask):
         aug = [*d.presample, {"name": "random_sample", "num_points": n}, *d.augment]
         train = build_dataset(d.dataset, d.train_split, transforms=aug, num_points=n, **kw)
         # every point as stored: validation and test scans are scored on all their points (see the docstring)
-        plain = build_dataset(d.dataset, d.train_split, all_points=True, **kw)
-        self.train_set = self.split_train(train, plain)
+        self.train_set = self.split_train(
+            train, lambda: build_dataset(d.dataset, d.train_split, all_points=True, **kw)
+        )
         test = build_dataset(d.dataset, d.test_split, all_points=True, **kw)
         self.test_set = self.limit(test, d.test_limit)
         # per-point classes: a dataset whose `classes` label whole shapes (ShapeNetPart's categories)
