@@ -184,26 +184,25 @@ def _is_voxel_model(model: nn.Module) -> bool:
     return False
 
 
-def dataset_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
-    """``batches`` collated batches of a seeded random subset of a registered dataset's split."""
-    ds = build_dataset(dataset, split)
+def _seeded_batches(ds: Any, what: str, collate: Any, batch_size: int, batches: int, seed: int) -> list[Any]:
     n = min(len(ds), batch_size * batches)
     if n == 0:
-        raise ValueError(f"dataset {dataset!r} split {split!r} is empty")
+        raise ValueError(f"{what} is empty")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds), generator=g)[:n].tolist()
-    return [collate_points([ds[i] for i in idx[s : s + batch_size]]) for s in range(0, n, batch_size)]
+    return [collate([ds[i] for i in idx[s : s + batch_size]]) for s in range(0, n, batch_size)]
+
+
+def dataset_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
+    """``batches`` collated batches of a seeded random subset of a registered dataset's split."""
+    what = f"dataset {dataset!r} split {split!r}"
+    return _seeded_batches(build_dataset(dataset, split), what, collate_points, batch_size, batches, seed)
 
 
 def image_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
     """`dataset_batches` of a registered image dataset (an image classifier's real inputs)."""
-    ds = build_image_dataset(dataset, split)
-    n = min(len(ds), batch_size * batches)
-    if n == 0:
-        raise ValueError(f"image dataset {dataset!r} split {split!r} is empty")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(ds), generator=g)[:n].tolist()
-    return [collate_images([ds[i] for i in idx[s : s + batch_size]]) for s in range(0, n, batch_size)]
+    ds, what = build_image_dataset(dataset, split), f"image dataset {dataset!r} split {split!r}"
+    return _seeded_batches(ds, what, collate_images, batch_size, batches, seed)
 
 
 def measure_model(
