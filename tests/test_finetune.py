@@ -166,6 +166,7 @@ def test_linear_probe_freezes_the_encoder_and_classify_reads_the_result(
     assert code == 0
     out = json.loads(stdout)
     assert out[0]["label"] in meta["class_names"] and len(out[0]["top"]) == 4
+    assert meta["files_up_axis"] == "z" and out[0]["warnings"] == []  # the shared npz stands z-up
 
 
 def test_init_loads_exactly_the_encoder_weights_and_refuses_another(tmp_path, model_checkpoint) -> None:

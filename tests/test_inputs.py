@@ -242,3 +242,32 @@ def test_events_from_another_sensor_are_rescaled_and_the_size_can_be_stated(
     assert code == 0 and "sensor_size: [346, 260]" in out and "sensor_size_from: argument" in out
     code, _, err = run_cli("data", "render", rec, "-o", tmp_path / "r.png", "--sensor-size", "100", "100")
     assert code == 2 and "--sensor-size W H" in err and not (tmp_path / "r.png").exists()
+
+
+# ----------------------------------------------------------------------------- item 4: up axis
+def test_checkpoints_record_how_their_training_files_stood(shared_data: Path) -> None:
+    from svl.data import build_dataset, files_up_axis
+    from svl.data.base import ArrayDataset
+    from svl.data.splits import Subset
+    from svl.data.transforms import Compose
+
+    ds = build_dataset("modelnet40", "test", root=shared_data / "modelnet40")  # the shared npz: z-up
+    assert files_up_axis(ds) == "z" and files_up_axis(Subset(Subset(ds, np.arange(3)), np.arange(2))) == "z"
+    y = ArrayDataset(np.zeros((2, 4, 3), np.float32), np.zeros(2), ["a"], "train", Compose([]), swap_yz=True)
+    assert files_up_axis(Subset(y, np.arange(1))) == "y" and files_up_axis(object()) is None
+
+
+def test_a_file_read_as_z_up_for_a_model_of_y_up_files_is_warned_about(
+    tmp_path: Path, model_checkpoint, shared_data: Path, run_cli
+) -> None:
+    meta = {"kind": "svl-classifier", "class_names": NAMES, "files_up_axis": "y"}
+    _, ckpt = model_checkpoint(tmp_path / "y.safetensors", "e3dsnn_t", meta=meta, out_dim=3)
+    pts = np.load(shared_data / "modelnet40" / "modelnet40_pcd1024_test.npz")["points"][0]
+    np.save(tmp_path / "shape.npy", pts)
+    code, out, err = run_cli("classify", "--checkpoint", ckpt, tmp_path / "shape.npy")
+    assert code == 0 and out.count("\n") == 1, err
+    [line] = [e for e in err.splitlines() if e.startswith("svl: warning: ")]
+    assert "shape.npy: read as z-up (no --up-axis given)" in line
+    assert "stored y-up; pass --up-axis y" in line
+    code, out, err = run_cli("classify", "--checkpoint", ckpt, tmp_path / "shape.npy", "--up-axis", "y")
+    assert code == 0 and "warning" not in err and "inputs: y-up (as given by --up-axis)" in err

@@ -49,6 +49,7 @@ _EXPORTS = {
     "build_dataset": "svl.data.base",
     "dataset_abilities": "svl.data.base",
     "dataset_takes": "svl.data.base",
+    "files_up_axis": "svl.data.base",
     "list_datasets": "svl.data.base",
     "register_dataset": "svl.data.base",
     "TRANSFORMS": "svl.data.transforms",

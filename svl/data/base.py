@@ -32,6 +32,7 @@ __all__ = [
     "build_dataset",
     "dataset_abilities",
     "dataset_takes",
+    "files_up_axis",
     "list_datasets",
     "register_dataset",
     "resolve_root",
@@ -109,6 +110,19 @@ def resolve_root(root: str | os.PathLike[str] | None, sub: str = "") -> Path:
     if not path.exists():
         raise FileNotFoundError(f"dataset folder {path} does not exist")
     return path
+
+
+def files_up_axis(ds: Any) -> str | None:
+    """The up axis of the files under a dataset or a view of one (`Subset.base`), or None (events,
+    images, features). Checkpoints record it so inference can say when a file is read otherwise."""
+    for _ in range(8):
+        if ds is None:
+            return None
+        up = getattr(ds, "up_axis_on_disk", None)
+        if isinstance(up, str):
+            return up
+        ds = getattr(ds, "base", None)
+    return None
 
 
 def build_dataset(
@@ -260,6 +274,7 @@ class ArrayDataset(PointDataset):
         )
         self.indices = np.arange(len(points)) if indices is None else np.asarray(indices, dtype=np.int64)
         self.swap_yz = swap_yz
+        self.up_axis_on_disk = "y" if swap_yz else "z"
         self.name = name
         self.shape_ids = shape_ids
 

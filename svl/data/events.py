@@ -198,6 +198,8 @@ class EventDataset(PointDataset):
     for point-cloud augmentation).
     """
 
+    up_axis_on_disk = None  # x, y are the sensor's pixels and z is time: no up axis to read
+
     sensor_size: tuple[int, int] = DVS128_SIZE
 
     def __init__(

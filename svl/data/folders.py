@@ -86,6 +86,7 @@ class CaptionedFolder(PointDataset):
         super().__init__(split, [], transforms, seed)
         self.files, self.captions, self.texts = files, captions, texts
         self.up_axis, self.num_points = up_axis, num_points
+        self.up_axis_on_disk = up_axis
 
     def __len__(self) -> int:
         return len(self.files)
@@ -267,6 +268,7 @@ class ClassFolder(PointDataset):
         super().__init__(split, classes, transforms, seed)
         self.files, self._labels = files, np.asarray(labels, dtype=np.int64)
         self.up_axis, self.num_points = up_axis, num_points
+        self.up_axis_on_disk = up_axis
 
     def __len__(self) -> int:
         return len(self.files)

@@ -179,6 +179,7 @@ class _FileListDataset(PointDataset):
     def __init__(self, files: list[Path], labels: list[int], classes, split, transforms, seed, swap, name):
         super().__init__(split, classes, transforms, seed)
         self.files, self._labels, self.swap_yz, self.name = files, np.asarray(labels, np.int64), swap, name
+        self.up_axis_on_disk = "y" if swap else "z"
 
     def __len__(self) -> int:
         return len(self.files)

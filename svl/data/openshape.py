@@ -135,6 +135,7 @@ class OpenShapeDataset(PointDataset):
     """OpenShape training triplets: per-shape npy dicts located by a split json or a folder glob."""
 
     name = "openshape"
+    up_axis_on_disk = "y"  # swapped to z-up on reading
     provides_targets = True  # samples carry text_emb / image_emb: no teacher runs at training time
 
     def __init__(

@@ -20,7 +20,7 @@ from svl.data import collate_points, load_points, prepare
 from svl.data.events import events_to_points, events_to_steps
 from svl.data.images import collate_images, read_image, resize_image
 from svl.data.readers.events import read_events
-from svl.infer.checks import event_warning, point_count_warning
+from svl.infer.checks import event_warning, point_count_warning, up_axis_warning
 from svl.infer.files import FileErrors, each_file
 from svl.models.loading import CLASSIFIER_KIND, load_model
 from svl.utils import progress
@@ -95,11 +95,12 @@ def classify(
             raise ValueError("classify: a head file goes with a checkpoint path, not a built model")
         if class_names is None:
             raise ValueError("classify: a built model needs its class_names")
-        names, data = list(class_names), dict(data or {})
+        names, data, files_up = list(class_names), dict(data or {}), None
     else:
         loaded = load_model(model, kind=CLASSIFIER_KIND, head=head)
         model, names = loaded.model, loaded.class_names
         data = {} if head is not None else dict(loaded.meta.get("data") or {})
+        files_up = loaded.meta.get("files_up_axis")
     if data.get("input") == "image":
         return _classify_images(model, names, files, data, topk, device, errors)
     if data.get("input") == "events":
@@ -109,7 +110,7 @@ def classify(
         raise ValueError("--sensor-size (sensor_size=) is for event files; this model reads point clouds")
     cfg = getattr(model, "pretrained_cfg", None) or {}
     n = num_points or (cfg.get("num_points") if isinstance(cfg, dict) else None)
-    return _classify_points(model, names, files, topk, n, device, up_axis, errors)
+    return _classify_points(model, names, files, topk, n, device, up_axis, errors, files_up)
 
 
 @torch.no_grad()
@@ -122,9 +123,10 @@ def _classify_points(
     device: str | torch.device,
     up_axis: str | None,
     errors: FileErrors = "raise",
+    files_up: str | None = None,
 ) -> list[dict[str, Any]]:
     """Point-cloud files; `prepared` records what `svl.data.prepare` assumed, `warnings` e.g. a
-    degenerate cloud."""
+    degenerate cloud, or an up axis assumed where the training files (`files_up`) stood otherwise."""
     if not paths:
         raise ValueError("no point-cloud files given")
     model.eval().to(device)
@@ -146,7 +148,8 @@ def _classify_points(
         logits = model(batch).float().cpu()[0]
         warned = [str(w.message) for w in caught]
         few = point_count_warning(sample["prepared"]["points_in"], num_points, str(path))
-        warned += [few] if few else []
+        up = up_axis_warning(sample["prepared"], files_up, str(path))
+        warned += [w for w in (few, up) if w]
         return _ranked(str(path), logits, class_names, k, sample["prepared"], warned)
 
     return each_file(paths, one, errors)

@@ -32,6 +32,7 @@ import numpy as np
 from torch import nn
 
 from svl.config import load_config, save_config
+from svl.data.base import files_up_axis
 from svl.models import create_model, load_weights, model_info
 from svl.registry import Registry
 from svl.train import distributed as D
@@ -160,6 +161,12 @@ class Task:
             self._announcement = None
             held[0].info(held[1], *held[2])
 
+    def files_meta(self) -> dict[str, Any]:
+        """How the training files stood on disk (`files_up_axis`), for every checkpoint the run writes:
+        inference warns when a file is read otherwise."""
+        up = files_up_axis(getattr(self, "train_set", None))
+        return {"files_up_axis": up} if up else {}
+
     def validate(self, model: nn.Module) -> dict[str, float] | None:
         return None
 
@@ -234,6 +241,7 @@ def run_task(
         # start leaves the folder as it was (claim_run_dir removes what it wrote).
         job = cls(cfg)
         parts = job.setup()
+        parts.checkpoint_meta.update(job.files_meta())
         trainer = Trainer(
             parts.model,
             parts.train_set,

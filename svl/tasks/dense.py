@@ -151,5 +151,6 @@ class DenseTask(Task):
         load_state_into(self.model, tensors, where=path)
         self.precise_bn()
         final = self.out / "final.safetensors"
-        save_checkpoint(final, dict(self.net.state_dict()), {**self.meta(), "source": Path(path).name})
+        meta = {**self.meta(), **self.files_meta(), "source": Path(path).name}
+        save_checkpoint(final, dict(self.net.state_dict()), meta)
         return final

@@ -361,6 +361,7 @@ class ClassificationTask(Task):
                 "label_fraction": d.label_fraction,
                 "few_shot": d.few_shot.ways > 0,
             },
+            **self.files_meta(),
         }
 
     # -- validation ----------------------------------------------------------------------------
