@@ -32,8 +32,10 @@ __all__ = [
     "get_logger",
     "progress",
     "progress_bars_enabled",
+    "quiet_hf_progress",
     "repo_root",
     "seed_everything",
+    "set_offline",
 ]
 
 T = TypeVar("T")
@@ -472,3 +474,32 @@ def file_sha256(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
         while chunk := fh.read(chunk_size):
             h.update(chunk)
     return h.hexdigest()
+
+
+def set_offline() -> None:
+    """Forbid Hugging Face network access: teachers must load from local files only.
+
+    Must run before `transformers` / `sentence_transformers` are imported, because both read
+    these variables at import time.
+    """
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    quiet_hf_progress()
+
+
+def quiet_hf_progress() -> None:
+    """No Hugging Face tqdm bars ("Loading weights", downloads) where svl's own bars are off (not a
+    terminal, SVL_PROGRESS=0): they would fill a log file with carriage-return lines."""
+    if progress_bars_enabled():
+        return
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub / transformers load
+    for name in ("transformers", "huggingface_hub"):  # already imported: switch their bars off now
+        mod = sys.modules.get(name)
+        try:
+            if name == "transformers" and mod is not None:
+                mod.utils.logging.disable_progress_bar()
+            elif mod is not None:
+                mod.utils.disable_progress_bars()
+        except AttributeError:  # an old release without the switch: the variable above still counts
+            pass

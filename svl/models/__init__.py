@@ -3,7 +3,15 @@
 Importing this package imports every architecture file so their ``@register_model`` builders exist.
 """
 
-from svl.models import detector, e3dsnn, pointformer, pointnet, spikformer, unet  # noqa: F401  (registers the architectures)
+from svl.models import (  # noqa: F401  (registers the architectures)
+    detector,
+    e3dsnn,
+    language,  # noqa: F401  (registers the svl-language checkpoint kind)
+    pointformer,
+    pointnet,
+    spikformer,
+    unet,
+)
 from svl.models._registry import (
     MODELS,
     Contract,

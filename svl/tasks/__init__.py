@@ -3,7 +3,7 @@ shared `Trainer`. Importing this package registers the built-in tasks; others pl
 "svl.tasks" entry-point group. See docs/DESIGN.md ("Add a task").
 """
 
-from svl.tasks import align, detect, distill, events, finetune, pretrain, segment  # noqa: F401  (registers the built-in tasks)
+from svl.tasks import align, detect, distill, events, finetune, language, pretrain, segment  # noqa: F401  (registers the built-in tasks)
 from svl.tasks.base import (
     TASKS,
     ModelSection,

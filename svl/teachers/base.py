@@ -9,8 +9,6 @@ Each backend file registers its class in `TEACHERS`; this module never imports t
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from svl.registry import Registry
-from svl.utils import progress_bars_enabled
+from svl.utils import quiet_hf_progress, set_offline  # noqa: F401  (re-exported: the teachers' names)
 
 __all__ = [
     "TEACHERS",
@@ -31,35 +29,6 @@ __all__ = [
     "quiet_hf_progress",
     "set_offline",
 ]
-
-
-def set_offline() -> None:
-    """Forbid Hugging Face network access: teachers must load from local files only.
-
-    Must run before `transformers` / `sentence_transformers` are imported, because both read
-    these variables at import time.
-    """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-    quiet_hf_progress()
-
-
-def quiet_hf_progress() -> None:
-    """No Hugging Face tqdm bars ("Loading weights", downloads) where svl's own bars are off (not a
-    terminal, SVL_PROGRESS=0): they would fill a log file with carriage-return lines."""
-    if progress_bars_enabled():
-        return
-    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read when huggingface_hub / transformers load
-    for name in ("transformers", "huggingface_hub"):  # already imported: switch their bars off now
-        mod = sys.modules.get(name)
-        try:
-            if name == "transformers" and mod is not None:
-                mod.utils.logging.disable_progress_bar()
-            elif mod is not None:
-                mod.utils.disable_progress_bars()
-        except AttributeError:  # an old release without the switch: the variable above still counts
-            pass
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
