@@ -129,8 +129,11 @@ def test_generated_corpus_is_deterministic_and_heldout_disjoint(
 
     held = modelnet40_conversations(labels[:100], classes, "test", phrasings="heldout", per_shape=3)
     for kind in PHRASINGS["train"]:
-        assert len(PHRASINGS["train"][kind]) >= 5 and len(PHRASINGS["heldout"][kind]) >= 3
-        assert not set(PHRASINGS["train"][kind]) & set(PHRASINGS["heldout"][kind])
+        tr, va, te = (set(PHRASINGS[s][kind]) for s in ("train", "val", "heldout"))
+        assert len(tr) >= 5 and len(va) >= 3 and len(te) >= 3
+        assert not tr & te and not tr & va and not va & te  # three disjoint sets of wordings
+    five = modelnet40_conversations(labels[:100], classes, "train", per_shape=3, templates=5)
+    assert {x.question for x in five if x.kind == "what"} <= set(PHRASINGS["train"]["what"][:5])
     train_q = {x.question for x in a}
     held_q = {x.question for x in held}
     assert not train_q & held_q

@@ -75,6 +75,11 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "What does this object look like?",
             "Briefly describe the 3D shape.",
             "Describe the object in one sentence.",
+            "Tell me what this shape looks like.",
+            "Give a one-line description of the object.",
+            "What can you say about this object's shape?",
+            "Please describe this object.",
+            "Explain what this 3D object looks like.",
         ),
         "what": (
             "What is this object?",
@@ -82,6 +87,11 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Identify this object.",
             "What kind of object is this?",
             "Name the object shown.",
+            "What object does this point cloud show?",
+            "Tell me what this object is.",
+            "What is shown here?",
+            "Please name this object.",
+            "What is the category of this object?",
         ),
         "yesno": (
             "Is this {np}?",
@@ -89,6 +99,11 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Does this shape show {np}?",
             "Could this be {np}?",
             "Is the object shown {np}?",
+            "Is this shape {np}?",
+            "Do you think this is {np}?",
+            "Does this point cloud show {np}?",
+            "Yes or no: is this {np}?",
+            "Is what I see here {np}?",
         ),
         "choice": (
             "Which of these is it: {opts}?",
@@ -96,6 +111,34 @@ PHRASINGS: dict[str, dict[str, tuple[str, ...]]] = {
             "Choose one: {opts}. What is this object?",
             "Which class does this shape belong to: {opts}?",
             "Select the correct label for this object from {opts}.",
+            "Is it {opts}?",
+            "From {opts}, pick the one this object is.",
+            "Which one is this: {opts}?",
+            "Options: {opts}. Which fits this shape?",
+            "Which label fits best, {opts}?",
+        ),
+    },
+    # a third set for validation: settings are chosen on unseen wordings without the test's own
+    "val": {
+        "caption": (
+            "Could you describe the object in this point cloud?",
+            "What would you say this shape looks like?",
+            "Provide a short description of the 3D object.",
+        ),
+        "what": (
+            "Do you know what this object is?",
+            "What would you call this shape?",
+            "What sort of thing is this?",
+        ),
+        "yesno": (
+            "Is this thing {np}?",
+            "Would this be {np}?",
+            "Tell me if this is {np}.",
+        ),
+        "choice": (
+            "Between {opts}, what is this?",
+            "Which would you pick for this object: {opts}?",
+            "Is this shape one of {opts}? Which one?",
         ),
     },
     "heldout": {
@@ -228,6 +271,7 @@ def modelnet40_conversations(
     per_shape: int = 1,
     seed: int = 0,
     id_prefix: str = "modelnet40",
+    templates: int | None = None,
 ) -> list[Conversation]:
     """Single-round conversations about labelled shapes, `per_shape` per shape and kind.
 
@@ -238,6 +282,7 @@ def modelnet40_conversations(
     among 4 distinct options in a seeded order (kept in `options`). Each (shape, kind, repeat) draws from
     its own generator seeded by (seed, i, kind), so the output is deterministic in `seed` and a shape's
     conversations do not change when other kinds or shapes are added. Class names show with spaces.
+    `templates`: use only the first N question templates of each kind (fewer wordings to learn from).
     """
     if phrasings not in PHRASINGS:
         raise ValueError(f"unknown phrasings {phrasings!r}; use one of {tuple(PHRASINGS)}")
@@ -267,6 +312,10 @@ def modelnet40_conversations(
             )
     phrases = [_noun_phrase(n, descriptions) for n in names]
     table = PHRASINGS[phrasings]
+    if templates is not None:
+        if templates < 1:
+            raise ValueError(f"templates must be >= 1, got {templates}")
+        table = {k: v[:templates] for k, v in table.items()}
 
     out: list[Conversation] = []
     for i, y in enumerate(labels.tolist()):

@@ -10,6 +10,8 @@ What is predicted is scored by `svl.eval`, which never runs a model; the CLI's `
 - detection.py: `detect` (files -> boxes .json / .png), `predict_boxes` (a dataset), `postprocess`
 - retrieval.py: `retrieve` (Recall@N on a place-recognition split), `image_descriptors`
 - checks.py: each input against what the checkpoint was trained on (a warning line, or a refusal)
+- language.py: `caption` (one caption per file), `ChatSession` (questions about one file) with a
+  language-bridge checkpoint
 - files.py: many files in one call: `output_paths` (by the path below the files' common folder,
   never overwriting each other or an input), `each_file` (errors="report": a bad file becomes
   `{"file", "error"}` and the others go on)

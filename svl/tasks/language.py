@@ -62,7 +62,7 @@ from svl.models.language import (
 from svl.models.loading import read_meta
 from svl.tasks.base import SCRATCH, ModelSection, Task, TrainParts, register_task
 from svl.train.trainer import TrainConfig
-from svl.utils import cache_dir, get_logger, progress
+from svl.utils import atomic_write, cache_dir, get_logger, progress
 
 __all__ = ["LanguageConfig", "LanguageTask"]
 
@@ -79,6 +79,7 @@ class LanguageData:
     num_points: int = 1024
     kinds: list[str] = field(default_factory=lambda: list(KINDS))  # stage 2; stage 1 trains captions
     per_shape: int = 1  # conversations per shape and kind
+    train_templates: int | None = None  # the first N training wordings per kind (None: all 10)
     train_per_class: int | None = None  # quick runs
     test_per_class: int | None = None
     val_fraction: float = 0.05  # training shapes held out for val/loss (never the test split)
@@ -237,21 +238,21 @@ class LanguageTask(Task):
         self.shapes = {"train": train, "test": test}
         self.labels = {"train": y_tr, "test": y_te}
         self.index = {"train": tr_idx, "val": va_idx, "test": te_idx}
-        gen = dict(kinds=tuple(kinds), per_shape=d.per_shape)
-        convs_tr = modelnet40_conversations(
-            y_tr, list(train.classes), "train", phrasings="train", seed=seed, **gen
-        )
-        self.all_train_text = [render_text(c.turns) for c in modelnet40_conversations(
-            y_tr[tr_idx], list(train.classes), "train", phrasings="train", seed=0, kinds=KINDS, per_shape=2)
-        ]  # fmt: skip
-        keep_tr, keep_va = set(tr_idx.tolist()), set(va_idx.tolist())
+        names = list(train.classes)
+        gen = {"kinds": tuple(kinds), "per_shape": d.per_shape, "seed": seed, "templates": d.train_templates}
+        keep_tr, keep_va, keep_te = set(tr_idx.tolist()), set(va_idx.tolist()), set(te_idx.tolist())
+        # three disjoint sets of question wordings: training, validation (settings are chosen on
+        # wordings the model never saw) and the held-out ones of the test
         self.convs = {
-            "train": [c for c in convs_tr if c.index in keep_tr],
-            "val": [c for c in convs_tr if c.index in keep_va],
-            "test": [c for c in modelnet40_conversations(
-                y_te, list(train.classes), "test", phrasings="heldout", seed=seed, kinds=KINDS)
-                if c.index in set(te_idx.tolist())],
+            "train": [c for c in modelnet40_conversations(y_tr, names, "train", **gen) if c.index in keep_tr],
+            "val": [c for c in modelnet40_conversations(y_tr, names, "train", phrasings="val", seed=seed,
+                                                        kinds=tuple(kinds)) if c.index in keep_va],
+            "test": [c for c in modelnet40_conversations(y_te, names, "test", phrasings="heldout", seed=seed,
+                                                         kinds=KINDS) if c.index in keep_te],
         }  # fmt: skip
+        self.all_train_text = [render_text(c.turns) for c in modelnet40_conversations(
+            y_tr[tr_idx], names, "train", seed=0, kinds=KINDS, per_shape=2, templates=d.train_templates)
+        ]  # fmt: skip
         self.split_of = {"train": "train", "val": "train", "test": "test"}
         self.announce(
             log, "language stage %d on modelnet40: %d training shapes (%d conversations), %d validation, "
@@ -395,8 +396,17 @@ class LanguageTask(Task):
             items = [self.val_set[i] for i in range(a, min(a + bs, len(self.val_set)))]
             total += float(model(_collate(items))["loss"]) * len(items)
             n += len(items)
+        out = {"val/loss": total / max(n, 1)}
+        # generative classification on held-out training shapes ("what" questions; in stage 1 the
+        # captions, which name the class first)
+        labelled = [c for c in self.convs["val"] if c.label is not None]
+        what = [c for c in labelled if c.kind == "what"] or [c for c in labelled if c.kind == "caption"]
+        if what and self.classes:
+            answers = self.answers(what, "train")
+            out["val/gen_cls_acc"] = float(np.mean([generative_correct(a, c.label, self.classes)
+                                                    for c, a in zip(what, answers)]))  # fmt: skip
         model.train(was)
-        return {"val/loss": total / max(n, 1)}
+        return out
 
     def answers(self, convs: Sequence[Conversation], split: str) -> list[str]:
         """Generated answers (the eval section's decoding) to each conversation's question."""
@@ -424,7 +434,7 @@ class LanguageTask(Task):
         if test:
             result.update(self._score(test))
         if self.cfg.eval.probe and self.tokens and "test" in self.tokens and self.classes:
-            result["probe_acc"] = self._probe()
+            result.update(self._probe())
         if self.cfg.eval.energy and test:
             result["energy_encoder"] = energy_per_sample(
                 self.model.encoder, _Points(self.shapes["test"], self.index["test"])
@@ -449,23 +459,37 @@ class LanguageTask(Task):
             res["caption_similarity"] = _similarity([a for _, a in by["caption"]],
                                                     [c.answer for c, _ in by["caption"]])  # fmt: skip
         res["answer_words"] = float(np.mean([len(a.split()) for a in answers])) if answers else 0.0
+        with atomic_write(self.out / "answers.jsonl", "w") as fh:  # every answer, to read or re-score
+            for c, a in zip(convs, answers):
+                ok = (generative_correct(a, c.label, self.classes) if c.kind == "what"
+                      else exact_match(a, c.answer) if c.kind in ("yesno", "choice") else None)  # fmt: skip
+                fh.write(json.dumps({"object_id": c.object_id, "kind": c.kind, "label": c.label,
+                                     "question": c.question, "reference": c.answer, "answer": a,
+                                     "correct": ok}) + "\n")  # fmt: skip
         res["examples"] = [{"kind": c.kind, "question": c.question, "reference": c.answer, "answer": a}
                            for c, a in list(zip(convs, answers))[:: max(1, len(convs) // 12)][:12]
                            ]  # fmt: skip
         return res
 
-    def _probe(self) -> float:
+    def _probe(self) -> dict[str, float]:
         """Accuracy of a multinomial logistic regression (scikit-learn, standardised inputs) on the frozen
         global embeddings of the same training shapes: what the encoder's features hold, for comparison."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        tr, te = self.index["train"], self.index["test"]
-        g_tr, g_te = self.tokens["train"][1][tr].numpy(), self.tokens["test"][1][te].numpy()
+        tr, va, te = self.index["train"], self.index["val"], self.index["test"]
+        g = self.tokens["train"][1].numpy()
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        clf.fit(g_tr, self.labels["train"][tr])
-        return float((clf.predict(g_te) == self.labels["test"][te]).mean())
+        clf.fit(g[tr], self.labels["train"][tr])
+        out = {
+            "probe_acc": float(
+                (clf.predict(self.tokens["test"][1].numpy()[te]) == self.labels["test"][te]).mean()
+            )
+        }
+        if len(va):  # the same on the held-out training shapes: compare with val/gen_cls_acc
+            out["probe_val_acc"] = float((clf.predict(g[va]) == self.labels["train"][va]).mean())
+        return out
 
     def format_results(self, result: dict[str, Any]) -> str:
         lines = [
