@@ -24,8 +24,8 @@ __all__ = ["add_config_args", "build_parser", "main", "parse_overrides"]
 
 # Command families, in the order `svl --help` lists them.
 COMMAND_MODULES = (
-    "info", "train", "embed", "energy", "zeroshot", "segment", "detect", "retrieve", "language", "models",
-    "data",
+    "info", "train", "embed", "energy", "transfer", "zeroshot", "segment", "detect", "retrieve", "language",
+    "models", "data",
 )  # fmt: skip
 
 

@@ -10,6 +10,8 @@ What is predicted is scored by `svl.eval`, which never runs a model; the CLI's `
 - detection.py: `detect` (files -> boxes .json / .png), `predict_boxes` (a dataset), `postprocess`
 - retrieval.py: `retrieve` (Recall@N on a place-recognition split), `image_descriptors`
 - checks.py: each input against what the checkpoint was trained on (a warning line, or a refusal)
+- transfer.py: `transfer_report` (what a pretrained encoder sees on a dataset vs its pretraining data:
+  sites per stage, firing rates, BN input shift), `format_transfer`
 - language.py: `caption` (one caption per file), `ChatSession` (questions about one file) with a
   language-bridge checkpoint
 - files.py: many files in one call: `output_paths` (by the path below the files' common folder,
@@ -22,6 +24,7 @@ from svl.infer.classification import classify, encode, predict_scores, vote_prob
 from svl.infer.detection import detect, postprocess, predict_boxes
 from svl.infer.retrieval import image_descriptors, retrieve
 from svl.infer.segmentation import chunk_input, cover, predict_logits, predict_points, segment
+from svl.infer.transfer import format_transfer, transfer_report
 from svl.infer.zeroshot import evaluate_checkpoint, read_class_list
 
 __all__ = [
@@ -31,6 +34,7 @@ __all__ = [
     "detect",
     "encode",
     "evaluate_checkpoint",
+    "format_transfer",
     "image_descriptors",
     "postprocess",
     "predict_boxes",
@@ -40,5 +44,6 @@ __all__ = [
     "read_class_list",
     "retrieve",
     "segment",
+    "transfer_report",
     "vote_probabilities",
 ]
