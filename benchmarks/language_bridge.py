@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
-import time
 from pathlib import Path
 
 from _summary import run_logged, write_summary  # benchmarks/_summary.py
@@ -46,6 +46,16 @@ def val_metric(run: Path, key: str = "val/gen_cls_acc") -> float | None:
     return last
 
 
+def row_of(out: Path, name: str, seed: int, init: str | None = None) -> dict:
+    s1, s2 = out / f"{name}_s{seed}_stage1", out / f"{name}_s{seed}_stage2"
+    r = json.loads((s2 / "results.json").read_text())
+    row = {"encoder": name, "seed": seed, "init": init, **{k: r.get(k) for k in KEYS}}
+    row["val_gen_cls_acc"] = val_metric(s2)
+    row["energy_snn_mj"] = (r.get("energy_encoder") or {}).get("energy_snn_mj")
+    row["wall_s"] = sum(json.loads((d / "results.json").read_text())["wall_seconds"] for d in (s1, s2))
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
@@ -60,14 +70,13 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    order = {spec.partition("=")[0]: i for i, spec in enumerate(args.encoder)}
     for spec in args.encoder:
         name, _, path = spec.partition("=")
         for seed in args.seeds:
             init = path.replace("{seed}", str(seed))
             base = [sys.executable, "-m", "svl", "finetune", "task=language", f"train.seed={seed}", *args.set]
             s1, s2 = out / f"{name}_s{seed}_stage1", out / f"{name}_s{seed}_stage2"
-            t0 = time.perf_counter()
             if not (s1 / "results.json").exists():
                 run_logged(
                     [
@@ -93,13 +102,11 @@ def main() -> None:
                     s2,
                     args.threads,
                 )
-            r = json.loads((s2 / "results.json").read_text())
-            row = {"encoder": name, "seed": seed, "init": init, **{k: r.get(k) for k in KEYS}}
-            row["val_gen_cls_acc"] = val_metric(s2)
-            row["energy_snn_mj"] = (r.get("energy_encoder") or {}).get("energy_snn_mj")
-            row["wall_s"] = time.perf_counter() - t0
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            print(json.dumps(row_of(out, name, seed, init)), flush=True)
+    # every finished run in OUT, so lanes started separately on one OUT end in one table
+    runs = [re.fullmatch(r"(.*)_s(\d+)_stage2", d.name) for d in sorted(out.glob("*_stage2"))]
+    rows = [row_of(out, m[1], int(m[2])) for m in runs if m and (out / m[0] / "results.json").exists()]
+    rows.sort(key=lambda r: (order.get(r["encoder"], 99), r["seed"]))
     lines = [
         "| encoder | seeds | gen. cls. | probe | gap | yes/no | choice | caption sim. | val gen. cls. "
         "| val probe | mJ/object |",
