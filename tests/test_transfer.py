@@ -103,3 +103,14 @@ def test_cli_table_json_and_errors(calibrated, shared_data, model_checkpoint, tm
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("svl: error:") and says in err[0], err
+
+
+def test_the_downstream_voxel_size_is_the_one_measured(calibrated, shared_data) -> None:
+    _, path = calibrated
+    root = {"root": str(shared_data / "modelnet40")}
+    same = transfer_report(path, "modelnet40", samples=N, batch_size=N, options=root)
+    coarse = transfer_report(path, "modelnet40", samples=N, batch_size=N, options=root, voxel_size=0.08)
+    assert same["voxel_size"] == pytest.approx(0.02) and coarse["voxel_size"] == pytest.approx(0.08)
+    s, c = same["groups"][0], coarse["groups"][0]
+    assert c["sites_ref"] == pytest.approx(s["sites_ref"])  # the reference keeps the checkpoint's voxels
+    assert c["sites"] < s["sites"] / 1.5  # 4x the voxel edge: 1,024 points share fewer voxels

@@ -39,6 +39,7 @@ def run_transfer_command(args: argparse.Namespace) -> int:
         reference=args.reference,
         options=parse_options(args.option),
         seed=args.seed,
+        voxel_size=args.voxel_size,
     )
     print(json.dumps(report, indent=2) if args.json else format_transfer(report))
     return 0
@@ -73,5 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="dataset build option, repeatable; values read as YAML (T=6, encoding=bins, root=DIR)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--voxel-size", type=float, default=None, metavar="M",
+        help="the voxel size your fine-tuning run uses (model.voxel_size; default: the checkpoint's)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.set_defaults(func=run_transfer_command)

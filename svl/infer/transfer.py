@@ -92,14 +92,17 @@ def _input_shape(sample: Mapping[str, Any]) -> tuple[int, int | None]:
     return c, (int(steps.shape[0]) if steps is not None else None)
 
 
-def _model_for(base: nn.Module, checkpoint: Path, sample: Mapping[str, Any], where: str) -> nn.Module:
-    """The checkpoint's encoder reading `sample`'s channels and steps: `base` itself, or a rebuild with
-    the data's in_channels / T and the weights carried over as the event fine-tune does (6 -> 4 channels
-    through `polarity_from_colour`)."""
+def _model_for(
+    base: nn.Module, checkpoint: Path, sample: Mapping[str, Any], where: str, voxel_size: float | None = None
+) -> nn.Module:
+    """The checkpoint's encoder reading `sample`'s channels and steps at `voxel_size` (the downstream
+    config's; default the checkpoint's): `base` itself, or a rebuild with the data's in_channels / T and
+    the weights carried over as the event fine-tune does (6 -> 4 channels through `polarity_from_colour`)."""
     c, steps = _input_shape(sample)
     cin, T = int(base.in_channels), int(base.T)
     fits_c = c == cin or (c == 3 and cin == 6)  # xyz alone gets the missing colour appended
-    if fits_c and steps in (None, T):
+    same_voxel = voxel_size is None or float(voxel_size) == float(getattr(base, "voxel_size", 0.0))
+    if fits_c and steps in (None, T) and same_voxel:
         return base
     if not fits_c and not (cin == 6 and c == 4):
         raise ValueError(
@@ -107,6 +110,8 @@ def _model_for(base: nn.Module, checkpoint: Path, sample: Mapping[str, Any], whe
             "checkpoint is carried over to 4 event channels (x, y, t, polarity)"
         )
     cfg = {**base.model_cfg, "in_channels": c if not fits_c else cin, "T": steps or T}
+    if not same_voxel:
+        cfg["voxel_size"] = float(voxel_size)
     net = create_model(base.model_name, **cfg)
     load_weights(net, checkpoint, base.model_name, adapt=polarity_from_colour, model_cfg=cfg,
                  may_differ=_MAY_DIFFER)  # fmt: skip
@@ -209,11 +214,14 @@ def transfer_report(
     reference: str | None = None,
     options: Mapping[str, Any] | None = None,
     seed: int = 0,
+    voxel_size: float | None = None,
 ) -> dict[str, Any]:
     """What the checkpoint's encoder sees on `samples` seeded samples of `dataset` (built with
     `options`, e.g. {"T": 6, "encoding": "bins"}) vs the `reference` dataset (default: the pretraining
     data its meta names, else modelnet40, at the checkpoint's point count), in eval mode (BN running
-    statistics, nothing updated). Returns {"checkpoint", "dataset", "reference", "groups", "verdict"}.
+    statistics, nothing updated). `voxel_size`: the one the downstream run voxelizes at (a scene config's
+    model.voxel_size), default the checkpoint's; the reference keeps the checkpoint's.
+    Returns {"checkpoint", "dataset", "reference", "groups", "verdict"}.
     """
     path = Path(checkpoint)
     meta = read_meta(path)
@@ -234,7 +242,8 @@ def transfer_report(
     ref_ds = build_dataset(reference, split, num_points=ref_points, seed=seed)
     torch.manual_seed(seed)
     mine = _measure(
-        _model_for(base, path, ds[0], f"{dataset}/{split}"), draw_batches(ds, samples, batch_size, seed)
+        _model_for(base, path, ds[0], f"{dataset}/{split}", voxel_size),
+        draw_batches(ds, samples, batch_size, seed),
     )
     ref = _measure(_model_for(base, path, ref_ds[0], f"{reference}/{split}"),
                    draw_batches(ref_ds, samples, batch_size, seed))  # fmt: skip
@@ -265,9 +274,11 @@ def transfer_report(
         "samples_ref": min(len(ref_ds), int(samples)),
         "points": points,
         "points_ref": points_ref,
-        "voxel_size": float(getattr(base, "voxel_size", 0.0) or 0.0) or None,
+        "voxel_size": voxel_size or float(getattr(base, "voxel_size", 0.0) or 0.0) or None,
         "groups": groups,
-        "verdict": _verdict(groups, float(getattr(base, "voxel_size", 0.0) or 0.0), points, points_ref),
+        "verdict": _verdict(
+            groups, float(voxel_size or getattr(base, "voxel_size", 0.0) or 0.0), points, points_ref
+        ),
     }
 
 
