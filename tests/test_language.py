@@ -322,6 +322,19 @@ def test_bad_inputs_are_one_error_line(stages, tmp_path, run_cli, model_checkpoi
         *SMALL,
     )
     assert code == 2 and err.count("svl: error:") == 1 and "Traceback" not in err
+    # a language-model folder without a config
+    (tmp_path / "not_an_lm").mkdir()
+    code, _, err = run_cli(
+        "finetune",
+        "task=language",
+        f"out_dir={tmp_path / 'r4'}",
+        f"lm.path={tmp_path / 'not_an_lm'}",
+        f"data.root={shared_data / 'modelnet40'}",
+        *SMALL,
+    )
+    assert (
+        code == 2 and err.count("svl: error:") == 1 and "not_an_lm: not a Hugging Face model directory" in err
+    )
     # stage 2 from something that is not a stage-1 checkpoint
     code, _, err = run_cli(
         "finetune", "task=language", "stage=2", f"init={seg}", f"out_dir={tmp_path / 'r3'}"
@@ -334,6 +347,7 @@ def test_chat_answers_through_a_terminal_and_exit_leaves(stages, clouds, tmp_pat
     import select
     import signal
     import subprocess
+    import time
 
     f = tmp_path / "a.npy"
     np.save(f, clouds[0])
@@ -360,8 +374,6 @@ def test_chat_answers_through_a_terminal_and_exit_leaves(stages, clouds, tmp_pat
 
     def read_until(marker: bytes, timeout: float = 120) -> bytes:
         buf = b""
-        import time
-
         end = time.time() + timeout
         while marker not in buf and time.time() < end:
             ready, _, _ = select.select([leader], [], [], 1)
@@ -377,8 +389,15 @@ def test_chat_answers_through_a_terminal_and_exit_leaves(stages, clouds, tmp_pat
         os.write(leader, b"What is this object?\n")
         answer = read_until(b"you> ")
         assert b"svl> " in answer
-        proc.send_signal(signal.SIGINT)  # Ctrl-C at the prompt: a new prompt, the program stays
-        assert b"you> " in read_until(b"you> ") and proc.poll() is None
+        os.write(leader, b"why " * 300 + b"\n")  # longer than the LM's context: one error, a new prompt
+        said = read_until(b"you> ")
+        assert b"svl: error: prompt of" in said and b"context" in said and proc.poll() is None
+        proc.send_signal(signal.SIGINT)  # Ctrl-C at the prompt: the line is dropped, the program stays
+        # (a signal landing between the prompt and the read is handled when the read returns)
+        time.sleep(0.5)
+        os.write(leader, b"\n")
+        again = read_until(b"you> ")
+        assert b"you> " in again and proc.poll() is None, (again, proc.poll())
         os.write(leader, b"exit\n")
         assert proc.wait(timeout=60) == 0
     finally:

@@ -66,6 +66,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
                 question, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                 stop=lambda: stopped["flag"], on_token=lambda step, b=bar: b.update(1),
             )  # fmt: skip
+        except ValueError as e:  # e.g. a question longer than the model's context: say so, ask again
+            print(f"svl: error: {e}", file=sys.stderr)
+            continue
         finally:
             bar.close()
             signal.signal(signal.SIGINT, previous)

@@ -560,8 +560,9 @@ def _pretrain_lm(raw: Path, out: Path, texts: list[str], c: LMSection) -> None:
     bs = 64
     batches = [order[a : a + bs] for order in (g.permutation(len(lines)) for _ in range(c.pretrain_epochs))
                for a in range(0, len(lines), bs)]  # fmt: skip
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, c.pretrain_lr, total_steps=max(len(batches), 1),
-                                                pct_start=0.1)  # fmt: skip
+    total = len(batches)  # one-cycle needs a few steps for its warm-up; a tiny corpus keeps lr constant
+    sched = (torch.optim.lr_scheduler.OneCycleLR(opt, c.pretrain_lr, total_steps=total, pct_start=0.1)
+             if total >= 20 else torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 1.0))  # fmt: skip
     loss = torch.zeros(())
     bar = progress(batches, desc="pretraining the builtin LM")
     for rows in bar:
