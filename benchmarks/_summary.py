@@ -12,6 +12,18 @@ from typing import Any
 from svl.utils import atomic_write
 
 
+def mean_std(values: list[float], digits: int = 2) -> str:
+    """ "m ± s" (sample standard deviation) of a 3-seed column; one value alone as itself, none as "-"."""
+    import statistics
+
+    v = [float(x) for x in values]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{v[0]:.{digits}f}"
+    return f"{statistics.mean(v):.{digits}f} ± {statistics.stdev(v):.{digits}f}"
+
+
 def write_summary(out: Path, text: str, rows: Any) -> None:
     """Print `text` and write it to OUT/summary.md, `rows` to OUT/summary.json (both atomically)."""
     print(text)

@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import sys
 from pathlib import Path
 
-from _summary import run_logged, write_summary  # benchmarks/_summary.py
+from _summary import mean_std, run_logged, write_summary  # benchmarks/_summary.py
 
 KEYS = (
     "gen_cls_acc",
@@ -116,17 +115,10 @@ def main() -> None:
         rs = [r for r in rows if r["encoder"] == name]
 
         def ms(key: str, scale: float = 100.0, rs: list = rs) -> str:
-            v = [r[key] * scale for r in rs if r.get(key) is not None]
-            if not v:
-                return "-"
-            return f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
+            return mean_std([r[key] * scale for r in rs if r.get(key) is not None], 4 if scale == 1.0 else 2)
 
         gaps = [100 * (r["gen_cls_acc"] - r["probe_acc"]) for r in rs]
-        gap = (
-            f"{statistics.mean(gaps):+.2f} ± {statistics.stdev(gaps):.2f}"
-            if len(gaps) > 1
-            else f"{gaps[0]:+.2f}"
-        )
+        gap = mean_std(gaps)
         lines.append(
             f"| {name} | {len(rs)} | {ms('gen_cls_acc')} | {ms('probe_acc')} | {gap} | {ms('yesno_em')} | "
             f"{ms('choice_em')} | {ms('caption_similarity', 1.0)} | {ms('val_gen_cls_acc')} | "

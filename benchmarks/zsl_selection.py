@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
-from _summary import write_summary  # benchmarks/_summary.py
+from _summary import mean_std, write_summary  # benchmarks/_summary.py
 
 from svl.checkpoint import load_checkpoint, save_checkpoint
 
@@ -80,12 +79,9 @@ def main() -> None:
         rs = [r for r in rows if r["variant"] == variant]
         z, h = [100 * r["zsl_top1"] for r in rs], [100 * r["H_calibrated"] for r in rs]
 
-        def ms(v: list[float]) -> str:
-            return f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" if len(v) > 1 else f"{v[0]:.2f}"
-
         lines.append(
-            f"| {variant} | {' / '.join(f'{x:.2f}' for x in z)} | {ms(z)} | "
-            f"{' / '.join(f'{x:.2f}' for x in h)} | {ms(h)} |"
+            f"| {variant} | {' / '.join(f'{x:.2f}' for x in z)} | {mean_std(z)} | "
+            f"{' / '.join(f'{x:.2f}' for x in h)} | {mean_std(h)} |"
         )
     write_summary(out, "\n".join(lines), rows)
 
