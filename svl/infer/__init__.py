@@ -22,12 +22,15 @@ Every checkpoint becomes a model through `svl.models.load_model` (by its kind), 
 
 from svl.infer.classification import classify, encode, predict_scores, vote_probabilities
 from svl.infer.detection import detect, postprocess, predict_boxes
+from svl.infer.language import ChatSession, caption
 from svl.infer.retrieval import image_descriptors, retrieve
 from svl.infer.segmentation import chunk_input, cover, predict_logits, predict_points, segment
 from svl.infer.transfer import format_transfer, transfer_report
 from svl.infer.zeroshot import evaluate_checkpoint, read_class_list
 
 __all__ = [
+    "ChatSession",
+    "caption",
     "chunk_input",
     "classify",
     "cover",
