@@ -34,6 +34,7 @@ __all__ = [
     "random_cloud",
     "random_input",
     "random_voxel_input",
+    "seeded_batches",
     "sparse_point_batch",
 ]
 
@@ -184,25 +185,29 @@ def _is_voxel_model(model: nn.Module) -> bool:
     return False
 
 
-def _seeded_batches(ds: Any, what: str, collate: Any, batch_size: int, batches: int, seed: int) -> list[Any]:
-    n = min(len(ds), batch_size * batches)
-    if n == 0:
-        raise ValueError(f"{what} is empty")
+def seeded_batches(
+    ds: Any, samples: int, batch_size: int, seed: int, collate: Any = collate_points, what: str = "dataset"
+) -> list[Any]:
+    """Collated batches of `samples` seeded random items of `ds` (the same draw for the same seed)."""
+    n = min(len(ds), int(samples))
+    if n < 1:
+        raise ValueError(f"{what} is empty (len {len(ds)}, {samples} samples asked)")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(ds), generator=g)[:n].tolist()
-    return [collate([ds[i] for i in idx[s : s + batch_size]]) for s in range(0, n, batch_size)]
+    bs = max(1, int(batch_size))
+    return [collate([ds[i] for i in idx[s : s + bs]]) for s in range(0, n, bs)]
 
 
 def dataset_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
     """``batches`` collated batches of a seeded random subset of a registered dataset's split."""
     what = f"dataset {dataset!r} split {split!r}"
-    return _seeded_batches(build_dataset(dataset, split), what, collate_points, batch_size, batches, seed)
+    return seeded_batches(build_dataset(dataset, split), batch_size * batches, batch_size, seed, what=what)
 
 
 def image_batches(dataset: str, split: str, batch_size: int, batches: int, seed: int = 0) -> list[Any]:
     """`dataset_batches` of a registered image dataset (an image classifier's real inputs)."""
     ds, what = build_image_dataset(dataset, split), f"image dataset {dataset!r} split {split!r}"
-    return _seeded_batches(ds, what, collate_images, batch_size, batches, seed)
+    return seeded_batches(ds, batch_size * batches, batch_size, seed, collate_images, what)
 
 
 def measure_model(

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from svl.data import build_dataset
-from svl.data.batch import collate_points
+from svl.energy.measure import seeded_batches
 from svl.models import create_model, load_weights
 from svl.models.loading import polarity_from_colour, read_meta
 from svl.sparse import SparseBatchNorm, SparseTensor
@@ -60,15 +60,8 @@ _MAY_DIFFER = ("T", "in_channels", "voxel_size")  # as the event fine-tune loads
 
 
 def draw_batches(ds: Any, samples: int, batch_size: int, seed: int) -> list[Any]:
-    """Collated batches of `samples` seeded random items of `ds` (the same draw for the same seed)."""
-    n = min(len(ds), int(samples))
-    if n < 1:
-        raise ValueError(
-            f"{getattr(ds, 'name', 'dataset')}: no samples to draw (len {len(ds)}, asked {samples})"
-        )
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    bs = max(1, int(batch_size))
-    return [collate_points([ds[i] for i in idx[s : s + bs]]) for s in range(0, n, bs)]
+    """Collated batches of `samples` seeded random items of `ds`, drawn as the energy meter draws them."""
+    return seeded_batches(ds, samples, batch_size, seed, what=getattr(ds, "name", "dataset"))
 
 
 def _groups(model: nn.Module) -> list[tuple[str, nn.Module]]:

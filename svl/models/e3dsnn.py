@@ -193,10 +193,13 @@ class E3DSNN(nn.Module):
             x = s(x)
         return self.sn_out(x)
 
-    def forward(self, batch: Any) -> Tensor:
-        sp = _sparse()
-        out = sp.global_mean_pool(self.head(self.forward_features(batch)))
+    def forward_head(self, st: Any) -> Tensor:
+        """Final-stage spikes (`forward_features`) -> (B, out_dim): the head, mean over sites and T."""
+        out = _sparse().global_mean_pool(self.head(st))
         return out.mean(0) if self.T > 1 else out
+
+    def forward(self, batch: Any) -> Tensor:
+        return self.forward_head(self.forward_features(batch))
 
 
 ENCODER_PREFIXES = ("stem.", "stages.")  # the encoder part every E-3DSNN-based model shares, by name

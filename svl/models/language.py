@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from svl.checkpoint import load_checkpoint, load_state_into, read_checkpoint_meta
 from svl.models.loading import create_model, register_checkpoint_kind, wrong_checkpoint
 from svl.utils import set_offline
 
@@ -39,6 +40,7 @@ __all__ = [
     "load_bridge",
     "load_lm",
     "render_text",
+    "save_lm",
 ]
 
 LANGUAGE_KIND = "svl-language"
@@ -125,11 +127,17 @@ def build_small_lm(
         bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, pad_token_id=fast.pad_token_id,
         tie_word_embeddings=True,
     )  # fmt: skip
-    lm = LlamaForCausalLM(cfg)
+    return save_lm(LlamaForCausalLM(cfg), fast, out)
+
+
+def save_lm(lm: nn.Module, tokenizer: Any, out: str | os.PathLike[str]) -> Path:
+    """An LM and its tokenizer as a Hugging Face folder, written whole or not at all (a temporary
+    folder renamed into place); a folder another process finished first is kept."""
+    out = Path(out)
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     lm.save_pretrained(tmp)
-    fast.save_pretrained(tmp)
-    if out.exists():  # another process built the same folder meanwhile: keep the first
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
         shutil.rmtree(tmp)
     else:
         os.replace(tmp, out)
@@ -288,13 +296,9 @@ class PointLanguageModel(nn.Module):
 
     def encoder_tokens(self, points: Any) -> tuple[Tensor, Tensor]:
         """The encoder's (region tokens (B, K, C), global embedding (B, D)) of a points batch."""
-        from svl.sparse import conv as sp
-
         with torch.set_grad_enabled(self.tune_encoder and torch.is_grad_enabled()):
             st = self.encoder.forward_features(points)
-            g = sp.global_mean_pool(self.encoder.head(st))
-            g = g.mean(0) if g.dim() == 3 else g
-            return grid_tokens(st, self.grid), g
+            return grid_tokens(st, self.grid), self.encoder.forward_head(st)
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -456,8 +460,6 @@ def load_bridge(
 ) -> PointLanguageModel:
     """The bridge a `svl-language` checkpoint holds, with its LM from the folder it names (or
     `lm_path`: the same model moved elsewhere; its config must match)."""
-    from svl.checkpoint import load_checkpoint, read_checkpoint_meta
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
@@ -477,17 +479,14 @@ def load_bridge(
     if info.get("fingerprint") and lm_fingerprint(where) != info["fingerprint"]:
         raise ValueError(f"{p}: {where} holds another language model than the one it was trained with")
     lm, tok = load_lm(where)
-    encoder = create_model(meta["model"], **(meta.get("model_cfg") or {}))
-    encoder.model_name, encoder.model_cfg = meta["model"], dict(meta.get("model_cfg") or {})
-    encoder.pretrained_cfg = dict(meta.get("contract") or {})
+    encoder = create_model(meta["model"], **(meta.get("model_cfg") or {}))  # weights: below, with the rest
+    encoder.pretrained_cfg = dict(meta.get("contract") or encoder.pretrained_cfg)
     b = meta.get("bridge") or {}
     model = PointLanguageModel(
         encoder, lm, tok, grid=int(b.get("grid", 2)), hidden=int(b.get("hidden", 256)),
         lm_tune=str(info.get("tune", "frozen")), lora=info.get("lora"),
     )  # fmt: skip
     tensors, _ = load_checkpoint(p)
-    from svl.checkpoint import load_state_into
-
     load_state_into(model, tensors, where=p)
     model.meta = meta
     return model.eval()

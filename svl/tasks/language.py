@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from svl.data import build_dataset
+from svl.data import build_dataset, load_points, prepare
 from svl.data.instructions import (
     Conversation,
     exact_match,
@@ -44,10 +44,11 @@ from svl.data.instructions import (
     modelnet40_conversations,
     read_conversations,
 )
-from svl.data.splits import stratified_holdout
+from svl.data.splits import Subset, cap_per_class, stratified_holdout
 from svl.energy import energy_per_sample
-from svl.models import create_model, load_weights
+from svl.models import create_model
 from svl.models.language import (
+    IGNORE_INDEX,
     LANGUAGE_KIND,
     LM_TUNE,
     PointLanguageModel,
@@ -58,6 +59,7 @@ from svl.models.language import (
     load_bridge,
     load_lm,
     render_text,
+    save_lm,
 )
 from svl.models.loading import read_meta
 from svl.tasks.base import SCRATCH, ModelSection, Task, TrainParts, register_task
@@ -157,6 +159,7 @@ class _Conversations:
 
     def __init__(self, convs: list[Conversation], shapes: Any, rows: list[int], tokens: Any = None) -> None:
         self.convs, self.shapes, self.rows, self.tokens = convs, shapes, rows, tokens
+        self.base = shapes  # what `files_up_axis` reads through a view
 
     def __len__(self) -> int:
         return len(self.convs)
@@ -191,8 +194,6 @@ class _FileShapes:
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from svl.data import load_points, prepare
-
         s = prepare(load_points(self.files[i]), None, num_points=self.num_points, seed=self.seed + i,
                     where=str(self.files[i]))  # fmt: skip
         return {"xyz": s["xyz"]}
@@ -231,8 +232,8 @@ class LanguageTask(Task):
         train, test = build_dataset("modelnet40", "train", **kw), build_dataset("modelnet40", "test", **kw)
         self.classes = [c.replace("_", " ") for c in train.classes]
         y_tr, y_te = np.asarray(train.labels()), np.asarray(test.labels())
-        tr_idx = _cap(np.arange(len(y_tr)), y_tr, d.train_per_class)
-        te_idx = _cap(np.arange(len(y_te)), y_te, d.test_per_class)
+        tr_idx = cap_per_class(np.arange(len(y_tr)), y_tr, d.train_per_class)
+        te_idx = cap_per_class(np.arange(len(y_te)), y_te, d.test_per_class)
         tr_idx, va_idx = stratified_holdout(y_tr, tr_idx, d.val_fraction, d.val_seed) if d.val_fraction else (
             tr_idx, np.zeros(0, np.int64))  # fmt: skip
         self.shapes = {"train": train, "test": test}
@@ -307,20 +308,16 @@ class LanguageTask(Task):
 
     def build_encoder(self) -> nn.Module:
         m, init = self.cfg.model, self.cfg.init
-        if init in SCRATCH:
-            enc = create_model(m.name, **m.builder_kwargs())
-        else:
-            held = self.init_meta.get("model")
-            if held is None:
-                raise ValueError(f"init: {init} names no model; give an svl 3D checkpoint")
-            enc = create_model(held, **(self.init_meta.get("model_cfg") or {}))
-            load_weights(enc, init, held, part="model", key="init")
-            enc.model_name, enc.model_cfg = held, dict(self.init_meta.get("model_cfg") or {})
-        if not hasattr(enc, "forward_features") or not hasattr(enc, "embed_dim_in"):
+        # an svl 3D checkpoint (pretraining or fine-tuned) builds the encoder it names, with its weights
+        enc = (
+            create_model(m.name, **m.builder_kwargs())
+            if init in SCRATCH
+            else create_model(None, pretrained=init)
+        )
+        if not all(hasattr(enc, a) for a in ("forward_features", "forward_head", "embed_dim_in")):
             raise ValueError(
                 "the language bridge reads a 3D encoder's spike tokens; "
-                f"{getattr(enc, 'model_name', m.name)} "
-                "is not an E-3DSNN-style point encoder"
+                f"{getattr(enc, 'model_name', m.name)} is not an E-3DSNN-style point encoder"
             )
         return enc
 
@@ -378,9 +375,6 @@ class LanguageTask(Task):
         tokens = self.tokens.get(src) if self.tokens else None
         return _Conversations(convs, self.shapes[src], [c.index for c in convs], tokens)
 
-    def files_meta(self) -> dict[str, Any]:
-        return {"files_up_axis": "z"} if self.cfg.data.dataset == "modelnet40" else {}
-
     # -- validation and evaluation -------------------------------------------------------------
     @property
     def has_validation(self) -> bool:
@@ -437,32 +431,31 @@ class LanguageTask(Task):
             result.update(self._probe())
         if self.cfg.eval.energy and test:
             result["energy_encoder"] = energy_per_sample(
-                self.model.encoder, _Points(self.shapes["test"], self.index["test"])
+                self.model.encoder, Subset(self.shapes["test"], self.index["test"])
             )
         result["lm_flops_per_token"] = lm_flops_per_token(self.model.lm, 64)
         return result
 
     def _score(self, convs: list[Conversation]) -> dict[str, Any]:
         answers = self.answers(convs, "test")
-        by: dict[str, list[tuple[Conversation, str]]] = {}
-        for c, a in zip(convs, answers):
-            by.setdefault(c.kind, []).append((c, a))
+        # each answer judged once: class-name matching for "what", exact match for yes/no and choice
+        judged = [
+            generative_correct(a, c.label, self.classes) if c.kind == "what"
+            else exact_match(a, c.answer) if c.kind in ("yesno", "choice") else None
+            for c, a in zip(convs, answers)
+        ]  # fmt: skip
         res: dict[str, Any] = {"n_test_conversations": len(convs)}
-        if "what" in by:
-            ok = [generative_correct(a, c.label, self.classes) for c, a in by["what"]]
-            res["gen_cls_acc"] = float(np.mean(ok))
-            res["n_gen_cls"] = len(ok)
-        for kind, key in (("yesno", "yesno_em"), ("choice", "choice_em")):
-            if kind in by:
-                res[key] = float(np.mean([exact_match(a, c.answer) for c, a in by[kind]]))
-        if "caption" in by:
-            res["caption_similarity"] = _similarity([a for _, a in by["caption"]],
-                                                    [c.answer for c, _ in by["caption"]])  # fmt: skip
+        for kind, key in (("what", "gen_cls_acc"), ("yesno", "yesno_em"), ("choice", "choice_em")):
+            ok = [j for c, j in zip(convs, judged) if c.kind == kind]
+            if ok:
+                res[key] = float(np.mean(ok))
+        res["n_gen_cls"] = sum(c.kind == "what" for c in convs)
+        caps = [(c, a) for c, a in zip(convs, answers) if c.kind == "caption"]
+        if caps:
+            res["caption_similarity"] = _similarity([a for _, a in caps], [c.answer for c, _ in caps])
         res["answer_words"] = float(np.mean([len(a.split()) for a in answers])) if answers else 0.0
         with atomic_write(self.out / "answers.jsonl", "w") as fh:  # every answer, to read or re-score
-            for c, a in zip(convs, answers):
-                ok = (generative_correct(a, c.label, self.classes) if c.kind == "what"
-                      else exact_match(a, c.answer) if c.kind in ("yesno", "choice") else None)  # fmt: skip
+            for c, a, ok in zip(convs, answers, judged):
                 fh.write(json.dumps({"object_id": c.object_id, "kind": c.kind, "label": c.label,
                                      "question": c.question, "reference": c.answer, "answer": a,
                                      "correct": ok}) + "\n")  # fmt: skip
@@ -517,25 +510,6 @@ class LanguageTask(Task):
         return "\n".join(lines)
 
 
-class _Points:
-    """The shapes of a split at `idx`, as the energy meter reads them."""
-
-    def __init__(self, ds: Any, idx: np.ndarray) -> None:
-        self.ds, self.idx = ds, idx
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"xyz": self.ds[int(self.idx[i])]["xyz"], "label": 0, "index": i}
-
-
-def _cap(idx: np.ndarray, y: np.ndarray, per_class: int | None) -> np.ndarray:
-    from svl.data.splits import cap_per_class
-
-    return cap_per_class(idx, y, per_class)
-
-
 def _similarity(a: list[str], b: list[str]) -> float:
     """Mean cosine of MiniLM sentence embeddings of generated vs reference captions."""
     from svl.teachers import create_teacher
@@ -547,7 +521,6 @@ def _similarity(a: list[str], b: list[str]) -> float:
 
 def _pretrain_lm(raw: Path, out: Path, texts: list[str], c: LMSection) -> None:
     """Causal-LM pretraining of the builtin model on the corpus text (every token), saved atomically."""
-    import os
     import shutil
 
     lm, tok = load_lm(raw)
@@ -567,20 +540,13 @@ def _pretrain_lm(raw: Path, out: Path, texts: list[str], c: LMSection) -> None:
     bar = progress(batches, desc="pretraining the builtin LM")
     for rows in bar:
         enc = tok([lines[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
-        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
+        labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE_INDEX)
         loss = lm(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=labels).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-    lm.eval()
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    lm.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(tmp)
-    else:
-        os.replace(tmp, out)
+    save_lm(lm.eval(), tok, out)
     shutil.rmtree(raw, ignore_errors=True)
     log.info("builtin LM pretrained: last loss %.3f, saved to %s", loss.item(), out)
