@@ -114,3 +114,19 @@ def test_the_downstream_voxel_size_is_the_one_measured(calibrated, shared_data) 
     s, c = same["groups"][0], coarse["groups"][0]
     assert c["sites_ref"] == pytest.approx(s["sites_ref"])  # the reference keeps the checkpoint's voxels
     assert c["sites"] < s["sites"] / 1.5  # 4x the voxel edge: 1,024 points share fewer voxels
+
+
+def test_xyz_scale_shows_the_encoder_a_fine_tune_would_start_from(calibrated, shared_data) -> None:
+    """Clouds 10x larger at a 10x voxel through `xyz_scale=10` are, to the encoder, its reference clouds:
+    same sites, same BN inputs; without it the stem's BN input variance is far off."""
+    _, path = calibrated
+    opts = {"root": str(shared_data / "modelnet40"), "transforms": SCALE_10}
+    kw = {"samples": N, "batch_size": N, "options": opts, "voxel_size": 0.2}
+    raw = transfer_report(path, "modelnet40", **kw)
+    fixed = transfer_report(path, "modelnet40", **kw, xyz_scale=10.0)
+    for g in fixed["groups"]:
+        assert g["sites"] == pytest.approx(g["sites_ref"])
+        if g["group"] != "sn_out":
+            assert g["bn_mean_shift"] < 0.05 and abs(g["bn_logvar_shift"]) < 0.05, g
+    assert raw["groups"][0]["bn_logvar_shift"] > BN_LOGVAR_SHIFT
+    assert not [v for v in fixed["verdict"] if "BN" in v]

@@ -40,6 +40,7 @@ def run_transfer_command(args: argparse.Namespace) -> int:
         options=parse_options(args.option),
         seed=args.seed,
         voxel_size=args.voxel_size,
+        xyz_scale=args.xyz_scale,
     )
     print(json.dumps(report, indent=2) if args.json else format_transfer(report))
     return 0
@@ -77,6 +78,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--voxel-size", type=float, default=None, metavar="M",
         help="the voxel size your fine-tuning run uses (model.voxel_size; default: the checkpoint's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--xyz-scale", type=float, default=1.0, metavar="S",
+        help="your fine-tune's transfer.xyz_scale: the encoder as that run starts (default 1: as pretrained)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
     p.set_defaults(func=run_transfer_command)

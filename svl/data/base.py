@@ -133,6 +133,7 @@ def build_dataset(
     *,
     num_points: int | None = None,
     augment: bool = False,
+    extra_augment: Sequence[Any] = (),
     seed: int = 0,
     all_points: bool = False,
     **kwargs: Any,
@@ -141,8 +142,9 @@ def build_dataset(
 
     transforms: a Compose / spec list (see svl.data.transforms); None = the default pipeline:
     resample to `num_points` (random when augmenting, farthest-point otherwise) and, with
-    `augment`, the OpenShape augmentations. A dataset that takes num_points (events, per-point
-    labels, users' files) samples itself instead. Extra kwargs go to the dataset (e.g. variant=).
+    `augment`, the OpenShape augmentations, then `extra_augment` (transform specs). A dataset that
+    takes num_points (events, per-point labels, users' files) samples itself instead. Extra kwargs go
+    to the dataset (e.g. variant=).
     all_points: every sample holds every point as stored (a dataset that samples itself gets
     num_points=None, not its own default), for scoring each original point (`num_points` unused).
     """
@@ -158,7 +160,7 @@ def build_dataset(
         if num_points is not None:
             spec.append({"name": "random_sample" if augment else "fps", "num_points": int(num_points)})
         if augment:
-            spec.append("openshape_augment")
+            spec += ["openshape_augment", *extra_augment]
         transforms = spec
     tf = transforms if isinstance(transforms, Compose) else build_transforms(transforms)
     return builder(split=split, root=root, transforms=tf, seed=seed, **kwargs)

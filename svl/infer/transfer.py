@@ -86,8 +86,9 @@ def _input_shape(sample: Mapping[str, Any]) -> tuple[int, int | None]:
 
 
 def _model_for(
-    base: nn.Module, checkpoint: Path, sample: Mapping[str, Any], where: str, voxel_size: float | None = None
-) -> nn.Module:
+    base: nn.Module, checkpoint: Path, sample: Mapping[str, Any], where: str, voxel_size: float | None = None,
+    xyz_scale: float = 1.0,
+) -> nn.Module:  # fmt: skip
     """The checkpoint's encoder reading `sample`'s channels and steps at `voxel_size` (the downstream
     config's; default the checkpoint's): `base` itself, or a rebuild with the data's in_channels / T and
     the weights carried over as the event fine-tune does (6 -> 4 channels through `polarity_from_colour`)."""
@@ -95,7 +96,7 @@ def _model_for(
     cin, T = int(base.in_channels), int(base.T)
     fits_c = c == cin or (c == 3 and cin == 6)  # xyz alone gets the missing colour appended
     same_voxel = voxel_size is None or float(voxel_size) == float(getattr(base, "voxel_size", 0.0))
-    if fits_c and steps in (None, T) and same_voxel:
+    if fits_c and steps in (None, T) and same_voxel and xyz_scale == 1.0:
         return base
     if not fits_c and not (cin == 6 and c == 4):
         raise ValueError(
@@ -107,7 +108,7 @@ def _model_for(
         cfg["voxel_size"] = float(voxel_size)
     net = create_model(base.model_name, **cfg)
     load_weights(net, checkpoint, base.model_name, adapt=polarity_from_colour, model_cfg=cfg,
-                 may_differ=_MAY_DIFFER)  # fmt: skip
+                 may_differ=_MAY_DIFFER, xyz_scale=xyz_scale)  # fmt: skip
     return net.eval()
 
 
@@ -208,12 +209,14 @@ def transfer_report(
     options: Mapping[str, Any] | None = None,
     seed: int = 0,
     voxel_size: float | None = None,
+    xyz_scale: float = 1.0,
 ) -> dict[str, Any]:
     """What the checkpoint's encoder sees on `samples` seeded samples of `dataset` (built with
     `options`, e.g. {"T": 6, "encoding": "bins"}) vs the `reference` dataset (default: the pretraining
     data its meta names, else modelnet40, at the checkpoint's point count), in eval mode (BN running
     statistics, nothing updated). `voxel_size`: the one the downstream run voxelizes at (a scene config's
-    model.voxel_size), default the checkpoint's; the reference keeps the checkpoint's.
+    model.voxel_size), default the checkpoint's; the reference keeps the checkpoint's. `xyz_scale`: the
+    fine-tune's `transfer.xyz_scale` (the encoder as that run would start from the checkpoint).
     Returns {"checkpoint", "dataset", "reference", "groups", "verdict"}.
     """
     path = Path(checkpoint)
@@ -235,7 +238,7 @@ def transfer_report(
     ref_ds = build_dataset(reference, split, num_points=ref_points, seed=seed)
     torch.manual_seed(seed)
     mine = _measure(
-        _model_for(base, path, ds[0], f"{dataset}/{split}", voxel_size),
+        _model_for(base, path, ds[0], f"{dataset}/{split}", voxel_size, xyz_scale),
         draw_batches(ds, samples, batch_size, seed),
     )
     ref = _measure(_model_for(base, path, ref_ds[0], f"{reference}/{split}"),

@@ -17,6 +17,7 @@ architecture gets `wrong_checkpoint`'s one message, which names both.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -143,11 +144,49 @@ def _own_tensors(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return dict(tensors)
 
 
-def _load_stem(model: nn.Module, path: Path, arch: str, tensors: Mapping[str, Tensor], key: str) -> None:
+# The E-3DSNN input convolution: its weight is (27, C_in, C) with x, y, z (or x, y, t) in columns 0-2.
+INPUT_CONV = "stem.0.conv.weight"
+
+
+def _transfer(
+    tensors: dict[str, Tensor], stages: int | None, xyz_scale: float, path: Path, key: str
+) -> tuple[dict[str, Tensor], tuple[str, ...]]:
+    """What of a pretrained encoder to carry over: the stem plus the first `stages` stages (None = all;
+    the prefixes of the rest are returned so they stay as built), and the input convolution's
+    coordinate columns divided by `xyz_scale` (the downstream frame is that many times the
+    pretraining's: a 6 m scene against a unit sphere), so the stem responds to the downstream
+    coordinates as it did to the pretraining's."""
+    lead = f"{key}: " if key else ""
+    if not (math.isfinite(xyz_scale) and xyz_scale > 0):
+        raise ValueError(f"{lead}transfer.xyz_scale must be a positive number, got {xyz_scale}")
+    drop: tuple[str, ...] = ()
+    if stages is not None:
+        held = sorted({int(k.split(".")[1]) for k in tensors if k.startswith("stages.")})
+        if not 0 <= stages <= len(held):
+            raise ValueError(
+                f"{lead}transfer.stages must be 0 (stem only) to {len(held)} (all of {path}'s stages), "
+                f"got {stages}"
+            )
+        drop = tuple(f"stages.{i}." for i in held[stages:])
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(drop)}
+    if xyz_scale != 1.0:
+        if INPUT_CONV not in tensors:
+            raise ValueError(f"{lead}{path} has no input convolution {INPUT_CONV!r} to rescale")
+        w = tensors[INPUT_CONV].clone()
+        w[:, :3] /= xyz_scale
+        tensors = {**tensors, INPUT_CONV: w}
+    return tensors, drop
+
+
+def _load_stem(
+    model: nn.Module, path: Path, arch: str, tensors: Mapping[str, Tensor], key: str,
+    stages: int | None = None, xyz_scale: float = 1.0,
+) -> None:  # fmt: skip
     """The E-3DSNN stem and stages of `path` into the model's encoder part; the rest stays as built."""
     prefixes = model_info(arch).encoder_prefixes
     state = {k.removeprefix("encoder."): v for k, v in tensors.items()}
-    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes)}
+    state, drop = _transfer(state, stages, xyz_scale, path, key)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(prefixes) and not k.startswith(drop)}
     if not any(k in state for k in own):
         raise ValueError(f"{key}: {path} holds no E-3DSNN stem / stage weights")
     missing = [k for k in own if k not in state]
@@ -176,6 +215,8 @@ def load_weights(
     model_cfg: Mapping[str, Any] | None = None,
     may_differ: Sequence[str] = (),
     key: str = "",
+    stages: int | None = None,
+    xyz_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Load an svl checkpoint (a bare model or a run's ``encoder.*``) into ``model``; returns its meta.
 
@@ -185,6 +226,7 @@ def load_weights(
     keep: more name prefixes that stay the model's own. adapt(tensors, model_state): reshape the
       checkpoint's tensors first (other input channels). model_cfg + may_differ: refuse a checkpoint
       trained with other input settings except those named. key: the config key in errors ("init").
+    stages, xyz_scale: how much of an encoder to carry over and in which frame (`_transfer`).
     """
     if part not in PARTS:
         raise ValueError(f"load_weights: part must be one of {PARTS}, got {part!r}")
@@ -200,13 +242,16 @@ def load_weights(
         _check_settings(p, meta, model_cfg, may_differ, key)
     tensors, _ = load_checkpoint(p)
     if part == "stem":
-        _load_stem(model, p, arch, tensors, key or "init")
+        _load_stem(model, p, arch, tensors, key or "init", stages, xyz_scale)
         return meta
     tensors = _own_tensors(tensors)
     if not tensors:
         raise ValueError(f"{p}: the checkpoint holds no weights")
     if adapt is not None:
         tensors = adapt(tensors, model.state_dict())
+    if stages is not None or xyz_scale != 1.0:
+        tensors, drop = _transfer(tensors, stages, xyz_scale, p, key)
+        keep = (*keep, *drop)
     keep = (*keep, "head.") if part == "encoder" else tuple(keep)
     if keep:
         own = {k: v for k, v in model.state_dict().items() if k.startswith(tuple(keep))}

@@ -97,7 +97,10 @@ class AlignedPretrainTask(PretrainTask):
         seed_everything(cfg.seed)
         d = cfg.data
         kw = {"root": d.root, "seed": cfg.seed, **dict(d.options)}
-        self.train_aug = build_dataset(d.dataset, "train", num_points=d.num_points, augment=d.augment, **kw)
+        self.train_aug = build_dataset(
+            d.dataset, "train", num_points=d.num_points, augment=d.augment,
+            extra_augment=d.augment_extra, **kw,
+        )  # fmt: skip
         self.train_plain = build_dataset(d.dataset, "train", num_points=d.num_points, **kw)
         self.precomputed = bool(getattr(self.train_plain, "provides_targets", False))
         # No texts and no stored targets: image-only alignment (rendered views + MSE), which never

@@ -45,6 +45,7 @@ __all__ = [
     "SCRATCH",
     "ModelSection",
     "Task",
+    "TransferSection",
     "TrainParts",
     "load_task_config",
     "register_task",
@@ -69,6 +70,26 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
 # ----------------------------------------------------------------------------- config sections
 SCRATCH = ("", "scratch", None)
+
+
+@dataclass
+class TransferSection:
+    """How much of the `init` encoder a fine-tune carries over, and in which frame (issue 30's levers;
+    benchmarks/RESULTS.md): `stages` = the stem plus the first k encoder stages (None = all, 0 = stem
+    only; the rest start as built), `xyz_scale` = how many times the pretraining frame the downstream
+    coordinates are (the input convolution's coordinate weights are divided by it)."""
+
+    stages: int | None = None
+    xyz_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.stages is not None and (isinstance(self.stages, bool) or int(self.stages) < 0):
+            raise ValueError(f"transfer.stages must be None (all) or >= 0, got {self.stages!r}")
+        if not (math.isfinite(float(self.xyz_scale)) and float(self.xyz_scale) > 0):
+            raise ValueError(f"transfer.xyz_scale must be a positive number, got {self.xyz_scale!r}")
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"stages": self.stages, "xyz_scale": float(self.xyz_scale)}
 
 
 @dataclass

@@ -133,7 +133,9 @@ class DenseTask(Task):
         and stages its registry entry declares) from an svl checkpoint of that encoder."""
         net = create_model(self.cfg.model.name, **self.model_cfg())
         if self.cfg.init not in SCRATCH:
-            load_weights(net, self.cfg.init, self.cfg.model.name, part="stem", key="init")
+            load_weights(
+                net, self.cfg.init, self.cfg.model.name, part="stem", key="init", **self.cfg.transfer.kwargs()
+            )
         return net
 
     @property

@@ -31,7 +31,7 @@ from svl.eval.detection import evaluate_detection
 from svl.infer import predict_boxes
 from svl.models.loading import DETECTOR_KIND
 from svl.models.wrappers import Detector, remap_labels
-from svl.tasks.base import ModelSection, TrainParts, register_task
+from svl.tasks.base import ModelSection, TrainParts, TransferSection, register_task
 from svl.tasks.dense import DenseTask, SceneData
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
@@ -104,6 +104,7 @@ class DetectionConfig:
     task: str = "detection"
     model: DetModel = field(default_factory=DetModel)
     init: str = "scratch"  # or an svl checkpoint whose E-3DSNN encoder starts the detector's encoder
+    transfer: TransferSection = field(default_factory=TransferSection)
     data: DetData = field(default_factory=DetData)
     eval: DetEval = field(default_factory=DetEval)
     train: TrainConfig = field(default_factory=_det_train)

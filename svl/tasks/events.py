@@ -106,6 +106,7 @@ class EventClassificationTask(ClassificationTask):
         return load_weights(
             enc, init, self.cfg.model.name, part="encoder", model_cfg=self.model_cfg(),
             may_differ=("T", "in_channels", "voxel_size"), adapt=polarity_from_colour, key="init",
+            **self.cfg.transfer.kwargs(),
         )  # fmt: skip
 
     def meta(self) -> dict[str, Any]:

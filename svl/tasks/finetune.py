@@ -38,7 +38,7 @@ from svl.models.heads import attach_head, head_affine, load_head, pooled_feature
 from svl.models.loading import CLASSIFIER_KIND
 from svl.models.wrappers import Classifier, FeatureProbe
 from svl.plots import plot_confusion
-from svl.tasks.base import SCRATCH, ModelSection, Task, TrainParts, register_task
+from svl.tasks.base import SCRATCH, ModelSection, Task, TrainParts, TransferSection, register_task
 from svl.train.bn import precise_bn
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
@@ -139,6 +139,7 @@ class FinetuneConfig:
     model: ModelSection = field(default_factory=ModelSection)
     # "scratch", or an svl checkpoint whose encoder weights start the run (a new head).
     init: str = "scratch"
+    transfer: TransferSection = field(default_factory=TransferSection)
     # A Rep-VLI head file built for `init`: the classifier starts from the zero-shot head.
     head: str | None = None
     mode: str = "full"  # "full" fine-tuning | "linear_probe" (frozen encoder)
@@ -286,8 +287,9 @@ class ClassificationTask(Task):
     def load_init(self, enc: nn.Module, init: str) -> dict[str, Any]:
         """An svl checkpoint's encoder, all but its head (the run's K-way head starts new)."""
         return load_weights(
-            enc, init, self.cfg.model.name, part="encoder", model_cfg=self.model_cfg(), key="init"
-        )
+            enc, init, self.cfg.model.name, part="encoder", model_cfg=self.model_cfg(), key="init",
+            **self.cfg.transfer.kwargs(),
+        )  # fmt: skip
 
     def _check_color(self, init: str) -> None:
         held = (self.init_meta.get("contract") or {}).get("color")

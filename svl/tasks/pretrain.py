@@ -47,6 +47,9 @@ class DataSection:
     root: str | None = None
     num_points: int = 1024
     augment: bool = True
+    # More training transforms after the OpenShape ones (specs as in svl.data.transforms), e.g. a
+    # wider `random_scale` so one encoder also sees shapes at the sizes scenes and events give them.
+    augment_extra: list[Any] = field(default_factory=list)
     # Seen classes kept out of training so GZSL calibration and checkpoint selection can be done on
     # classes the model has never been trained on, without looking at the test split.
     pseudo_unseen: int = 5
@@ -225,7 +228,10 @@ class PretrainTask(Task):
         seed_everything(cfg.seed)
         d = cfg.data
         kw = {"root": d.root, "seed": cfg.seed}
-        self.train_aug = build_dataset(d.dataset, "train", num_points=d.num_points, augment=d.augment, **kw)
+        self.train_aug = build_dataset(
+            d.dataset, "train", num_points=d.num_points, augment=d.augment,
+            extra_augment=d.augment_extra, **kw,
+        )  # fmt: skip
         self.train_plain = build_dataset(d.dataset, "train", **kw)
         self.val_plain = build_dataset(d.dataset, "val", **kw)
         self.classes = list(self.train_plain.classes)

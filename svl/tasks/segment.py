@@ -28,7 +28,7 @@ from svl.eval.segmentation import part_miou, segmentation_metrics
 from svl.infer import chunk_input, cover, predict_points
 from svl.models.loading import SEGMENTER_KIND
 from svl.models.wrappers import IGNORE, Segmenter
-from svl.tasks.base import ModelSection, TrainParts, register_task
+from svl.tasks.base import ModelSection, TrainParts, TransferSection, register_task
 from svl.tasks.dense import DenseTask, SceneData
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
@@ -82,6 +82,7 @@ class SegmentationConfig:
     task: str = "segmentation"
     model: ModelSection = field(default_factory=_seg_model)
     init: str = "scratch"  # or an svl checkpoint whose E-3DSNN encoder starts the U-Net's encoder
+    transfer: TransferSection = field(default_factory=TransferSection)
     data: SegData = field(default_factory=SegData)
     eval: SegEval = field(default_factory=SegEval)
     train: TrainConfig = field(default_factory=_seg_train)

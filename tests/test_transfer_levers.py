@@ -1,0 +1,121 @@
+"""Issue 30's transfer levers: how much of a pretrained encoder a fine-tune loads (`transfer.stages`),
+in which frame (`transfer.xyz_scale`), and the pretraining's extra augmentation (`data.augment_extra`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from svl.checkpoint import save_checkpoint
+from svl.config import load_config
+from svl.data import build_dataset, collate_points
+from svl.models import create_model, load_weights
+from svl.tasks.base import TransferSection
+from svl.tasks.finetune import FinetuneConfig
+from svl.tasks.pretrain import PretrainConfig
+
+TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8], "depth": 1, "out_dim": 16}
+
+
+@pytest.fixture()
+def pretrained(tmp_path, calibrate_bn, shared_data):
+    torch.manual_seed(0)
+    src = create_model("e3dsnn_t", **TINY, voxel_size=0.02)
+    # BN statistics of real clouds: it fires as a trained network does, and a wrong copy shows
+    ds = build_dataset("modelnet40", "train", root=shared_data / "modelnet40", num_points=512)
+    calibrate_bn(src, collate_points([ds[i] for i in range(8)]))
+    meta = {"model": "e3dsnn_t", "model_cfg": {**TINY, "voxel_size": 0.02}, "kind": "svl-pretrain"}
+    return src, save_checkpoint(
+        tmp_path / "p.safetensors", {f"encoder.{k}": v for k, v in src.state_dict().items()}, meta
+    )
+
+
+def _fresh(**kw):
+    torch.manual_seed(1)
+    return create_model("e3dsnn_t", **{**TINY, **kw})
+
+
+@pytest.mark.parametrize("stages", [0, 2, 4, None])
+def test_stages_loads_the_stem_and_the_first_k_stages(pretrained, stages) -> None:
+    src, path = pretrained
+    dst = _fresh()
+    built = {k: v.clone() for k, v in dst.state_dict().items()}
+    load_weights(dst, path, "e3dsnn_t", part="encoder", stages=stages)
+    k_all = 4 if stages is None else stages
+    for k, v in dst.state_dict().items():
+        if k.startswith("head."):
+            want = built[k]
+        elif k.startswith("stem.") or any(k.startswith(f"stages.{i}.") for i in range(k_all)):
+            want = src.state_dict()[k]
+        else:
+            want = built[k]
+        assert torch.equal(v, want), k
+
+
+def test_stages_on_the_unet_stem_part(pretrained) -> None:
+    src, path = pretrained
+    net = create_model("e3dsnn_unet_t", num_classes=5, stem_channels=4, channels=[4, 8, 8, 8], depth=1)
+    built = {k: v.clone() for k, v in net.state_dict().items()}
+    load_weights(net, path, "e3dsnn_unet_t", part="stem", stages=1)
+    sd = net.state_dict()
+    assert torch.equal(sd["stem.0.conv.weight"], src.state_dict()["stem.0.conv.weight"])
+    s0 = [k for k in sd if k.startswith("stages.0.")]
+    s1 = [k for k in sd if k.startswith("stages.1.")]
+    assert s0 and s1
+    assert all(torch.equal(sd[k], src.state_dict()[k]) for k in s0)
+    assert all(torch.equal(sd[k], built[k]) for k in s1)
+
+
+def test_stages_out_of_range_names_the_key_and_the_file(pretrained) -> None:
+    _, path = pretrained
+    with pytest.raises(
+        ValueError, match=r"init: transfer.stages must be 0 \(stem only\) to 4 .*p.safetensors"
+    ):
+        load_weights(_fresh(), path, "e3dsnn_t", part="encoder", stages=5, key="init")
+
+
+def test_xyz_scale_makes_a_scaled_frame_look_like_the_pretraining_frame(pretrained, shared_data) -> None:
+    """Closed form: the checkpoint on cloud X at voxel v equals the rescaled load on s*X at voxel s*v
+    (same voxel indices, xyz features s times larger, their weights s times smaller)."""
+    src, path = pretrained
+    s = 3.0
+    ds = build_dataset("modelnet40", "test", root=shared_data / "modelnet40", num_points=512)
+    samples = [ds[i] for i in range(4)]
+    scaled = [{**x, "xyz": (x["xyz"] * s).astype(np.float32)} for x in samples]
+    a = create_model("e3dsnn_t", **TINY, voxel_size=0.02)
+    load_weights(a, path, "e3dsnn_t")
+    b = create_model("e3dsnn_t", **TINY, voxel_size=0.02 * s)
+    load_weights(b, path, "e3dsnn_t", xyz_scale=s)
+    a.eval(), b.eval()
+    with torch.no_grad():
+        ya, yb = a(collate_points(samples)), b(collate_points(scaled))
+    assert ya.std(0).mean() > 0.05  # the network fires: the outputs differ from cloud to cloud
+    torch.testing.assert_close(yb, ya, rtol=1e-4, atol=1e-5)
+    c = create_model("e3dsnn_t", **TINY, voxel_size=0.02 * s)
+    load_weights(c, path, "e3dsnn_t")  # without the rescale the stem sees larger inputs
+    with torch.no_grad():
+        assert (c.eval()(collate_points(scaled)) - ya).abs().max() > 0.05
+
+
+def test_transfer_section_validates_and_reaches_the_config() -> None:
+    with pytest.raises(ValueError, match="transfer.xyz_scale must be a positive number"):
+        TransferSection(xyz_scale=0.0)
+    with pytest.raises(ValueError, match="transfer.stages must be None"):
+        TransferSection(stages=-1)
+    cfg = load_config(FinetuneConfig, overrides=["transfer.stages=1", "transfer.xyz_scale=3"])
+    assert cfg.transfer.kwargs() == {"stages": 1, "xyz_scale": 3.0}
+
+
+def test_augment_extra_appends_to_the_pretraining_augmentation(shared_data) -> None:
+    cfg = load_config(
+        PretrainConfig,
+        overrides=["data.augment_extra=[{name: random_scale, low: 0.1, high: 0.1}]"],
+    )
+    root = shared_data / "modelnet40"
+    plain = build_dataset("modelnet40", "train", root=root, num_points=256, augment=True)
+    small = build_dataset(
+        "modelnet40", "train", root=root, num_points=256, augment=True, extra_augment=cfg.data.augment_extra
+    )
+    a, b = plain[0]["xyz"], small[0]["xyz"]  # same seeded stream, then a 0.1 shrink
+    np.testing.assert_allclose(b, a * 0.1, rtol=1e-5, atol=1e-6)
