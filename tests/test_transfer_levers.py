@@ -119,3 +119,34 @@ def test_augment_extra_appends_to_the_pretraining_augmentation(shared_data) -> N
     )
     a, b = plain[0]["xyz"], small[0]["xyz"]  # same seeded stream, then a 0.1 shrink
     np.testing.assert_allclose(b, a * 0.1, rtol=1e-5, atol=1e-6)
+
+
+def test_lr_scale_gives_the_loaded_weights_their_own_learning_rate() -> None:
+    from svl.models.wrappers import Classifier
+    from svl.train.trainer import param_groups
+
+    enc = _fresh()
+    model = Classifier(enc)
+    plain = param_groups(model, 0.05)
+    assert [g["weight_decay"] for g in plain] == [0.05, 0.0] and all("lr" not in g for g in plain)
+    scales = TransferSection(stages=1, lr_scale=0.1).lr_scale_of(model, enc)
+    assert scales and all(n.startswith(("encoder.stem.", "encoder.stages.0.")) for n in scales)
+    n_loaded = sum(1 for _ in enc.stem.parameters()) + sum(1 for _ in enc.stages[0].parameters())
+    assert len(scales) == n_loaded
+    groups = param_groups(model, 0.05, scales, lr=2e-3)
+    assert [g.get("lr") for g in groups] == [None, None, pytest.approx(2e-4), pytest.approx(2e-4)]
+    by_id = {id(p): g.get("lr") for g in groups for p in g["params"]}
+    assert by_id[id(enc.stem[0].conv.weight)] == pytest.approx(2e-4)
+    assert by_id[id(enc.stages[1].down.conv.weight)] is None and by_id[id(enc.head.weight)] is None
+    assert sum(len(g["params"]) for g in groups) == sum(1 for _ in model.parameters())
+    assert TransferSection().lr_scale_of(model, enc) == {}
+    with pytest.raises(ValueError, match="transfer.lr_scale must be a positive number"):
+        TransferSection(lr_scale=0)
+    opt = torch.optim.AdamW(groups, lr=2e-3)  # the schedule scales each group's own lr
+    from svl.train.schedule import WarmupCosineLR
+
+    sched = WarmupCosineLR(opt, 10, 0, min_lr=0.0)  # (min_lr is a floor in absolute terms)
+    assert opt.param_groups[2]["lr"] == pytest.approx(opt.param_groups[0]["lr"] * 0.1)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[2]["lr"] == pytest.approx(opt.param_groups[0]["lr"] * 0.1)

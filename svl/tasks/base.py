@@ -81,15 +81,33 @@ class TransferSection:
 
     stages: int | None = None
     xyz_scale: float = 1.0
+    # The loaded weights (stem and stages) train at this multiple of train.lr; the rest at train.lr.
+    lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.stages is not None and (isinstance(self.stages, bool) or int(self.stages) < 0):
             raise ValueError(f"transfer.stages must be None (all) or >= 0, got {self.stages!r}")
         if not (math.isfinite(float(self.xyz_scale)) and float(self.xyz_scale) > 0):
             raise ValueError(f"transfer.xyz_scale must be a positive number, got {self.xyz_scale!r}")
+        if not (math.isfinite(float(self.lr_scale)) and float(self.lr_scale) > 0):
+            raise ValueError(f"transfer.lr_scale must be a positive number, got {self.lr_scale!r}")
 
     def kwargs(self) -> dict[str, Any]:
+        """What `load_weights` takes."""
         return {"stages": self.stages, "xyz_scale": float(self.xyz_scale)}
+
+    def lr_scale_of(self, model: nn.Module, encoder: nn.Module) -> dict[str, float]:
+        """{name in `model`: lr_scale} for each parameter of the `encoder` part loaded from init
+        (its stem and its first `stages` stages); {} at lr_scale 1."""
+        if float(self.lr_scale) == 1.0:
+            return {}
+        if not (hasattr(encoder, "stem") and hasattr(encoder, "stages")):
+            raise ValueError(
+                f"transfer.lr_scale: {type(encoder).__name__} has no E-3DSNN stem / stages to train more gently"
+            )
+        stages = list(encoder.stages)[: self.stages]  # stages None: all of them
+        loaded = {id(p) for m in (encoder.stem, *stages) for p in m.parameters()}
+        return {n: float(self.lr_scale) for n, p in model.named_parameters() if id(p) in loaded}
 
 
 @dataclass
@@ -155,6 +173,7 @@ class TrainParts:
     collate_fn: Callable[[list[Any]], Any]
     checkpoint_meta: dict[str, Any] = field(default_factory=dict)
     batch_sampler_fn: Callable[[int, int], Any] | None = None
+    lr_scale: dict[str, float] = field(default_factory=dict)  # {parameter name: lr multiplier}
 
 
 class Task:
@@ -272,6 +291,7 @@ def run_task(
             val_fn=job.validate if job.has_validation else None,
             checkpoint_meta=parts.checkpoint_meta,
             batch_sampler_fn=parts.batch_sampler_fn,
+            lr_scale=parts.lr_scale,
         )
         job.log_announcement()
         if D.is_main():

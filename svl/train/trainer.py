@@ -176,27 +176,38 @@ class TrainingInterrupted(Exception):
         return (type(self), (self.step, self.path, self.signum))
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups: decayed weight matrices/kernels, and undecayed biases, norm params, scales.
+def param_groups(
+    model: nn.Module, weight_decay: float, lr_scale: Mapping[str, float] | None = None, lr: float = 1.0
+) -> list[dict[str, Any]]:
+    """AdamW groups: decayed weight matrices/kernels, and undecayed biases, norm params, scales.
 
     Decaying a bias, a BatchNorm affine or a learned temperature only pulls it towards an
     arbitrary 0, so every parameter with < 2 dims (or named *logit_scale*) goes undecayed.
+    lr_scale: {parameter name: multiplier of `lr`} (a pretrained encoder fine-tuned more gently);
+    each multiplier other than 1 gets its own pair of groups with its own "lr".
     """
-    decay, no_decay = [], []
+    scales = dict(lr_scale or {})
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim < 2 or name.endswith("logit_scale") or name.endswith("bias"):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        decayed = not (p.ndim < 2 or name.endswith("logit_scale") or name.endswith("bias"))
+        s = float(scales.get(name.removeprefix("module."), 1.0))  # DDP names its module "module"
+        groups.setdefault((decayed, s), []).append(p)
+    out = []
+    for (decayed, s), params in sorted(groups.items(), key=lambda kv: (kv[0][1] != 1.0, not kv[0][0])):
+        g: dict[str, Any] = {"params": params, "weight_decay": weight_decay if decayed else 0.0}
+        if s != 1.0:
+            g["lr"] = lr * s
+        out.append(g)
+    return out
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (or SGD with momentum) over `param_groups(model, cfg.weight_decay)`."""
-    params = param_groups(model, cfg.weight_decay)
+def build_optimizer(
+    model: nn.Module, cfg: TrainConfig, lr_scale: Mapping[str, float] | None = None
+) -> torch.optim.Optimizer:
+    """AdamW (or SGD with momentum) over `param_groups(model, cfg.weight_decay, lr_scale, cfg.lr)`."""
+    params = param_groups(model, cfg.weight_decay, lr_scale, cfg.lr)
     if not params:
         raise ValueError("the model has no trainable parameters")
     if cfg.optimizer == "adamw":
@@ -339,6 +350,7 @@ class Trainer:
     `checkpoint_meta` (JSON-able) goes into every saved checkpoint's metadata.
     `batch_sampler_fn(rank, world_size)` may supply a batch sampler with the resumable protocol of
     `svl.train.sampler` (e.g. `KNNGroupedBatchSampler`); the default shuffles with `ResumableSampler`.
+    `lr_scale`: {parameter name: learning-rate multiplier} (`param_groups`).
     """
 
     def __init__(
@@ -351,6 +363,7 @@ class Trainer:
         val_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
         checkpoint_meta: Mapping[str, Any] | None = None,
         batch_sampler_fn: Callable[[int, int], Any] | None = None,
+        lr_scale: Mapping[str, float] | None = None,
     ) -> None:
         cfg.validate()
         self.cfg = cfg
@@ -378,7 +391,7 @@ class Trainer:
         self.loader_gen = torch.Generator()
         self.loader_gen.manual_seed(_derive_seed(cfg.seed, self.rank, 7))
 
-        self.optimizer = build_optimizer(self.model, cfg)
+        self.optimizer = build_optimizer(self.model, cfg, lr_scale)
         self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
         self.amp_dtype = self._amp_dtype()
 
