@@ -103,7 +103,8 @@ class TransferSection:
             return {}
         if not (hasattr(encoder, "stem") and hasattr(encoder, "stages")):
             raise ValueError(
-                f"transfer.lr_scale: {type(encoder).__name__} has no E-3DSNN stem / stages to train more gently"
+                f"transfer.lr_scale: {type(encoder).__name__} has no E-3DSNN stem / stages to train "
+                "more gently"
             )
         stages = list(encoder.stages)[: self.stages]  # stages None: all of them
         loaded = {id(p) for m in (encoder.stem, *stages) for p in m.parameters()}
