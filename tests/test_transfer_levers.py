@@ -129,7 +129,7 @@ def test_lr_scale_gives_the_loaded_weights_their_own_learning_rate() -> None:
     model = Classifier(enc)
     plain = param_groups(model, 0.05)
     assert [g["weight_decay"] for g in plain] == [0.05, 0.0] and all("lr" not in g for g in plain)
-    scales = TransferSection(stages=1, lr_scale=0.1).lr_scale_of(model, enc)
+    scales = TransferSection(stages=1, lr_scale=0.1).lr_scale_of(model, enc, "p.safetensors")
     assert scales and all(n.startswith(("encoder.stem.", "encoder.stages.0.")) for n in scales)
     n_loaded = sum(1 for _ in enc.stem.parameters()) + sum(1 for _ in enc.stages[0].parameters())
     assert len(scales) == n_loaded
@@ -139,7 +139,10 @@ def test_lr_scale_gives_the_loaded_weights_their_own_learning_rate() -> None:
     assert by_id[id(enc.stem[0].conv.weight)] == pytest.approx(2e-4)
     assert by_id[id(enc.stages[1].down.conv.weight)] is None and by_id[id(enc.head.weight)] is None
     assert sum(len(g["params"]) for g in groups) == sum(1 for _ in model.parameters())
-    assert TransferSection().lr_scale_of(model, enc) == {}
+    assert TransferSection().lr_scale_of(model, enc, "p.safetensors") == {}
+    assert TransferSection().lr_scale_of(model, enc, "scratch") == {}
+    with pytest.raises(ValueError, match=r"transfer.xyz_scale=3.0: sets how an init .*give init=PATH"):
+        TransferSection(xyz_scale=3.0).lr_scale_of(model, enc, "scratch")
     with pytest.raises(ValueError, match="transfer.lr_scale must be a positive number"):
         TransferSection(lr_scale=0)
     opt = torch.optim.AdamW(groups, lr=2e-3)  # the schedule scales each group's own lr
@@ -150,3 +153,12 @@ def test_lr_scale_gives_the_loaded_weights_their_own_learning_rate() -> None:
     opt.step()
     sched.step()
     assert opt.param_groups[2]["lr"] == pytest.approx(opt.param_groups[0]["lr"] * 0.1)
+
+
+def test_augment_extra_needs_the_augmenting_default_pipeline(shared_data) -> None:
+    extra = [{"name": "random_scale", "low": 0.5, "high": 0.5}]
+    root = shared_data / "modelnet40"
+    with pytest.raises(ValueError, match="modelnet40: extra augmentations add to the augmenting default"):
+        build_dataset("modelnet40", "train", root=root, num_points=256, extra_augment=extra)
+    with pytest.raises(ValueError, match="give augment=True and no explicit transforms"):
+        build_dataset("modelnet40", "train", root=root, transforms=[], augment=True, extra_augment=extra)

@@ -149,6 +149,11 @@ def build_dataset(
     num_points=None, not its own default), for scoring each original point (`num_points` unused).
     """
     builder = DATASETS.get(name)
+    if extra_augment and (transforms is not None or not augment):
+        raise ValueError(
+            f"{name}: extra augmentations add to the augmenting default pipeline; give augment=True "
+            "and no explicit transforms"
+        )
     if all_points:
         num_points = None
         if dataset_takes(name, "num_points"):

@@ -96,9 +96,17 @@ class TransferSection:
         """What `load_weights` takes."""
         return {"stages": self.stages, "xyz_scale": float(self.xyz_scale)}
 
-    def lr_scale_of(self, model: nn.Module, encoder: nn.Module) -> dict[str, float]:
-        """{name in `model`: lr_scale} for each parameter of the `encoder` part loaded from init
-        (its stem and its first `stages` stages); {} at lr_scale 1."""
+    def lr_scale_of(self, model: nn.Module, encoder: nn.Module, init: str | None) -> dict[str, float]:
+        """{name in `model`: lr_scale} for each parameter of the `encoder` part loaded from `init`
+        (its stem and its first `stages` stages); {} at lr_scale 1. Without an init there is nothing
+        to carry over, so a transfer setting then is refused rather than ignored."""
+        if init in SCRATCH:
+            base = TransferSection()
+            set_ = [f"transfer.{k}={v}" for k, v in vars(self).items() if v != getattr(base, k)]
+            if set_:
+                what = ", ".join(set_)
+                raise ValueError(f"{what}: sets how an init checkpoint is carried over; give init=PATH")
+            return {}
         if float(self.lr_scale) == 1.0:
             return {}
         if not (hasattr(encoder, "stem") and hasattr(encoder, "stages")):

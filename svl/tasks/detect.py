@@ -31,7 +31,7 @@ from svl.eval.detection import evaluate_detection
 from svl.infer import predict_boxes
 from svl.models.loading import DETECTOR_KIND
 from svl.models.wrappers import Detector, remap_labels
-from svl.tasks.base import SCRATCH, ModelSection, TrainParts, TransferSection, register_task
+from svl.tasks.base import ModelSection, TrainParts, TransferSection, register_task
 from svl.tasks.dense import DenseTask, SceneData
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
@@ -193,7 +193,7 @@ class DetectionTask(DenseTask):
     def setup(self) -> TrainParts:
         self.net = self.build_net()
         self.model = Detector(self.net, self.lut)
-        lr = self.cfg.transfer.lr_scale_of(self.model, self.net) if self.cfg.init not in SCRATCH else {}
+        lr = self.cfg.transfer.lr_scale_of(self.model, self.net, self.cfg.init)
         return TrainParts(self.model, self.train_set, collate_points, self.meta(), lr_scale=lr)
 
     def meta(self) -> dict[str, Any]:

@@ -314,8 +314,7 @@ class ClassificationTask(Task):
         )
         meta = self.meta()
         if self.cfg.mode == "full":
-            scratch = self.cfg.init in SCRATCH
-            lr = {} if scratch else self.cfg.transfer.lr_scale_of(self.model, self.encoder)
+            lr = self.cfg.transfer.lr_scale_of(self.model, self.encoder, self.cfg.init)
             return TrainParts(self.model, self.train_set, self.collate, meta, lr_scale=lr)
         # Linear probe: pool the frozen encoder's features once, train the (C -> K) map on them.
         # An untrained encoder's BN statistics are at their init values and it hardly spikes, so a

@@ -28,7 +28,7 @@ from svl.eval.segmentation import part_miou, segmentation_metrics
 from svl.infer import chunk_input, cover, predict_points
 from svl.models.loading import SEGMENTER_KIND
 from svl.models.wrappers import IGNORE, Segmenter
-from svl.tasks.base import SCRATCH, ModelSection, TrainParts, TransferSection, register_task
+from svl.tasks.base import ModelSection, TrainParts, TransferSection, register_task
 from svl.tasks.dense import DenseTask, SceneData
 from svl.train.trainer import TrainConfig
 from svl.utils import get_logger, seed_everything
@@ -141,7 +141,7 @@ class SegmentationTask(DenseTask):
     def setup(self) -> TrainParts:
         self.net = self.build_net()
         self.model = Segmenter(self.net)
-        lr = self.cfg.transfer.lr_scale_of(self.model, self.net) if self.cfg.init not in SCRATCH else {}
+        lr = self.cfg.transfer.lr_scale_of(self.model, self.net, self.cfg.init)
         return TrainParts(self.model, self.train_set, collate_points, self.meta(), lr_scale=lr)
 
     def meta(self) -> dict[str, Any]:
