@@ -283,7 +283,7 @@ class AlignedPretrainTask(PretrainTask):
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         """The selected checkpoint -> final.safetensors; per zero-shot set a folded head and its scores."""
 
-        best = summary.get("best_path") or summary["last"]
+        best = summary["final_path"]
         tensors, meta = load_checkpoint(best)
         load_state_into(self.model, tensors, where=best)
         self.model.eval()

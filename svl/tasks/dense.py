@@ -148,7 +148,7 @@ class DenseTask(Task):
 
     def restore_best(self, summary: dict[str, Any]) -> Path:
         """The selected (else last) weights back into the model, BN re-estimated, saved as final."""
-        path = summary.get("best_path") or summary["last"]
+        path = summary["final_path"]
         tensors, _ = load_checkpoint(path)
         load_state_into(self.model, tensors, where=path)
         self.precise_bn()

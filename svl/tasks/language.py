@@ -416,7 +416,7 @@ class LanguageTask(Task):
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 
-        best = summary.get("best_path") or summary["last"]
+        best = summary["final_path"]
         tensors, meta = load_checkpoint(best)
         load_state_into(self.model, tensors, where=best)
         final = self.out / "final.safetensors"

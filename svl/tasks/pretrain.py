@@ -411,7 +411,7 @@ class PretrainTask(Task):
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Calibrate on validation, then report ZSL / GZSL on the test split via the folded head."""
 
-        best = summary.get("best_path") or summary["last"]
+        best = summary["final_path"]
         tensors, meta = load_checkpoint(best)
         load_state_into(self.model, tensors, where=best)
         self.model.eval()

@@ -5,7 +5,8 @@ are kept in one class so that a change to one cannot silently break another.)
 
 Any `model(batch) -> {"loss": Tensor, **scalar logs}` trains here: AdamW (or SGD) with no decay on
 biases / norm parameters / temperatures, per-iteration warm-up + cosine (or step decay), gradient
-clipping, optional bf16 autocast, DDP under torchrun. A run can stop anywhere and resume bit-for-bit:
+clipping, optional bf16 autocast, an optional weight average (`ema`) that validation, selection and
+the final weights use, DDP under torchrun. A run can stop anywhere and resume bit-for-bit:
 weights, optimizer, scheduler, every RNG and the position inside the epoch are saved, and data
 randomness (augmentation, collation) is seeded per batch from (seed, epoch, batch, rank), so it
 does not depend on the number of workers or on where the run was interrupted.
@@ -70,6 +71,7 @@ log = get_logger(__name__)
 LAST = "last.safetensors"
 LAST_STATE = "last.state.pt"
 BEST = "best.safetensors"
+EMA = "ema.safetensors"
 LOG_FILE = "log.jsonl"
 STATE_VERSION = 1
 
@@ -111,6 +113,10 @@ class TrainConfig:
     drop_last: bool = True
     val_every_epochs: int = 1
     find_unused_parameters: bool = False
+    # Exponential moving average of the weights (0 = off): validation, selection and the final weights
+    # use the average; training steps the raw weights. Warmed up as timm's ModelEmaV3 does (decay
+    # min(ema, 1 - (1 + step)^-3/4)), so the random init never weighs on it.
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         # YAML reads `amp: off` as a boolean, which reaches this str field as "False".
@@ -140,6 +146,7 @@ class TrainConfig:
             (self.optimizer in ("adamw", "sgd"), "optimizer must be 'adamw' or 'sgd'"),
             (self.schedule in ("cosine", "step"), "schedule must be 'cosine' or 'step'"),
             (self.val_every_epochs >= 1, "val_every_epochs must be >= 1"),
+            (0 <= self.ema < 1, "ema must be in [0, 1) (0 = off)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -410,6 +417,35 @@ class Trainer:
         self._epoch_sums: dict[str, Tensor] = {}
         self._epoch_n = 0
         self._signal: int | None = None
+        self.ema: dict[str, Tensor] | None = self._ema_copy() if cfg.ema else None
+
+    # ------------------------------------------------------------------ weight averaging
+    def _ema_copy(self) -> dict[str, Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    @torch.no_grad()
+    def _ema_update(self) -> None:
+        """Average the weights after step `self.step` (BN running statistics too, as timm does)."""
+        decay = min(self.cfg.ema, 1.0 - (1.0 + self.step) ** -0.75)
+        for k, v in self.model.state_dict().items():
+            e = self.ema[k]
+            if e.is_floating_point():
+                e.lerp_(v.detach().to(e.dtype), 1.0 - decay)
+            else:
+                e.copy_(v)
+
+    @contextlib.contextmanager
+    def _averaged_weights(self) -> Iterator[None]:
+        """The model holds the averaged weights inside the block (a no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        raw = self._ema_copy()
+        self.model.load_state_dict(self.ema)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(raw)
 
     # ------------------------------------------------------------------ setup helpers
     def _wrap_model(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -503,6 +539,7 @@ class Trainer:
                 "last_val": self.last_val,
                 "world_size": self.world_size,
                 "config": dataclasses.asdict(self.cfg),
+                "ema": self.ema,
             }
             # Both files or neither: a full disk keeps the previous pair, still a resume point.
             save_checkpoint_and_state(path, self.model.state_dict(), self._meta(), state)
@@ -553,6 +590,12 @@ class Trainer:
         self.best, self.best_step = state["best"], state["best_step"]
         self.last_val = dict(state["last_val"])
         self._warn_changed_config(state.get("config", {}))
+        if self.ema is not None:
+            if state.get("ema") is None:
+                log.warning("%s has no weight average (trained without train.ema): it starts here", path)
+                self.ema = self._ema_copy()
+            else:
+                self.ema = {k: v.to(self.device) for k, v in state["ema"].items()}
         rngs = state["rng"]
         if len(rngs) == self.world_size:
             self._set_rng_state(rngs[self.rank])
@@ -570,7 +613,7 @@ class Trainer:
         self._saved_step = self.step
 
     def _warn_changed_config(self, old: Mapping[str, Any]) -> None:
-        for key in ("batch_size", "epochs", "seed", "drop_last", "shuffle"):
+        for key in ("batch_size", "epochs", "seed", "drop_last", "shuffle", "ema"):
             if key in old and old[key] != getattr(self.cfg, key):
                 log.warning(
                     "resuming with %s=%r (was %r): the run will not match an uninterrupted one",
@@ -655,16 +698,17 @@ class Trainer:
         metrics: dict[str, float] = {}
         if self.val_fn is not None and self.is_main:
             was_training = self.model.training
-            self.model.eval()
-            try:
-                with _rng_isolated(), torch.no_grad(), D.local_only():
-                    raw = self.val_fn(self.model)
-            finally:
-                self.model.train(was_training)
-            metrics = {_val_key(k): float(v) for k, v in dict(raw or {}).items()}
-            self.last_val = metrics
-            self._record("val", metrics)
-            self._select(metrics)
+            with self._averaged_weights():
+                self.model.eval()
+                try:
+                    with _rng_isolated(), torch.no_grad(), D.local_only():
+                        raw = self.val_fn(self.model)
+                finally:
+                    self.model.train(was_training)
+                metrics = {_val_key(k): float(v) for k, v in dict(raw or {}).items()}
+                self.last_val = metrics
+                self._record("val", metrics)
+                self._select(metrics)
         self._val_step = self.step
         D.barrier()
         return metrics
@@ -770,6 +814,8 @@ class Trainer:
             scalars["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip).detach().float()
         self.optimizer.step()
         self.scheduler.step()
+        if self.ema is not None:
+            self._ema_update()
         spikes = {}
         if log_now:
             spikes = spike_stats(self.model)
@@ -884,6 +930,12 @@ class Trainer:
         return self._write_summary()
 
     def _write_summary(self) -> dict[str, Any]:
+        ema_path = None
+        if self.ema is not None:
+            ema_path = self.out_dir / EMA
+            if self.is_main:
+                save_checkpoint(ema_path, self.ema, {**self._meta(), "ema": self.cfg.ema})
+        best_path = self.out_dir / BEST if self.best is not None else None
         summary = {
             "step": self.step,
             "epoch": self.epoch,
@@ -892,7 +944,10 @@ class Trainer:
             "select_metric": self.cfg.select_metric,
             "last_val": self.last_val,
             "last": str(self.out_dir / LAST),
-            "best_path": str(self.out_dir / BEST) if self.best is not None else None,
+            "best_path": str(best_path) if best_path else None,
+            "ema_path": str(ema_path) if ema_path else None,
+            # what a task evaluates and ships: the selected weights, else the average, else the last
+            "final_path": str(best_path or ema_path or self.out_dir / LAST),
         }
         if self.is_main:
             with atomic_write(self.out_dir / "summary.json", "w") as fh:
