@@ -4,7 +4,9 @@ For each finished `svl pretrain` run (the embedded default), the test-split zero
 three checkpoints of the same training run, scored by the run's own evaluation (the task rebuilt from
 its config.yaml): `best` (what the run ships: the epoch `val/score` picked),
 `last` (the end of the schedule) and `average` (the element-wise mean of best and last, a two-point
-weight average; BN running statistics averaged too). Class names in the 64 templates; gamma calibrated
+weight average; BN running statistics averaged too), and for a run trained with `train.ema` also `ema`
+(the run's final weight average; `best` is then the epoch picked on the average's validation score).
+Class names in the 64 templates; gamma calibrated
 on the validation split's pseudo-unseen classes (never on test). No training: minutes per run.
 
     python benchmarks/zsl_selection.py --runs runs/readme27/t1_s0 runs/readme27/t1_s1 runs/readme27/t1_s2 \
@@ -58,6 +60,8 @@ def main() -> None:
         summary = json.loads((run / "results.json").read_text())
         ckpts = {"best": run / "best.safetensors", "last": run / "last.safetensors"}
         ckpts["average"] = averaged(ckpts["best"], ckpts["last"], out / f"{run.name}_average.safetensors")
+        if (run / "ema.safetensors").exists():
+            ckpts["ema"] = run / "ema.safetensors"
         for variant, ckpt in ckpts.items():
             res = evaluate(run, ckpt, out / f"{run.name}_{variant}")["names"]
             row = {
@@ -75,8 +79,10 @@ def main() -> None:
         "| checkpoint | ZSL top-1 per run | mean ± std | calibrated H per run | mean ± std |",
         "|---|---|---|---|---|",
     ]
-    for variant in ("best", "last", "average"):
+    for variant in ("best", "last", "average", "ema"):
         rs = [r for r in rows if r["variant"] == variant]
+        if not rs:
+            continue
         z, h = [100 * r["zsl_top1"] for r in rs], [100 * r["H_calibrated"] for r in rs]
 
         lines.append(

@@ -40,9 +40,15 @@ def test_few_step_end_to_end_run(tmp_path, shared_data, svl_cache):
     cfg = _tiny(tmp_path)
     result = run_task(cfg)
     out = tmp_path / "run"
-    for f in ("config.yaml", "results.json", "results.txt", "final.safetensors", "best.safetensors",
+    for f in ("config.yaml", "results.json", "results.txt", "final.safetensors",
               "head_modelnet40_names.safetensors", "head_modelnet40_descriptions.safetensors"):  # fmt: skip
         assert (out / f).is_file(), f
+    # no checkpoint picking by default: the end of the schedule is what ships
+    assert not (out / "best.safetensors").exists()
+    from svl.checkpoint import load_checkpoint
+
+    final, last = load_checkpoint(out / "final.safetensors")[0], load_checkpoint(out / "last.safetensors")[0]
+    assert all(torch.equal(final[k], last[k]) for k in last)
     saved = json.loads((out / "results.json").read_text())
     assert saved["train"]["step"] == 3
     for mode in ("names", "descriptions"):

@@ -130,7 +130,11 @@ def _default_train() -> TrainConfig:
         weight_decay=1e-4,
         warmup_epochs=1,
         ckpt_every_steps=100,
-        select_metric="val/score",
+        # No checkpoint picking: the validation score rests on 5 pseudo-unseen classes (200 shapes) and
+        # its standard error (~2 points) exceeds its epoch-to-epoch changes after epoch 4, so picking
+        # on it picked noise (epochs 4-6 in 3 of 6 runs; benchmarks/RESULTS.md, issue 30). The end of
+        # the schedule ships; validation still calibrates the GZSL bias and is logged every epoch.
+        select_metric=None,
     )
 
 
