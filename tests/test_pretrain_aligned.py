@@ -29,6 +29,7 @@ def _openshape_cfg(tmp_path: Path, root: Path, *extra: str) -> PretrainConfig:
             f"data.root={root}",
             f"data.options.gpt_filter={root / 'meta_data' / 'gpt4_filtering.json'}",
             "data.val_fraction=0.1",
+            "train.select_metric=val/score",  # as the shipped aligned configs do (the default picks none)
             "teacher.text=none",
             f"zeroshot=[{{dataset: openshape_modelnet40, root: {root}, class_feats: {feats}, name: mn40}}]",
             "train.epochs=1",
