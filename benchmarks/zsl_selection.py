@@ -44,7 +44,7 @@ def evaluate(run: Path, ckpt: Path, out: Path) -> dict:
     cls, cfg = load_task_config("pretrain", run / "config.yaml", [f"out_dir={out}", "energy=false"])
     job = cls.recipe(cfg)(cfg)
     job.setup()
-    return job.evaluate({"best_path": str(ckpt), "last": str(ckpt), "final_path": str(ckpt)})
+    return job.evaluate({"final_path": str(ckpt)})
 
 
 def main() -> None:

@@ -281,11 +281,11 @@ class AlignedPretrainTask(PretrainTask):
 
     # -- final evaluation ----------------------------------------------------------------------
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
-        """The selected checkpoint -> final.safetensors; per zero-shot set a folded head and its scores."""
+        """The weights the run ships -> final.safetensors; per zero-shot set a folded head and its scores."""
 
-        best = summary["final_path"]
-        tensors, meta = load_checkpoint(best)
-        load_state_into(self.model, tensors, where=best)
+        path = summary["final_path"]
+        tensors, meta = load_checkpoint(path)
+        load_state_into(self.model, tensors, where=path)
         self.model.eval()
         final = self.out / "final.safetensors"
         save_checkpoint(final, tensors, meta)

@@ -147,7 +147,7 @@ class DenseTask(Task):
             precise_bn(self.net, self.train_set, self.cfg.train.batch_size, self.cfg.eval.precise_bn)
 
     def restore_best(self, summary: dict[str, Any]) -> Path:
-        """The selected (else last) weights back into the model, BN re-estimated, saved as final."""
+        """The weights the run ships (`final_path`) back into the model, BN re-estimated, saved as final."""
         path = summary["final_path"]
         tensors, _ = load_checkpoint(path)
         load_state_into(self.model, tensors, where=path)

@@ -395,7 +395,7 @@ class ClassificationTask(Task):
 
     # -- final evaluation ----------------------------------------------------------------------
     def final_encoder(self, summary: dict[str, Any]) -> tuple[nn.Module, str]:
-        """The selected (or last) weights as one classifier encoder, and the file they came from."""
+        """The weights the run ships (`final_path`) as one classifier encoder, and the file they came from."""
         path = summary["final_path"]
         tensors, _ = load_checkpoint(path)
         if self.cfg.mode == "full":

@@ -416,9 +416,9 @@ class LanguageTask(Task):
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         from svl.checkpoint import load_checkpoint, load_state_into, save_checkpoint
 
-        best = summary["final_path"]
-        tensors, meta = load_checkpoint(best)
-        load_state_into(self.model, tensors, where=best)
+        path = summary["final_path"]
+        tensors, meta = load_checkpoint(path)
+        load_state_into(self.model, tensors, where=path)
         final = self.out / "final.safetensors"
         save_checkpoint(final, tensors, meta)
         result: dict[str, Any] = {"checkpoint": str(final), "stage": self.cfg.stage, "lm": str(self.lm_dir),

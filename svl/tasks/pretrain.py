@@ -415,9 +415,9 @@ class PretrainTask(Task):
     def evaluate(self, summary: dict[str, Any]) -> dict[str, Any]:
         """Calibrate on validation, then report ZSL / GZSL on the test split via the folded head."""
 
-        best = summary["final_path"]
-        tensors, meta = load_checkpoint(best)
-        load_state_into(self.model, tensors, where=best)
+        path = summary["final_path"]
+        tensors, meta = load_checkpoint(path)
+        load_state_into(self.model, tensors, where=path)
         self.model.eval()
         modes = {"names": self.name_emb, "descriptions": self.desc_emb}
         gammas = self._calibrate(modes)
