@@ -162,3 +162,44 @@ def test_augment_extra_needs_the_augmenting_default_pipeline(shared_data) -> Non
         build_dataset("modelnet40", "train", root=root, num_points=256, extra_augment=extra)
     with pytest.raises(ValueError, match="give augment=True and no explicit transforms"):
         build_dataset("modelnet40", "train", root=root, transforms=[], augment=True, extra_augment=extra)
+
+
+def test_scene_context_stands_a_partial_view_on_a_floor() -> None:
+    from svl.data.transforms import build_transforms
+
+    rng = np.random.default_rng(3)
+    xyz = rng.normal(size=(400, 3)).astype(np.float32) + np.float32(5)  # off-centre, z well above 0
+    normals = np.tile(np.float32([1, 0, 0]), (400, 1))
+    spec = {"name": "scene_context", "floor_share": [0.4, 0.4], "extent": [2, 2], "crop": [0.5, 0.5]}
+    spec["crop_p"] = 1
+    out = build_transforms([spec])({"xyz": xyz, "normals": normals, "segment": np.arange(400)}, rng)
+    assert out["xyz"].shape == (400, 3) and out["xyz"].dtype == np.float32
+    floor = out["segment"] == -1
+    assert floor.sum() == 160  # the share, exactly, with the count unchanged
+    obj = out["segment"][~floor]
+    np.testing.assert_array_equal(out["xyz"][~floor], xyz[obj])  # object points are untouched
+    np.testing.assert_array_equal(out["normals"][floor], np.tile([0, 0, 1], (160, 1)))
+    assert len(np.unique(obj)) == 200  # the crop kept half the cloud, every point of it (240 with repeats)
+    # the crop is a ball: every kept point is nearer its centre than every dropped one, for some centre
+    kept = np.isin(np.arange(400), obj)
+    d = np.linalg.norm(xyz[:, None] - xyz[None], axis=2)
+    assert (d[kept].max(0) < d[~kept].min(0)).any()
+    # the floor lies flat at the object's lowest point, centred under its footprint, 2x its radius
+    f, p = out["xyz"][floor], xyz[np.unique(obj)]
+    np.testing.assert_allclose(f[:, 2], p[:, 2].min())
+    centre = (p[:, :2].min(0) + p[:, :2].max(0)) / 2
+    half = 2 * np.linalg.norm(p[:, :2] - centre, axis=1).max()
+    off = np.abs(f[:, :2] - centre)
+    assert (off <= half + 1e-4).all() and (off.max(0) > 0.8 * half).all()
+
+
+def test_scene_context_refuses_bad_settings_and_boxes() -> None:
+    from svl.data.transforms import build_transforms
+
+    with pytest.raises(ValueError, match="scene_context: need floor_share"):
+        build_transforms([{"name": "scene_context", "floor_share": [0.5, 1.0]}])
+    with pytest.raises(ValueError, match="scene_context: need"):
+        build_transforms([{"name": "scene_context", "crop": [0, 1]}])
+    sample = {"xyz": np.zeros((10, 3), np.float32), "boxes": np.zeros((1, 7)), "box_labels": np.zeros(1)}
+    with pytest.raises(ValueError, match="scene_context: the sample carries 3D boxes"):
+        build_transforms(["scene_context"])(sample, np.random.default_rng(0))

@@ -332,6 +332,82 @@ class SphereCrop(_Base):
         return _take(sample, idx)
 
 
+@register_transform("scene_context")
+class SceneContext(_Base):
+    """Show a single object as a scene shows it: a partial view standing on a floor patch.
+
+    Why: pretraining clouds are whole, isolated shapes, while in a scene (modelnet40_scenes, a room
+    scan) most voxels a stem sees are floor and objects are cut by the crop or by other objects
+    (issue 30, segmentation). With probability `crop_p` the points nearest a random point of the cloud
+    are kept (a fraction from U(crop)); then a square floor patch of uniform points is laid at the
+    cloud's lowest z (z-up frame), centred under it, its half-size U(extent) times the cloud's x-y
+    radius, holding a share U(floor_share) of the points. The point count is unchanged (the object
+    is subsampled to make room), so batches keep their shape. Per-point extras of floor points are
+    zero (rgb, feats), up (normals), or -1 (segment, instance). Clouds only: boxes are refused.
+    """
+
+    def __init__(
+        self,
+        floor_share: Sequence[float] = (0.3, 0.6),
+        extent: Sequence[float] = (1.5, 4.0),
+        crop: Sequence[float] = (0.5, 1.0),
+        crop_p: float = 0.5,
+    ) -> None:
+        fs, ex, cr = (tuple(float(v) for v in x) for x in (floor_share, extent, crop))
+        ok = (
+            len(fs) == len(ex) == len(cr) == 2
+            and 0 <= fs[0] <= fs[1] < 1
+            and 0 < ex[0] <= ex[1]
+            and 0 < cr[0] <= cr[1] <= 1
+            and 0 <= float(crop_p) <= 1
+        )
+        if not ok:
+            raise ValueError(
+                "scene_context: need floor_share [lo, hi] in [0, 1), extent [lo, hi] > 0, crop [lo, hi] "
+                f"in (0, 1] and crop_p in [0, 1]; got {floor_share}, {extent}, {crop}, {crop_p}"
+            )
+        self.floor_share, self.extent, self.crop, self.crop_p = fs, ex, cr, float(crop_p)
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        _refuse_boxes(sample, "scene_context", "it adds floor points to a single object's cloud")
+        xyz = np.asarray(sample["xyz"], np.float32)
+        n = len(xyz)
+        if n < 2:
+            return sample
+        obj = np.arange(n)
+        if rng.random() < self.crop_p:
+            keep = max(1, int(round(rng.uniform(*self.crop) * n)))
+            d2 = ((xyz - xyz[rng.integers(n)]) ** 2).sum(1)
+            obj = np.sort(np.argpartition(d2, keep - 1)[:keep])
+        n_floor = min(int(round(rng.uniform(*self.floor_share) * n)), n - 1)
+        n_obj = n - n_floor
+        if len(obj) >= n_obj:
+            obj = np.sort(rng.choice(obj, n_obj, replace=False))
+        else:  # every point of the view, some twice
+            obj = np.concatenate([obj, rng.choice(obj, n_obj - len(obj))])
+        out = _take(sample, obj)
+        p = xyz[obj]
+        centre = (p[:, :2].min(0) + p[:, :2].max(0)) / 2
+        radius = max(float(np.linalg.norm(p[:, :2] - centre, axis=1).max()), 1e-3)
+        half = rng.uniform(*self.extent) * radius
+        floor = np.empty((n_floor, 3), np.float32)
+        floor[:, :2] = centre + rng.uniform(-half, half, size=(n_floor, 2))
+        floor[:, 2] = p[:, 2].min()
+        out["xyz"] = np.concatenate([p, floor]).astype(np.float32)
+        for k in _PER_POINT[1:]:
+            v = out.get(k)
+            if v is None or len(v) != n_obj:
+                continue
+            v = np.asarray(v)
+            pad = np.zeros((n_floor, *v.shape[1:]), v.dtype)
+            if k == "normals":
+                pad[:, 2] = 1
+            elif k in ("segment", "instance"):
+                pad[:] = -1
+            out[k] = np.concatenate([v, pad])
+        return out
+
+
 @register_transform("point_dropout")
 class RandomPointDropout(_Base):
     """Drop a random fraction (U(0, max_ratio)) of points, replacing them by the first point."""
