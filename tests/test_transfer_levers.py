@@ -203,3 +203,32 @@ def test_scene_context_refuses_bad_settings_and_boxes() -> None:
     sample = {"xyz": np.zeros((10, 3), np.float32), "boxes": np.zeros((1, 7)), "box_labels": np.zeros(1)}
     with pytest.raises(ValueError, match="scene_context: the sample carries 3D boxes"):
         build_transforms(["scene_context"])(sample, np.random.default_rng(0))
+
+
+def test_the_scene_pretraining_config_stands_real_shapes_on_a_floor(shared_data) -> None:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "pretrain_labelfree_scene.yaml"
+    cfg = load_config(PretrainConfig, path)
+    ds = build_dataset(
+        "modelnet40", "train", root=shared_data / "modelnet40", num_points=512, augment=True,
+        extra_augment=cfg.data.augment_extra,
+    )  # fmt: skip
+    for i in range(4):
+        xyz = ds[i]["xyz"]
+        assert xyz.shape == (512, 3)
+        on_floor = np.isclose(xyz[:, 2], xyz[:, 2].min())
+        assert 0.3 * 512 - 1 <= on_floor.sum() <= 0.6 * 512 + 8  # the share, plus object points at z min
+
+
+def test_scene_context_crops_distinct_points_after_dropout() -> None:
+    """point_dropout fills dropped slots with copies of one point; a crop centred there must still
+    hold a part of the object, not only the copies (the first version left a one-point object)."""
+    from svl.data.transforms import build_transforms
+
+    xyz = np.random.default_rng(4).normal(size=(100, 3)).astype(np.float32)
+    xyz[1:81] = xyz[0]  # 80% dropped, as point_dropout leaves them
+    spec = {"name": "scene_context", "floor_share": [0.0, 0.0], "crop": [0.6, 0.6], "crop_p": 1}
+    for seed in range(20):
+        out = build_transforms([spec])({"xyz": xyz, "segment": np.arange(100)}, np.random.default_rng(seed))
+        assert len(np.unique(out["xyz"], axis=0)) == 12  # 60% of the 20 distinct points, every time

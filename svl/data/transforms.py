@@ -339,11 +339,12 @@ class SceneContext(_Base):
     Why: pretraining clouds are whole, isolated shapes, while in a scene (modelnet40_scenes, a room
     scan) most voxels a stem sees are floor and objects are cut by the crop or by other objects
     (issue 30, segmentation). With probability `crop_p` the points nearest a random point of the cloud
-    are kept (a fraction from U(crop)); then a square floor patch of uniform points is laid at the
-    cloud's lowest z (z-up frame), centred under it, its half-size U(extent) times the cloud's x-y
-    radius, holding a share U(floor_share) of the points. The point count is unchanged (the object
-    is subsampled to make room), so batches keep their shape. Per-point extras of floor points are
-    zero (rgb, feats), up (normals), or -1 (segment, instance). Clouds only: boxes are refused.
+    are kept (a fraction from U(crop) of its distinct points); then a square floor patch of uniform
+    points is laid at the cloud's lowest z (z-up frame), centred under it, its half-size U(extent)
+    times the cloud's x-y radius, holding a share U(floor_share) of the points. The point count is
+    unchanged (the object is subsampled to make room), so batches keep their shape. Per-point
+    extras of floor points are zero (rgb, feats), up (normals), or -1 (segment, instance). Clouds
+    only: boxes are refused.
     """
 
     def __init__(
@@ -376,9 +377,12 @@ class SceneContext(_Base):
             return sample
         obj = np.arange(n)
         if rng.random() < self.crop_p:
-            keep = max(1, int(round(rng.uniform(*self.crop) * n)))
-            d2 = ((xyz - xyz[rng.integers(n)]) ** 2).sum(1)
-            obj = np.sort(np.argpartition(d2, keep - 1)[:keep])
+            # over distinct points: point_dropout's copies of one point would otherwise fill a crop
+            # centred on them, leaving a one-point object (7% of samples with the OpenShape chain)
+            pool = np.sort(np.unique(xyz, axis=0, return_index=True)[1])
+            keep = max(1, int(round(rng.uniform(*self.crop) * len(pool))))
+            d2 = ((xyz[pool] - xyz[pool[rng.integers(len(pool))]]) ** 2).sum(1)
+            obj = pool[np.sort(np.argpartition(d2, keep - 1)[:keep])]
         n_floor = min(int(round(rng.uniform(*self.floor_share) * n)), n - 1)
         n_obj = n - n_floor
         if len(obj) >= n_obj:
