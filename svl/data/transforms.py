@@ -327,9 +327,13 @@ class SphereCrop(_Base):
             centre = xyz[rng.integers(len(xyz))]
         else:
             centre = (xyz.min(0) + xyz.max(0)) / 2
-        d2 = ((xyz - centre) ** 2).sum(1)
-        idx = np.sort(np.argpartition(d2, self.max_points - 1)[: self.max_points])
-        return _take(sample, idx)
+        return _take(sample, _nearest(xyz, centre, self.max_points))
+
+
+def _nearest(xyz: np.ndarray, centre: np.ndarray, k: int) -> np.ndarray:
+    """Sorted indices of the k points of `xyz` nearest `centre` (a sphere crop)."""
+    d2 = ((xyz - centre) ** 2).sum(1)
+    return np.sort(np.argpartition(d2, k - 1)[:k])
 
 
 @register_transform("scene_context")
@@ -381,8 +385,7 @@ class SceneContext(_Base):
             # centred on them, leaving a one-point object (7% of samples with the OpenShape chain)
             pool = np.sort(np.unique(xyz, axis=0, return_index=True)[1])
             keep = max(1, int(round(rng.uniform(*self.crop) * len(pool))))
-            d2 = ((xyz[pool] - xyz[pool[rng.integers(len(pool))]]) ** 2).sum(1)
-            obj = pool[np.sort(np.argpartition(d2, keep - 1)[:keep])]
+            obj = pool[_nearest(xyz[pool], xyz[pool[rng.integers(len(pool))]], keep)]
         n_floor = min(int(round(rng.uniform(*self.floor_share) * n)), n - 1)
         n_obj = n - n_floor
         if len(obj) >= n_obj:
